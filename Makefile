@@ -1,0 +1,98 @@
+# forge-stream: plain make.  `make` builds bin/forge-stream; `make test` runs the
+# Check suites; `make test-asan` the same under AddressSanitizer + UBSan;
+# `make demo` quantizes a layer of the real stories260K model; `make bench`
+# prints the benchmark table.  Each runs `make deps` first (tools/deps.sh).
+#
+# CUDA=auto (default) builds cuda/*.cu when nvcc is found; CUDA=0 never, CUDA=1
+# always (an error without nvcc).  The binary runs without a GPU either way.
+
+CC      ?= gcc
+NVCC    ?= nvcc
+CUDA    ?= auto
+ARCH    ?= -march=native
+BUILD   ?= build
+SHARED  ?= ../shared
+
+ifeq ($(CUDA),auto)
+  HAVE_CUDA := $(if $(shell command -v $(NVCC) 2>/dev/null),1,0)
+else
+  HAVE_CUDA := $(CUDA)
+endif
+
+CHECK_FLAGS := $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -pthread)
+
+CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
+OPT     ?= -O3
+CFLAGS  += $(CFLAGS_COMMON) $(OPT)
+LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lm -lpthread
+
+CORE_SRC = src/ctx.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
+           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c \
+           hessian/accum.c hessian/cholinv.c
+CLI_SRC  = src/main.c src/cmd-layer.c
+TEST_SRC = $(wildcard tests/*.c)
+CUDA_SRC = $(wildcard cuda/*.cu)
+
+ifeq ($(HAVE_CUDA),1)
+  CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
+  CFLAGS   += -DFS_HAVE_CUDA
+  NVFLAGS  ?= -O3 -fmad=false -std=c++17 -DFS_HAVE_CUDA -Xcompiler -Wall,-Wextra,-Werror \
+              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+  LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
+  CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
+endif
+
+CORE_OBJ = $(CORE_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
+LIB      = $(BUILD)/libforge.a
+
+.PHONY: all deps test test-asan demo bench clean
+all: deps bin/forge-stream
+
+deps:
+	@sh tools/deps.sh
+
+bin/forge-stream: $(CLI_OBJ) $(LIB)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LIB): $(CORE_OBJ) $(CUDA_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c $(wildcard src/*.h hessian/*.h cuda/*.h tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(if $(findstring tests/,$<),$(CHECK_FLAGS)) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu $(wildcard src/*.h cuda/*.h cuda/*.cuh)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c -o $@ $<
+
+$(BUILD)/run-tests: $(TEST_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
+
+$(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+test: deps bin/forge-stream $(BUILD)/run-tests
+	FS_BIN=$(CURDIR)/bin/forge-stream FS_SHARED=$(SHARED) $(BUILD)/run-tests
+
+test-asan: deps
+	$(MAKE) BUILD=build-asan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	    bin-asan/forge-stream build-asan/run-tests
+	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_SHARED=$(SHARED) build-asan/run-tests
+
+bin-asan/forge-stream: $(CLI_OBJ) $(LIB)
+	@mkdir -p bin-asan
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+demo: deps bin/forge-stream
+	sh tools/demo.sh $(SHARED)
+
+bench: deps $(BUILD)/bench
+	$(BUILD)/bench
+
+clean:
+	rm -rf build build-asan bin bin-asan

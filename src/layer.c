@@ -1,0 +1,174 @@
+/* layer.c: one linear layer through the engine: dead columns, act-order,
+ * damped inversion with retries, grids, the GPTQ solve (or RTN), the loss and
+ * the RTN baseline.  Backend-neutral: heavy steps go through fs_be_*.
+ *
+ * Column orders: the solver works in processing order k (perm[k] is the
+ * original column); everything returned is in original column order, and
+ * qmeta's group axis is the processing order for dynamic act-order groups
+ * (column perm[k] is in group k / G), the original order otherwise.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "../hessian/hessian.h"
+
+#define FS_MAX_RETRIES 3    /* damping x10 retries before falling back to RTN */
+
+void fs_layer_result_free(fs_layer_result *res)
+{
+    free(res->qweight);
+    free(res->qmeta);
+    free(res->perm);
+    free(res->dequant);
+    memset(res, 0, sizeof *res);
+}
+
+/* Stable order of descending diag(H). */
+static void act_order_perm(const float *H, int64_t n, int32_t *perm)
+{
+    /* insertion into a merge sort would do; n log n with a stable merge */
+    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)i;
+    if (!tmp) {                                   /* fall back to a stable O(n^2) sort */
+        for (int64_t i = 1; i < n; i++)
+            for (int64_t j = i; j > 0 && H[perm[j] * n + perm[j]] > H[perm[j - 1] * n + perm[j - 1]]; j--) {
+                int32_t t = perm[j]; perm[j] = perm[j - 1]; perm[j - 1] = t;
+            }
+        return;
+    }
+    for (int64_t w = 1; w < n; w *= 2) {
+        for (int64_t lo = 0; lo < n; lo += 2 * w) {
+            int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int64_t a = lo, b = mid, o = lo;
+            while (a < mid && b < hi) {
+                float da = H[(int64_t)perm[a] * n + perm[a]], db = H[(int64_t)perm[b] * n + perm[b]];
+                tmp[o++] = db > da ? perm[b++] : perm[a++];
+            }
+            while (a < mid) tmp[o++] = perm[a++];
+            while (b < hi) tmp[o++] = perm[b++];
+        }
+        memcpy(perm, tmp, sizeof(int32_t) * (size_t)n);
+    }
+    free(tmp);
+}
+
+/* Round to nearest with grids from W itself: codes, qmeta and dequant. */
+static fs_status rtn(fs_ctx *ctx, const fs_grid_params *gp, const float *W, int64_t rows,
+                     int64_t cols, int64_t gw, uint8_t *codes, uint8_t *qmeta, float *D)
+{
+    fs_status rc = fs_be_grid(ctx, ctx->be, gp, W, rows, cols, gw, qmeta);
+    if (rc != FS_OK) return rc;
+    const int64_t ng = (cols + gw - 1) / gw;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++) {
+            float s, z;
+            fs_qmeta_unpack(qmeta + (r * ng + c / gw) * 4, &s, &z);
+            float q = fs_quant1(W[r * cols + c], s, z, gp->maxq);
+            codes[r * cols + c] = (uint8_t)q;
+            D[r * cols + c] = (q - z) * s;
+        }
+    return FS_OK;
+}
+
+fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, int64_t rows,
+                            int64_t cols, const fs_quant_opts *q, fs_layer_result *res)
+{
+    fs_status rc;
+    const size_t rc_n = (size_t)rows * (size_t)cols, cc_n = (size_t)cols * (size_t)cols;
+    const int64_t gw = fs_group_width(cols, q->group_size), ng = fs_ngroups(cols, q->group_size);
+    fs_grid_params gp = {0};
+    memset(res, 0, sizeof *res);
+    res->rows = rows;
+    res->cols = cols;
+    res->ngroups = ng;
+
+    if ((rc = fs_check_finite(ctx, "weight", W, rc_n)) != FS_OK) return rc;
+    if ((rc = fs_check_finite(ctx, "hessian", H, cc_n)) != FS_OK) return rc;
+    if ((rc = fs_grid_params_init(ctx, &gp, q)) != FS_OK) return rc;
+
+    float *Hw = fs_alloc2(cc_n, sizeof(float)), *U = fs_alloc2(cc_n, sizeof(float));
+    float *Ww = fs_alloc2(rc_n, sizeof(float)), *Wp = fs_alloc2(rc_n, sizeof(float));
+    uint8_t *codes = fs_alloc2(rc_n, 1);
+    int32_t *perm = fs_alloc2((size_t)cols, sizeof(int32_t)), *gcol = NULL;
+    res->qweight = fs_alloc2(rc_n, 1);
+    res->qmeta = fs_alloc2((size_t)rows * (size_t)ng, 4);
+    res->dequant = fs_alloc2(rc_n, sizeof(float));
+    if (!Hw || !U || !Ww || !Wp || !codes || !perm || !res->qweight || !res->qmeta ||
+        !res->dequant) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "layer %lld x %lld: work buffers", (long long)rows,
+                        (long long)cols);
+        goto out;
+    }
+
+    /* RTN baseline: grids from the original weights, no feedback */
+    rc = rtn(ctx, &gp, W, rows, cols, gw, codes, res->qmeta, res->dequant);
+    if (rc == FS_OK) rc = fs_quad_loss(ctx, W, res->dequant, H, rows, cols, &res->rtn_loss);
+    if (rc != FS_OK) goto out;
+    if (q->rtn) {
+        memcpy(res->qweight, codes, rc_n);
+        res->loss = res->rtn_loss;
+        goto out;
+    }
+
+    double t0 = fs_now();
+    memcpy(Hw, H, cc_n * sizeof(float));
+    memcpy(Ww, W, rc_n * sizeof(float));
+    res->dead_cols = (int)fs_hess_dead_fix(Hw, Ww, rows, cols);
+    if (q->act_order) act_order_perm(Hw, cols, perm);
+    else for (int64_t i = 0; i < cols; i++) perm[i] = (int32_t)i;
+
+    /* permute into processing order: U holds the permuted H until inverted */
+    for (int64_t i = 0; i < cols; i++)
+        for (int64_t j = 0; j < cols; j++) U[i * cols + j] = Hw[(int64_t)perm[i] * cols + perm[j]];
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < cols; k++) Wp[r * cols + k] = Ww[r * cols + perm[k]];
+    memcpy(Hw, U, cc_n * sizeof(float));
+
+    rc = fs_hess_invert(ctx, ctx->be, Hw, cols, q->damp, FS_MAX_RETRIES, U, &res->damp_used,
+                        &res->retries);
+    if (rc == FS_ERR_NUMERIC) {
+        fs_log(ctx, "warning: %s after %d retries (damp %g): falling back to RTN",
+               ctx->errmsg, res->retries, res->damp_used);
+        fs_ctx_clear(ctx);
+        res->fallback_rtn = 1;
+        rc = rtn(ctx, &gp, W, rows, cols, gw, res->qweight, res->qmeta, res->dequant);
+        res->loss = res->rtn_loss;
+        if (q->act_order && rc == FS_OK) {      /* RTN ignores act-order: identity perm */
+            res->perm = perm;
+            for (int64_t i = 0; i < cols; i++) perm[i] = (int32_t)i;
+            perm = NULL;
+        }
+        res->seconds = fs_now() - t0;
+        goto out;
+    }
+    if (rc != FS_OK) goto out;
+
+    if (q->static_groups) {                       /* from the original (dead-fixed) weights */
+        gcol = fs_alloc2((size_t)cols, sizeof(int32_t));
+        if (!gcol) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "static groups"); goto out; }
+        for (int64_t k = 0; k < cols; k++) gcol[k] = (int32_t)(perm[k] / gw);
+        rc = fs_be_grid(ctx, ctx->be, &gp, Ww, rows, cols, gw, res->qmeta);
+        if (rc != FS_OK) goto out;
+    }
+    fs_gptq_job job = {
+        .rows = rows, .cols = cols, .W = Wp, .U = U, .codes = codes, .qmeta = res->qmeta,
+        .ngroups = ng, .gw = gw, .gcol = gcol, .block = q->block, .gp = &gp,
+    };
+    if ((rc = fs_be_gptq(ctx, ctx->be, &job)) != FS_OK) goto out;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t k = 0; k < cols; k++) {
+            res->qweight[r * cols + perm[k]] = codes[r * cols + k];
+            res->dequant[r * cols + perm[k]] = Wp[r * cols + k];
+        }
+    res->seconds = fs_now() - t0;
+    rc = fs_quad_loss(ctx, W, res->dequant, H, rows, cols, &res->loss);
+    if (rc == FS_OK && q->act_order) { res->perm = perm; perm = NULL; }
+
+out:
+    free(Hw); free(U); free(Ww); free(Wp); free(codes); free(perm); free(gcol);
+    fs_grid_params_free(&gp);
+    if (rc != FS_OK) fs_layer_result_free(res);
+    return rc;
+}

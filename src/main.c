@@ -1,0 +1,35 @@
+/* main.c: forge-stream's command dispatcher. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: forge-stream <command> [options]      (forge-stream <command> --help)\n"
+    "\n"
+    "commands:\n"
+    "  layer      quantize one linear layer given its weight and Hessian (or inputs)\n"
+    "\n"
+    "planned (see ROADMAP.md): quantize, --resume, eval, inspect, plan\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? FS_EXIT_USAGE : FS_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("forge-stream %s\n", FS_VERSION);
+        return FS_EXIT_OK;
+    }
+    if (strcmp(argv[1], "layer") == 0) return cmd_layer(argc - 1, argv + 1);
+    const char *planned[] = {"quantize", "--resume", "eval", "inspect", "plan"};
+    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
+        if (strcmp(argv[1], planned[i]) == 0) {
+            fprintf(stderr, "forge-stream: error: '%s' is not implemented yet in this version (see ROADMAP.md)\n",
+                    argv[1]);
+            return FS_EXIT_USAGE;
+        }
+    fprintf(stderr, "forge-stream: error: unknown command '%s'\n%s", argv[1], usage);
+    return FS_EXIT_USAGE;
+}

@@ -1,0 +1,37 @@
+/* run.c: runs every Check suite; exit status non-zero on any failure. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+char *t_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *p = malloc(4096);
+    snprintf(p, 4096, "%s/fs-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(p)) { free(p); return NULL; }
+    return p;
+}
+
+void t_rmdir(const char *dir)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+}
+
+/* Check itself filters: CK_RUN_SUITE=grid or CK_RUN_CASE=... run a part. */
+int main(void)
+{
+    Suite *(*suites[])(void) = {
+        fs_suite_dtype, fs_suite_qmeta, fs_suite_grid, fs_suite_hessian, fs_suite_gptq,
+        fs_suite_safetensors, fs_suite_cli, fs_suite_cuda,
+    };
+    SRunner *sr = srunner_create(NULL);
+    for (size_t i = 0; i < sizeof suites / sizeof suites[0]; i++) srunner_add_suite(sr, suites[i]());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
