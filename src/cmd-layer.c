@@ -1,6 +1,7 @@
 /* cmd-layer.c: `forge-stream layer`: one linear layer through the engine
  * (the contract of specifications.md §layer).  Inputs are validated before
  * any work; OUT is written atomically and never exists after an error. */
+#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,9 +84,11 @@ static fs_status check_tensor(fs_ctx *ctx, const fs_st_file *f, const fs_st_tens
     return FS_OK;
 }
 
-/* H from `inputs`, decoded and accumulated chunk by chunk. */
+/* H from `inputs`, decoded and accumulated chunk by chunk: in f32 through the
+ * backend for the solver, and in double on the CPU (H64) for the reported
+ * losses, so that they are the true losses of the given inputs. */
 static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st_tensor *t,
-                                   float *H)
+                                   float *H, double *H64, double *seconds)
 {
     const int64_t n = t->shape[0], in = t->shape[1];
     const size_t esz = fs_dtype_size(t->dtype);
@@ -94,8 +97,11 @@ static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st
     if (chunk > n) chunk = n;
     uint8_t *raw = fs_alloc2((size_t)chunk * (size_t)in, esz);
     float *x = fs_alloc2((size_t)chunk * (size_t)in, sizeof(float));
+    double *xd = fs_alloc2((size_t)chunk * (size_t)in, sizeof(double));
     void *st = NULL;
-    fs_status rc = (!raw || !x) ? fs_ctx_err(ctx, FS_ERR_NOMEM, "inputs chunk") : FS_OK;
+    fs_status rc = (!raw || !x || !xd) ? fs_ctx_err(ctx, FS_ERR_NOMEM, "inputs chunk") : FS_OK;
+    *seconds = 0.0;
+    for (int64_t i = 0; i < in * in; i++) H64[i] = 0.0;
     if (rc == FS_OK) rc = fs_be_hess_new(ctx, ctx->be, in, &st);
     for (int64_t r = 0; rc == FS_OK && r < n; r += chunk) {
         int64_t m = n - r < chunk ? n - r : chunk;
@@ -108,12 +114,24 @@ static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st
             snprintf(what, sizeof what, "%s: tensor 'inputs' (rows from %lld)", f->path, (long long)r);
             rc = fs_decode_f32(ctx, what, t->dtype, raw, (size_t)(m * in), x);
         }
+        double t0 = fs_now();
         if (rc == FS_OK) rc = fs_be_hess_add(ctx, ctx->be, st, x, m);
+        *seconds += fs_now() - t0;
+        if (rc == FS_OK) {
+            for (int64_t i = 0; i < m * in; i++) xd[i] = x[i];
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)m, 1.0, xd, (int)in,
+                        1.0, H64, (int)in);
+        }
     }
+    double t0 = fs_now();
     if (rc == FS_OK) rc = fs_be_hess_get(ctx, ctx->be, st, H);
+    *seconds += fs_now() - t0;
+    for (int64_t i = 0; i < in; i++)
+        for (int64_t j = 0; j < i; j++) H64[i * in + j] = H64[j * in + i];
     fs_be_hess_free(ctx->be, st);
     free(raw);
     free(x);
+    free(xd);
     return rc;
 }
 
@@ -185,6 +203,7 @@ int cmd_layer(int argc, char **argv)
     int help = 0, exit_code = FS_EXIT_USAGE;
     fs_st_file *f = NULL;
     float *W = NULL, *H = NULL;
+    double *H64 = NULL;
     fs_layer_result res = {0};
     char *text = NULL;
     const char *hsrc = "hessian";
@@ -237,14 +256,13 @@ int cmd_layer(int argc, char **argv)
     if (tx) {
         hsrc = "inputs";
         H = fs_alloc2((size_t)cols * (size_t)cols, sizeof(float));
-        if (!H) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "hessian %lld x %lld", (long long)cols, (long long)cols); goto out; }
-        double t0 = fs_now();
-        rc = hessian_from_file(&ctx, f, tx, H);
-        hess_s = fs_now() - t0;
+        H64 = fs_alloc2((size_t)cols * (size_t)cols, sizeof(double));
+        if (!H || !H64) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "hessian %lld x %lld", (long long)cols, (long long)cols); goto out; }
+        rc = hessian_from_file(&ctx, f, tx, H, H64, &hess_s);
         if (rc == FS_ERR_NUMERIC || rc == FS_ERR_FORMAT || rc == FS_ERR_IO) exit_code = FS_EXIT_USAGE;
         if (rc != FS_OK) goto out;
     }
-    rc = fs_layer_quantize(&ctx, W, H, rows, cols, &a.q, &res);
+    rc = fs_layer_quantize(&ctx, W, H, H64, rows, cols, &a.q, &res);
     if (rc != FS_OK) goto out;
     json_t *rep = report_json(&a, &res, hess_s, fs_backend_name(ctx.be), hsrc);
     text = rep ? json_dumps(rep, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
@@ -269,6 +287,7 @@ out:
     fs_layer_result_free(&res);
     free(W);
     free(H);
+    free(H64);
     fs_st_close(f);
     fs_backend_free(ctx.be);
     return exit_code;

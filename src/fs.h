@@ -192,16 +192,19 @@ typedef struct fs_layer_result {
 } fs_layer_result;
 
 /* Quantizes W [rows, cols] given H [cols, cols] (as given: undamped, dead
- * columns included).  W and H are not modified.  On success *res owns its
- * arrays (fs_layer_result_free).  Errors: FS_ERR_NOMEM, FS_ERR_NUMERIC (non-
- * finite input), backend errors. */
-fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, int64_t rows,
-                            int64_t cols, const fs_quant_opts *q, fs_layer_result *res);
+ * columns included).  H64, if not NULL, is the same Hessian accumulated in
+ * double (built from raw inputs) and is what the reported losses use.  W and
+ * H are not modified.  On success *res owns its arrays (fs_layer_result_free).
+ * Errors: FS_ERR_NOMEM, FS_ERR_NUMERIC (non-finite input), backend errors. */
+fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const double *H64,
+                            int64_t rows, int64_t cols, const fs_quant_opts *q,
+                            fs_layer_result *res);
 void fs_layer_result_free(fs_layer_result *res);
 
-/* trace((W - D) H (W - D)^T) accumulated in double. Errors: FS_ERR_NOMEM. */
+/* trace((W - D) H (W - D)^T) accumulated in double, with H in float (H) or,
+ * when H64 is not NULL, in double.  Errors: FS_ERR_NOMEM. */
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
-                       int64_t rows, int64_t cols, double *loss);
+                       const double *H64, int64_t rows, int64_t cols, double *loss);
 
 #ifdef __cplusplus
 }

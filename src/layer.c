@@ -72,8 +72,9 @@ static fs_status rtn(fs_ctx *ctx, const fs_grid_params *gp, const float *W, int6
     return FS_OK;
 }
 
-fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, int64_t rows,
-                            int64_t cols, const fs_quant_opts *q, fs_layer_result *res)
+fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const double *H64,
+                            int64_t rows, int64_t cols, const fs_quant_opts *q,
+                            fs_layer_result *res)
 {
     fs_status rc;
     const size_t rc_n = (size_t)rows * (size_t)cols, cc_n = (size_t)cols * (size_t)cols;
@@ -104,7 +105,7 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, int64_t
 
     /* RTN baseline: grids from the original weights, no feedback */
     rc = rtn(ctx, &gp, W, rows, cols, gw, codes, res->qmeta, res->dequant);
-    if (rc == FS_OK) rc = fs_quad_loss(ctx, W, res->dequant, H, rows, cols, &res->rtn_loss);
+    if (rc == FS_OK) rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
     if (rc != FS_OK) goto out;
     if (q->rtn) {
         memcpy(res->qweight, codes, rc_n);
@@ -163,7 +164,7 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, int64_t
             res->dequant[r * cols + perm[k]] = Wp[r * cols + k];
         }
     res->seconds = fs_now() - t0;
-    rc = fs_quad_loss(ctx, W, res->dequant, H, rows, cols, &res->loss);
+    rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->loss);
     if (rc == FS_OK && q->act_order) { res->perm = perm; perm = NULL; }
 
 out:

@@ -9,25 +9,27 @@
 #define LOSS_SLAB 512   /* rows per dgemm: bounds the double copies */
 
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
-                       int64_t rows, int64_t cols, double *loss)
+                       const double *H64, int64_t rows, int64_t cols, double *loss)
 {
     const size_t n = (size_t)cols;
-    double *Hd = fs_alloc2(n * n, sizeof(double));
+    double *Hd = H64 ? NULL : fs_alloc2(n * n, sizeof(double));
     double *E = fs_alloc2((size_t)LOSS_SLAB * n, sizeof(double));
     double *T = fs_alloc2((size_t)LOSS_SLAB * n, sizeof(double));
-    if (!Hd || !E || !T) {
+    if ((!Hd && !H64) || !E || !T) {
         free(Hd); free(E); free(T);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "loss: %lld x %lld in double", (long long)cols,
                           (long long)cols);
     }
-    for (size_t i = 0; i < n * n; i++) Hd[i] = H[i];
+    if (!H64)
+        for (size_t i = 0; i < n * n; i++) Hd[i] = H[i];
+    const double *Hl = H64 ? H64 : Hd;
     double total = 0.0;
     for (int64_t r0 = 0; r0 < rows; r0 += LOSS_SLAB) {
         int64_t m = rows - r0 < LOSS_SLAB ? rows - r0 : LOSS_SLAB;
         for (int64_t i = 0; i < m * cols; i++)
             E[i] = (double)W[r0 * cols + i] - (double)D[r0 * cols + i];
         cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)cols,
-                    1.0, E, (int)cols, Hd, (int)cols, 0.0, T, (int)cols);
+                    1.0, E, (int)cols, Hl, (int)cols, 0.0, T, (int)cols);
         for (int64_t i = 0; i < m * cols; i++) total += T[i] * E[i];
     }
     free(Hd); free(E); free(T);

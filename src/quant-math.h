@@ -89,12 +89,14 @@ FS_HD float fs_qm_clampf(float v, float lo, float hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
-/* The code of x: clamp(rint(x/s + z), 0, maxq), rint = half to even. */
+/* The code of x: clamp(rint(x/s + z), 0, maxq), rint = half to even.  The
+ * + 0.0f turns a -0 (rint of a small negative with z = 0) into +0, so the
+ * dequant (q - z) * s is the +0 that a decoder computes from the byte. */
 FS_HD float fs_qm_quant(float x, float s, float z, float maxq)
 {
     float t = x / s;
     t = t + z;
-    return fs_qm_clampf(rintf(t), 0.0f, maxq);
+    return fs_qm_clampf(rintf(t), 0.0f, maxq) + 0.0f;
 }
 
 /* (q - z) * s */

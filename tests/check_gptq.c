@@ -110,7 +110,7 @@ static void blocked_vs_naive(int block, int act_order, int64_t g, int bits, int 
     fs_quant_opts q = opts(bits, sym, g, block);
     q.act_order = act_order;
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
     int32_t *perm = malloc(sizeof(int32_t) * cols);
     for (int i = 0; i < cols; i++) perm[i] = act_order ? res.perm[i] : i;
     uint8_t *naive = malloc(rows * cols);
@@ -149,7 +149,7 @@ START_TEST(identity_hessian_is_rtn)
     for (int b = 0; b < 4; b++) {
         fs_quant_opts q = opts(bits[b], b % 2, b == 3 ? -1 : 32, 7);
         fs_layer_result res;
-        ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+        ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
         /* RTN by hand: grid of each group of the original row, then rint */
         fs_grid_params gp;
         ck_assert_int_eq(fs_grid_params_init(&ctx, &gp, &q), FS_OK);
@@ -189,7 +189,10 @@ static void check_decodes(const fs_layer_result *res, int64_t g, int static_grou
             const uint8_t *m = res->qmeta + (r * ng + grp[c]) * 4;
             int16_t code = (int16_t)(uint16_t)(m[0] | m[1] << 8);
             float s = (float)exp2(code / 256.0), z = m[2];
-            ck_assert_float_eq(res->dequant[r * cols + c], ((float)res->qweight[r * cols + c] - z) * s);
+            float want = ((float)res->qweight[r * cols + c] - z) * s;
+            ck_assert_msg(memcmp(&want, &res->dequant[r * cols + c], 4) == 0,   /* bits: -0 != +0 */
+                          "(%lld, %lld): dequant %a, decoded %a", (long long)r, (long long)c,
+                          (double)res->dequant[r * cols + c], (double)want);
         }
     free(grp);
 }
@@ -211,7 +214,7 @@ START_TEST(gptq_beats_rtn_and_loss_is_true)
         q.static_groups = cfg[i].stat;
         q.grid = cfg[i].mse ? FS_GRID_MSE : FS_GRID_ABSMAX;
         fs_layer_result res;
-        ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+        ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
         ck_assert_int_eq(res.ngroups, cfg[i].g < 0 || cfg[i].g >= cols ? 1 : (cols + cfg[i].g - 1) / cfg[i].g);
         double truth = t_loss(W, res.dequant, H, rows, cols);
         ck_assert_msg(fabs(res.loss - truth) <= LOSS_REL * truth, "cfg %zu: loss %g vs %g", i, res.loss, truth);
@@ -235,7 +238,7 @@ START_TEST(act_order_perm)
     fs_quant_opts q = opts(4, 1, 32, 16);
     q.act_order = 1;
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
     /* selection sort, first maximum first: a stable descending order */
     int used[64] = {0};
     for (int k = 0; k < cols; k++) {
@@ -263,7 +266,7 @@ START_TEST(dead_columns_rank_deficient)
     fs_quant_opts q = opts(4, 0, 32, 128);
     q.act_order = 1;
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
     ck_assert_int_eq(res.dead_cols, 2);
     for (int r = 0; r < rows; r++) {
         ck_assert_float_eq(res.dequant[r * cols + 3], 0.0f);
@@ -292,7 +295,7 @@ START_TEST(retry_then_success)
     H[7 * cols + 7] = (float)(-0.05 * mean);
     fs_quant_opts q = opts(4, 1, 32, 128);
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
     ck_assert_int_eq(res.retries, 1);
     ck_assert(fabs(res.damp_used - 0.1) < 1e-12);
     ck_assert_int_eq(res.fallback_rtn, 0);
@@ -313,7 +316,7 @@ START_TEST(fallback_to_rtn)
     fs_quant_opts q = opts(4, 1, 32, 128);
     q.act_order = 1;
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, rows, cols, &q, &res), FS_OK);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, rows, cols, &q, &res), FS_OK);
     ck_assert_int_eq(res.fallback_rtn, 1);
     ck_assert_int_eq(res.retries, 3);
     ck_assert(res.loss == res.rtn_loss);
@@ -334,7 +337,7 @@ START_TEST(nonfinite_input_rejected)
     W[37] = NAN;
     fs_quant_opts q = opts(4, 1, 32, 128);
     fs_layer_result res;
-    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, 4, 32, &q, &res), FS_ERR_NUMERIC);
+    ck_assert_int_eq(fs_layer_quantize(&ctx, W, H, NULL, 4, 32, &q, &res), FS_ERR_NUMERIC);
     ck_assert_ptr_nonnull(strstr(ctx.errmsg, "weight"));
     ck_assert_ptr_nonnull(strstr(ctx.errmsg, "37"));
     ck_assert_ptr_null(res.qweight);

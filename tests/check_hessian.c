@@ -8,7 +8,7 @@
 #include "../hessian/hessian.h"
 
 #define ACCUM_REL 1e-5   /* f32 sums of 50 products vs double: a few ulps of the largest entry */
-#define INV_REL 1e-4     /* f32 potrf+potri+potrf, condition ~1e1: ~1e1 * 6e-8 * n */
+#define INV_REL 2e-3     /* three f32 factorisations: ~n * eps * cond = 40 * 6e-8 * 1e2, x8 */
 
 static fs_backend *cpu(fs_ctx *ctx)
 {
