@@ -88,7 +88,10 @@ bin-asan/forge-stream: $(CLI_OBJ) $(LIB)
 	@mkdir -p bin-asan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-demo: deps bin/forge-stream
+$(BUILD)/demo-input: $(BUILD)/tools/demo-input.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+demo: deps bin/forge-stream $(BUILD)/demo-input
 	sh tools/demo.sh $(SHARED)
 
 bench: deps $(BUILD)/bench

@@ -16,7 +16,10 @@ fs_status fs_hess_cpu_new(fs_ctx *ctx, fs_backend *be, int64_t in, void **state)
 {
     (void)be;
     hess_cpu *h = calloc(1, sizeof *h);
-    if (h) h->H = calloc((size_t)in * (size_t)in, sizeof(float));
+    /* zeroed here rather than by calloc's lazy zero pages, so the page faults
+     * are not taken inside the first ssyrk (which runs them on every thread) */
+    if (h) h->H = fs_alloc2((size_t)in * (size_t)in, sizeof(float));
+    if (h && h->H) memset(h->H, 0, (size_t)in * (size_t)in * sizeof(float));
     if (!h || !h->H) {
         if (h) free(h);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "hessian: %lld x %lld", (long long)in,
@@ -42,10 +45,14 @@ fs_status fs_hess_cpu_get(fs_ctx *ctx, fs_backend *be, void *state, float *H)
 {
     (void)ctx; (void)be;
     hess_cpu *h = state;
-    const int64_t n = h->in;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < n; j++)
-            H[i * n + j] = j >= i ? h->H[i * n + j] : h->H[j * n + i];
+    const int64_t n = h->in, B = 64;   /* tiles keep the transposed reads in cache */
+    for (int64_t i0 = 0; i0 < n; i0 += B)
+        for (int64_t j0 = 0; j0 < n; j0 += B) {
+            int64_t i1 = i0 + B < n ? i0 + B : n, j1 = j0 + B < n ? j0 + B : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0; j < j1; j++)
+                    H[i * n + j] = j >= i ? h->H[i * n + j] : h->H[j * n + i];
+        }
     return FS_OK;
 }
 

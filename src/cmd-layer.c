@@ -135,6 +135,14 @@ static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st
     return rc;
 }
 
+/* A float option as the short decimal the user typed, not its binary expansion. */
+static double short_real(float f)
+{
+    char b[32];
+    snprintf(b, sizeof b, "%g", (double)f);
+    return strtod(b, NULL);
+}
+
 static json_t *report_json(const layer_args *a, const fs_layer_result *r, double hess_s,
                            const char *backend, const char *hsrc)
 {
@@ -142,8 +150,8 @@ static json_t *report_json(const layer_args *a, const fs_layer_result *r, double
     json_t *opts = json_pack("{s:i, s:I, s:b, s:s, s:f, s:i, s:f, s:b, s:b, s:i, s:f}",
                              "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
                              "grid", q->grid == FS_GRID_MSE ? "mse" : "absmax",
-                             "grid_shrink", (double)q->shrink, "grid_n", q->grid_n,
-                             "grid_norm", (double)q->norm, "act_order", q->act_order,
+                             "grid_shrink", short_real(q->shrink), "grid_n", q->grid_n,
+                             "grid_norm", short_real(q->norm), "act_order", q->act_order,
                              "static_groups", q->static_groups, "block", q->block, "damp", q->damp);
     return json_pack("{s:f, s:f, s:f, s:f, s:f, s:i, s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
                      "loss", r->loss, "rtn_loss", r->rtn_loss, "seconds", r->seconds,

@@ -334,6 +334,11 @@ fs_status fs_st_writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dt
 {
     if (ndim < 0 || ndim > FS_ST_MAX_DIMS)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: tensor '%s': %d dims", w->path, name, ndim);
+    if (name[0] == '\0' || strcmp(name, "__metadata__") == 0)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: '%s' cannot name a tensor", w->path, name);
+    for (int i = 0; i < w->n; i++)
+        if (strcmp(w->e[i].name, name) == 0)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: tensor '%s' added twice", w->path, name);
     if (w->n == w->cap) {
         int cap = w->cap ? 2 * w->cap : 16;
         wentry *e = realloc(w->e, sizeof *e * (size_t)cap);

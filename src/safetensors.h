@@ -62,6 +62,8 @@ fs_status fs_st_read_f32(fs_ctx *ctx, const fs_st_file *f, const fs_st_tensor *t
 typedef struct fs_st_writer fs_st_writer;
 
 fs_status fs_st_writer_new(fs_ctx *ctx, const char *path, fs_st_writer **out);
+/* Errors: FS_ERR_USAGE for an empty, reserved ("__metadata__") or repeated
+ * name or a bad shape; FS_ERR_NOMEM. */
 fs_status fs_st_writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt,
                            int ndim, const int64_t *shape, const void *data);
 fs_status fs_st_writer_meta(fs_ctx *ctx, fs_st_writer *w, const char *key, const char *val);
