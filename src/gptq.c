@@ -34,6 +34,7 @@ static void block_tile(const fs_gptq_job *job, int64_t r0, int nr, int64_t i1, i
                        float *sc, float *zc, float *Err, float *Tb)
 {
     const int64_t C = job->cols, ng = job->ngroups, gw = job->gw, nb = i2 - i1;
+    const int64_t ldE = job->block < C ? job->block : C;   /* fixed: slices run unsynchronised */
     const int dynamic = job->gcol == NULL;
     const float maxq = job->gp->maxq;
     float s[TILE], z[TILE], e[TILE], q[TILE];
@@ -64,7 +65,7 @@ static void block_tile(const fs_gptq_job *job, int64_t r0, int nr, int64_t i1, i
         }
         for (int r = 0; r < nr; r++) {
             job->codes[(r0 + r) * C + j] = (uint8_t)q[r];
-            Err[(r0 + r) * nb + (j - i1)] = e[r];
+            Err[(r0 + r) * ldE + (j - i1)] = e[r];
         }
         fs_v8 e0, e1;                              /* the tile's errors, two vectors */
         memcpy(&e0, e, sizeof e0);
@@ -86,6 +87,7 @@ static void solve_rows(const fs_gptq_job *job, int64_t ra, int64_t rb, float *sc
                        float *Err, float *Tb)
 {
     const int64_t C = job->cols, gw = job->gw, n = rb - ra;
+    const int64_t ldE = job->block < C ? job->block : C;
     const int dynamic = job->gcol == NULL;
     for (int64_t i1 = 0; i1 < C;) {
         int64_t i2 = i1 + job->block < C ? i1 + job->block : C;
@@ -98,7 +100,7 @@ static void solve_rows(const fs_gptq_job *job, int64_t ra, int64_t rb, float *sc
             block_tile(job, r0, rb - r0 < TILE ? (int)(rb - r0) : TILE, i1, i2, sc, zc, Err, Tb);
         if (i2 < C)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)(C - i2),
-                        (int)nb, -1.0f, Err + ra * nb, (int)nb, job->U + i1 * C + i2, (int)C,
+                        (int)nb, -1.0f, Err + ra * ldE, (int)ldE, job->U + i1 * C + i2, (int)C,
                         1.0f, job->W + ra * C + i2, (int)C);
         i1 = i2;
     }
@@ -125,7 +127,8 @@ fs_status fs_gptq_cpu(fs_ctx *ctx, const fs_gptq_job *job)
         for (int64_t i = 0; i < R * ng; i++) fs_qmeta_unpack(job->qmeta + 4 * i, &sc[i], &zc[i]);
     /* One slice of rows per thread, each with a single-threaded BLAS: no
      * barrier per block and no BLAS threads fighting OpenMP's for the cores.
-     * Err rows of a slice are [ra, rb) with the block's width as stride. */
+     * Slices are at different blocks at any moment, so Err [R, block] keeps a
+     * fixed row stride whatever the current block's width. */
     const int blas_threads = openblas_get_num_threads();
     openblas_set_num_threads(1);
     int64_t per = (R + nthr - 1) / nthr;

@@ -3,6 +3,7 @@
  * each column, in double), RTN identities, act-order, dead columns, retries,
  * the RTN fallback, ragged groups, and the loss against its definition. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "util.h"
@@ -100,11 +101,11 @@ static void naive_gptq(const float *W0, const float *H0, int rows, int cols,
     fs_grid_params_free(&gp);
 }
 
-static void blocked_vs_naive(int block, int act_order, int64_t g, int bits, int sym)
+static void blocked_vs_naive_shape(int rows, int cols, int block, int act_order, int64_t g,
+                                   int bits, int sym)
 {
     fs_ctx ctx;
     fs_backend *be = cpu(&ctx);
-    const int rows = 12, cols = 96;
     float *W, *H;
     problem(100 + block, rows, cols, &W, &H);
     fs_quant_opts q = opts(bits, sym, g, block);
@@ -125,6 +126,11 @@ static void blocked_vs_naive(int block, int act_order, int64_t g, int bits, int 
     fs_backend_free(be);
 }
 
+static void blocked_vs_naive(int block, int act_order, int64_t g, int bits, int sym)
+{
+    blocked_vs_naive_shape(12, 96, block, act_order, g, bits, sym);
+}
+
 START_TEST(naive_block1)   { blocked_vs_naive(1, 0, 32, 4, 1); }
 END_TEST
 START_TEST(naive_block3)   { blocked_vs_naive(3, 0, 32, 4, 0); }
@@ -134,6 +140,19 @@ END_TEST
 START_TEST(naive_block3_actorder) { blocked_vs_naive(3, 1, 64, 4, 0); }
 END_TEST
 START_TEST(naive_block128_rowgroup) { blocked_vs_naive(128, 1, -1, 2, 1); }
+END_TEST
+
+/* Many rows over several threads while the block width changes (groups of
+ * 128 cut 172 columns into blocks of 128 and 44): thread slices run through
+ * the blocks unsynchronised and must not share any scratch. */
+START_TEST(naive_threads_ragged_blocks)
+{
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        blocked_vs_naive_shape(40, 172, 128, 0, 128, 4, 1);
+        blocked_vs_naive_shape(33, 172, 100, 1, 64, 3, 0);
+    }
+}
 END_TEST
 
 START_TEST(identity_hessian_is_rtn)
@@ -356,6 +375,7 @@ Suite *fs_suite_gptq(void)
     tcase_add_test(tc, naive_block128);
     tcase_add_test(tc, naive_block3_actorder);
     tcase_add_test(tc, naive_block128_rowgroup);
+    tcase_add_test(tc, naive_threads_ragged_blocks);
     suite_add_tcase(s, tc);
     tc = tcase_create("layer");
     tcase_set_timeout(tc, 60);
