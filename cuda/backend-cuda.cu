@@ -298,6 +298,7 @@ static fs_status gp_upload(fs_ctx *ctx, cuda_be *cb, dev_bufs *b, const fs_grid_
     out->bits = gp->bits;
     out->sym = gp->sym;
     out->mse = gp->mse;
+    out->gptq_v1 = gp->gptq_v1;
     out->n = gp->n;
     out->maxq = gp->maxq;
     out->norm = gp->norm;

@@ -92,7 +92,7 @@ static __device__ __forceinline__ void fs_dev_grid_group(const fs_cuda_gp &gp, c
         gmax = omax > gmax ? omax : gmax;
     }
     float s, z;
-    fs_qm_range(gmin, gmax, gp.bits, gp.sym, &s, &z);
+    fs_qm_range(gmin, gmax, gp.bits, gp.sym, gp.gptq_v1, &s, &z);
     int16_t code = fs_qm_encode(s, fs_c_q88_half);
     if (gp.mse) {
         const float base = fs_qm_decode(code, fs_c_q88_frac);
@@ -109,6 +109,7 @@ static __device__ __forceinline__ void fs_dev_grid_group(const fs_cuda_gp &gp, c
         code = fs_qm_encode(best_s, fs_c_q88_half);
     }
     *scale = fs_qm_decode(code, fs_c_q88_frac);
+    if (gp.gptq_v1) *scale = fs_qm_f16_round(*scale);
     *zero = z;
     if (qmeta && lane == 0) {                               /* fs_qmeta_pack */
         uint16_t u = (uint16_t)code;
@@ -119,12 +120,13 @@ static __device__ __forceinline__ void fs_dev_grid_group(const fs_cuda_gp &gp, c
     }
 }
 
-/* fs_qmeta_unpack on the device. */
-static __device__ __forceinline__ void fs_dev_qmeta_unpack(const uint8_t *q, float *scale,
-                                                           float *zero)
+/* fs_grid_unpack on the device. */
+static __device__ __forceinline__ void fs_dev_qmeta_unpack(const fs_cuda_gp &gp, const uint8_t *q,
+                                                           float *scale, float *zero)
 {
     int16_t code = (int16_t)(uint16_t)(q[0] | (q[1] << 8));
     *scale = fs_qm_decode(code, fs_c_q88_frac);
+    if (gp.gptq_v1) *scale = fs_qm_f16_round(*scale);
     *zero = (float)q[2];
 }
 

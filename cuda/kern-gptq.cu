@@ -61,7 +61,7 @@ fs_gptq_kernel(fs_cuda_gp gp, float *__restrict__ W, const float *__restrict__ U
         const int64_t j = i1 + jj;
         const int64_t g = gcol ? (int64_t)gcol[j] : j / gw;
         if (g != gcur) {
-            fs_dev_qmeta_unpack(qrow + g * 4, &s, &z);
+            fs_dev_qmeta_unpack(gp, qrow + g * 4, &s, &z);
             gcur = g;
         }
         const float wj = seg[jj];

@@ -17,7 +17,7 @@ extern "C" {
 
 /* fs_grid_params as the kernels see it: p is a device copy of gp->p [n]. */
 typedef struct fs_cuda_gp {
-    int bits, sym, mse, n;
+    int bits, sym, mse, n, gptq_v1;
     float maxq, norm;
     const float *p;
 } fs_cuda_gp;

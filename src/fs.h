@@ -111,6 +111,7 @@ typedef struct fs_quant_opts {
     int block;             /* GPTQ lazy-batch block width, >= 1 */
     double damp;           /* relative damping, added as damp*mean(diag H) */
     int rtn;               /* round to nearest only (no GPTQ) */
+    int gptq_v1;           /* grids for the gptq format: F16 scales, asym zero >= 1 */
 } fs_quant_opts;
 
 void fs_quant_opts_default(fs_quant_opts *q);
@@ -137,6 +138,7 @@ void fs_qmeta_unpack(const uint8_t in[4], float *scale, float *zero);
 /* Everything a grid search needs, built once per layer. */
 typedef struct fs_grid_params {
     int bits, sym, mse;
+    int gptq_v1;        /* scale used = F16(Q8.8 scale); asymmetric zero >= 1 */
     float maxq;
     float norm;
     int n;              /* candidates */
@@ -153,6 +155,10 @@ void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n,
  * qmeta [rows, ceil(cols/gw), 4]. Cannot fail. */
 void fs_grid_matrix(const fs_grid_params *gp, const float *W, int64_t rows,
                     int64_t cols, int64_t gw, uint8_t *qmeta);
+
+/* The scale and zero that quantization uses for a stored qmeta entry: the
+ * Q8.8 scale, rounded to F16 in gptq_v1 mode. Cannot fail. */
+void fs_grid_unpack(const fs_grid_params *gp, const uint8_t qmeta[4], float *scale, float *zero);
 
 /* q = clamp(rint(x/s + z), 0, maxq) */
 float fs_quant1(float x, float s, float z, float maxq);

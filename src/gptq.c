@@ -124,7 +124,7 @@ fs_status fs_gptq_cpu(fs_ctx *ctx, const fs_gptq_job *job)
                           (long long)R, (long long)C);
     }
     if (!dynamic)
-        for (int64_t i = 0; i < R * ng; i++) fs_qmeta_unpack(job->qmeta + 4 * i, &sc[i], &zc[i]);
+        for (int64_t i = 0; i < R * ng; i++) fs_grid_unpack(job->gp, job->qmeta + 4 * i, &sc[i], &zc[i]);
     /* One slice of rows per thread, each with a single-threaded BLAS: no
      * barrier per block and no BLAS threads fighting OpenMP's for the cores.
      * Slices are at different blocks at any moment, so Err [R, block] keeps a

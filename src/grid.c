@@ -15,6 +15,7 @@ fs_status fs_grid_params_init(fs_ctx *ctx, fs_grid_params *gp, const fs_quant_op
     gp->bits = q->bits;
     gp->sym = q->sym;
     gp->mse = q->grid == FS_GRID_MSE;
+    gp->gptq_v1 = q->gptq_v1;
     gp->maxq = (float)((1 << q->bits) - 1);
     gp->norm = q->norm;
     gp->n = gp->mse ? q->grid_n : 1;
@@ -64,7 +65,7 @@ void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n, uint8_t 
         gmax = x[i] > gmax ? x[i] : gmax;
     }
     float s, z;
-    fs_qm_range(gmin, gmax, gp->bits, gp->sym, &s, &z);
+    fs_qm_range(gmin, gmax, gp->bits, gp->sym, gp->gptq_v1, &s, &z);
     int16_t code = fs_qm_encode(s, half);
     if (gp->mse) {
         float base = fs_qm_decode(code, frac), best_s = base, best = 0.0f;
@@ -77,8 +78,15 @@ void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n, uint8_t 
         code = fs_qm_encode(best_s, half);
     }
     *scale = fs_qm_decode(code, frac);
+    if (gp->gptq_v1) *scale = fs_qm_f16_round(*scale);
     *zero = z;
     fs_qmeta_pack(qmeta, code, (uint8_t)z, gp->sym ? FS_QMETA_SYM : 0);
+}
+
+void fs_grid_unpack(const fs_grid_params *gp, const uint8_t qmeta[4], float *scale, float *zero)
+{
+    fs_qmeta_unpack(qmeta, scale, zero);
+    if (gp->gptq_v1) *scale = fs_qm_f16_round(*scale);
 }
 
 void fs_grid_matrix(const fs_grid_params *gp, const float *W, int64_t rows, int64_t cols,

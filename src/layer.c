@@ -64,7 +64,7 @@ static fs_status rtn(fs_ctx *ctx, const fs_grid_params *gp, const float *W, int6
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c++) {
             float s, z;
-            fs_qmeta_unpack(qmeta + (r * ng + c / gw) * 4, &s, &z);
+            fs_grid_unpack(gp, qmeta + (r * ng + c / gw) * 4, &s, &z);
             float q = fs_quant1(W[r * cols + c], s, z, gp->maxq);
             codes[r * cols + c] = (uint8_t)q;
             D[r * cols + c] = (q - z) * s;

@@ -106,8 +106,12 @@ FS_HD float fs_qm_dequant(float q, float s, float z)
     return d * s;
 }
 
-/* Range grid from a group's raw min and max: unrounded scale and zero. */
-FS_HD void fs_qm_range(float gmin, float gmax, int bits, int sym, float *scale, float *zero)
+/* Range grid from a group's raw min and max: unrounded scale and zero.
+ * zmin1 (the gptq v1 format, which stores zero - 1): an asymmetric zero of 0
+ * becomes 1, and the scale grows to xmax / (maxq - 1) so xmax stays on the
+ * grid (the group's values are all >= -s/2 there, so nothing is lost below). */
+FS_HD void fs_qm_range(float gmin, float gmax, int bits, int sym, int zmin1, float *scale,
+                       float *zero)
 {
     float maxq = (float)((1 << bits) - 1);
     float xmin = gmin < 0.0f ? gmin : 0.0f;
@@ -125,7 +129,27 @@ FS_HD void fs_qm_range(float gmin, float gmax, int bits, int sym, float *scale, 
     } else {
         float z = -xmin / s;
         *zero = fs_qm_clampf(rintf(z), 0.0f, maxq);
+        if (zmin1 && *zero < 1.0f) {
+            *zero = 1.0f;
+            *scale = xmax / (maxq - 1.0f);
+        }
     }
+}
+
+/* Rounds a positive scale to the nearest float16 value (ties to even), kept
+ * in [2^-24, 65504] so that it is a finite, non-zero F16: the gptq format
+ * stores scales as F16 and the solver must quantize with the stored value. */
+FS_HD float fs_qm_f16_round(float f)
+{
+    if (!(f >= 0x1p-24f)) return 0x1p-24f;
+    if (f >= 65504.0f) return 65504.0f;
+    uint32_t a = fs_qm_bits(f);
+    if (a < 0x38800000u) {                       /* F16 subnormal: multiples of 2^-24 */
+        float m = rintf(f * 16777216.0f);
+        return m * 0x1p-24f;
+    }
+    a = a + 0xfffu + ((a >> 13) & 1u);            /* round the mantissa to 10 bits */
+    return fs_qm_float(a & 0xffffe000u);
 }
 
 /* |a|^p for the L^p search: exp2(p * log2|a|) from +,-,*,/ and bit tricks only
