@@ -28,7 +28,7 @@ CFLAGS  += $(CFLAGS_COMMON) $(OPT)
 LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lm -lpthread
 
 CORE_SRC = src/ctx.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
-           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c \
+           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c \
            hessian/accum.c hessian/cholinv.c
 CLI_SRC  = src/main.c src/cmd-layer.c
 TEST_SRC = $(wildcard tests/*.c)

@@ -120,6 +120,7 @@ Suite *fs_suite_gptq(void);
 Suite *fs_suite_hessian(void);
 Suite *fs_suite_safetensors(void);
 Suite *fs_suite_cli(void);
+Suite *fs_suite_pack(void);
 Suite *fs_suite_cuda(void);
 
 #endif
