@@ -25,12 +25,12 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
 OPT     ?= -O3
 CFLAGS  += $(CFLAGS_COMMON) $(OPT)
-LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lm -lpthread
+LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -lm -lpthread
 
 CORE_SRC = src/ctx.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
-           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c \
+           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c src/outckpt.c src/qread.c \
            hessian/accum.c hessian/cholinv.c
-CLI_SRC  = src/main.c src/cmd-layer.c
+CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c
 TEST_SRC = $(wildcard tests/*.c)
 CUDA_SRC = $(wildcard cuda/*.cu)
 
@@ -76,16 +76,19 @@ $(BUILD)/run-tests: $(TEST_OBJ) $(LIB)
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-test: deps bin/forge-stream $(BUILD)/run-tests
-	FS_BIN=$(CURDIR)/bin/forge-stream FS_SHARED=$(SHARED) $(BUILD)/run-tests
+test: deps bin/forge-stream $(BUILD)/run-tests $(BUILD)/gen-tiny
+	FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny FS_SHARED=$(SHARED) $(BUILD)/run-tests
 
 test-asan: deps
 	$(MAKE) BUILD=build-asan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	    bin-asan/forge-stream build-asan/run-tests
-	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_SHARED=$(SHARED) build-asan/run-tests
+	    bin-asan/forge-stream build-asan/run-tests build-asan/gen-tiny
+	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_GEN_TINY=$(CURDIR)/build-asan/gen-tiny FS_SHARED=$(SHARED) build-asan/run-tests
 
 bin-asan/forge-stream: $(CLI_OBJ) $(LIB)
 	@mkdir -p bin-asan
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/demo-input: $(BUILD)/tools/demo-input.o $(LIB)

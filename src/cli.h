@@ -25,5 +25,7 @@ fs_status fs_arg_backend(fs_ctx *ctx, const char *s, fs_backend_kind *out);
 extern const char fs_quant_flags_help[];
 
 int cmd_layer(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 #endif

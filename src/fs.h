@@ -198,7 +198,8 @@ typedef struct fs_layer_result {
 } fs_layer_result;
 
 /* Quantizes W [rows, cols] given H [cols, cols] (as given: undamped, dead
- * columns included).  H64, if not NULL, is the same Hessian accumulated in
+ * columns included; NULL allowed with q->rtn, the losses then being the
+ * squared Frobenius norm of W - D).  H64, if not NULL, is the same Hessian accumulated in
  * double (built from raw inputs) and is what the reported losses use.  W and
  * H are not modified.  On success *res owns its arrays (fs_layer_result_free).
  * Errors: FS_ERR_NOMEM, FS_ERR_NUMERIC (non-finite input), backend errors. */
@@ -206,6 +207,8 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
                             int64_t rows, int64_t cols, const fs_quant_opts *q,
                             fs_layer_result *res);
 void fs_layer_result_free(fs_layer_result *res);
+/* sum (W - D)^2 over n elements, in double. Cannot fail. */
+double fs_frob_loss(const float *W, const float *D, size_t n);
 
 /* trace((W - D) H (W - D)^T) accumulated in double, with H in float (H) or,
  * when H64 is not NULL, in double.  Errors: FS_ERR_NOMEM. */

@@ -15,6 +15,16 @@
 
 #define FS_MAX_RETRIES 3    /* damping x10 retries before falling back to RTN */
 
+double fs_frob_loss(const float *W, const float *D, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)W[i] - (double)D[i];
+        s += e * e;
+    }
+    return s;
+}
+
 void fs_layer_result_free(fs_layer_result *res)
 {
     free(res->qweight);
@@ -86,7 +96,9 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     res->ngroups = ng;
 
     if ((rc = fs_check_finite(ctx, "weight", W, rc_n)) != FS_OK) return rc;
-    if ((rc = fs_check_finite(ctx, "hessian", H, cc_n)) != FS_OK) return rc;
+    if (!H && !q->rtn)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "layer: GPTQ needs a Hessian (only RTN runs without one)");
+    if (H && (rc = fs_check_finite(ctx, "hessian", H, cc_n)) != FS_OK) return rc;
     if ((rc = fs_grid_params_init(ctx, &gp, q)) != FS_OK) return rc;
 
     float *Hw = fs_alloc2(cc_n, sizeof(float)), *U = fs_alloc2(cc_n, sizeof(float));
@@ -105,7 +117,8 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
 
     /* RTN baseline: grids from the original weights, no feedback */
     rc = rtn(ctx, &gp, W, rows, cols, gw, codes, res->qmeta, res->dequant);
-    if (rc == FS_OK) rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
+    if (rc == FS_OK && H) rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
+    if (rc == FS_OK && !H) res->rtn_loss = fs_frob_loss(W, res->dequant, rc_n);
     if (rc != FS_OK) goto out;
     if (q->rtn) {
         memcpy(res->qweight, codes, rc_n);

@@ -9,8 +9,10 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  layer      quantize one linear layer given its weight and Hessian (or inputs)\n"
+    "  inspect    list a checkpoint's tensors and quantized linears; --verify checksums\n"
+    "  quantize   quantize a whole checkpoint (this version: --method rtn, no calibration)\n"
     "\n"
-    "planned (see ROADMAP.md): quantize, --resume, eval, inspect, plan\n";
+    "planned (see ROADMAP.md): quantize with calibration (GPTQ), --resume, eval, plan\n";
 
 int main(int argc, char **argv)
 {
@@ -23,7 +25,9 @@ int main(int argc, char **argv)
         return FS_EXIT_OK;
     }
     if (strcmp(argv[1], "layer") == 0) return cmd_layer(argc - 1, argv + 1);
-    const char *planned[] = {"quantize", "--resume", "eval", "inspect", "plan"};
+    if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
+    const char *planned[] = {"--resume", "eval", "plan"};
     for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
         if (strcmp(argv[1], planned[i]) == 0) {
             fprintf(stderr, "forge-stream: error: '%s' is not implemented yet in this version (see ROADMAP.md)\n",

@@ -1,0 +1,220 @@
+/* cmd-quantize.c: `forge-stream quantize`.  This version runs the
+ * calibration-free method only (--method rtn): every linear of every decoder
+ * layer is rounded to nearest with the engine's grids and written in the
+ * forge or gptq format; everything else is copied (FP8 dequantized to BF16).
+ * One linear is resident at a time.  The calibrated GPTQ pipeline (--calib)
+ * is the next issue; asking for it says so. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "qread.h"
+
+static const char usage[] =
+    "usage: forge-stream quantize --model DIR --out DIR --method rtn [options]\n"
+    "\n"
+    "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
+    "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
+    "  --method rtn         round to nearest with the grids below (no calibration);\n"
+    "                       gptq (with --calib) comes with the streaming pipeline\n"
+    "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
+    "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
+    "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
+    "  --overwrite          replace a checkpoint already in --out\n"
+    "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
+    "  --quiet              no log lines\n"
+    "\n";
+
+static fs_status parse_size(fs_ctx *ctx, const char *flag, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    double mul = 1;
+    if (end && (*end == 'K' || *end == 'k')) mul = 1e3, end++;
+    else if (end && (*end == 'M' || *end == 'm')) mul = 1e6, end++;
+    else if (end && (*end == 'G' || *end == 'g')) mul = 1e9, end++;
+    else if (end && (*end == 'T' || *end == 't')) mul = 1e12, end++;
+    if (end && (*end == 'B' || *end == 'b')) end++;
+    if (!end || end == s || *end || !(v > 0) || v * mul > 1e15)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s '%s': not a size (e.g. 5G, 500M)", flag, s);
+    *out = (uint64_t)(v * mul);
+    return FS_OK;
+}
+
+typedef struct qargs {
+    const char *model, *out, *method, *calib;
+    fs_format fmt;
+    uint64_t max_shard;
+    int overwrite;
+    fs_backend_kind backend;
+    fs_quant_opts q;
+} qargs;
+
+static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
+{
+    fs_quant_opts_default(&a->q);
+    a->method = "gptq";
+    for (int i = 1; i < argc; i++) {
+        int taken = 0;
+        fs_status rc = fs_arg_quant(ctx, argc, argv, &i, &a->q, &taken);
+        if (rc != FS_OK) return rc;
+        if (taken) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { *help = 1; return FS_OK; }
+        if (!strcmp(f, "--quiet")) { ctx->quiet = 1; continue; }
+        if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
+        if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) a->model = v;
+        else if (!strcmp(f, "--out")) a->out = v;
+        else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--backend")) { if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc; }
+        else if (!strcmp(f, "--method")) {
+            if (strcmp(v, "rtn") && strcmp(v, "gptq"))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--method '%s': must be rtn or gptq", v);
+            a->method = v;
+        } else if (!strcmp(f, "--format")) {
+            if (!strcmp(v, "forge")) a->fmt = FS_FMT_FORGE;
+            else if (!strcmp(v, "gptq")) a->fmt = FS_FMT_GPTQ;
+            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge or gptq", v);
+        } else if (!strcmp(f, "--max-shard-size")) {
+            if ((rc = parse_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
+        } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);
+    }
+    if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
+    if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");
+    if (strcmp(a->method, "rtn") != 0)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs the calibration pipeline, which this "
+                          "version does not have yet (see ROADMAP.md); use --method rtn");
+    if (a->calib) return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib: --method rtn uses no calibration");
+    a->q.rtn = 1;
+    a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
+    return fs_quant_opts_check(ctx, &a->q);
+}
+
+/* Is `name` described by the model (a linear weight or another tensor)? */
+static int described(const fs_model *m, const char *name)
+{
+    if (fs_model_linear_of(m, name, NULL)) return 1;
+    for (int i = 0; i < m->nglobal; i++)
+        if (!strcmp(m->global[i].name, name)) return 1;
+    int l = -1;
+    if (sscanf(name, "model.layers.%d.", &l) != 1 || l < 0 || l >= m->nlayers + m->nmtp) return 0;
+    if (m->layers[l].mtp) return 1;
+    for (int i = 0; i < m->layers[l].nother; i++)
+        if (!strcmp(m->layers[l].other[i].name, name)) return 1;
+    return 0;
+}
+
+static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_model *m, fs_outckpt *o)
+{
+    fs_status rc = FS_OK;
+    char name[1100];
+    double t0 = fs_now(), err = 0.0, norm = 0.0;
+    for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
+        if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
+    for (int l = 0; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (L->mtp) {                                   /* copied through, never quantized */
+            char pre[64];
+            int n = 0;
+            snprintf(pre, sizeof pre, "model.layers.%d.", l);
+            for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+                const char *tn = c->entries[k].t->name;
+                if (!strncmp(tn, pre, strlen(pre)) && !fs_ckpt_is_scale(c, tn)) {
+                    rc = fs_out_copy(ctx, o, c, tn);
+                    n++;
+                }
+            }
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer, %d tensors copied unquantized", l + 1,
+                   m->nlayers + m->nmtp, l, n);
+            continue;
+        }
+        double le = 0.0, ln = 0.0;
+        for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
+            const fs_mlinear *x = &L->lin[i];
+            float *W = NULL;
+            fs_layer_result r;
+            snprintf(name, sizeof name, "%s.weight", x->name);
+            rc = fs_ckpt_read_f32(ctx, c, name, &W);
+            if (rc == FS_OK) rc = fs_layer_quantize(ctx, W, NULL, NULL, x->out, x->in, &a->q, &r);
+            if (rc == FS_OK) {
+                double wn = 0.0;
+                for (int64_t k = 0; k < x->out * x->in; k++) wn += (double)W[k] * W[k];
+                le += r.rtn_loss;
+                ln += wn;
+                rc = fs_out_add_linear(ctx, o, x->name, &r);
+                fs_layer_result_free(&r);
+            }
+            free(W);
+        }
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)
+            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
+        err += le;
+        norm += ln;
+        if (rc == FS_OK)
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: %d linears%s, relative weight error %.3e, %.1f s", l + 1,
+                   m->nlayers + m->nmtp, l, L->nlin, L->moe ? " (MoE)" : "", ln > 0 ? le / ln : 0.0,
+                   fs_now() - t0);
+    }
+    /* tensors the description does not name: copied unchanged, and said */
+    for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+        const char *tn = c->entries[k].t->name;
+        if (described(m, tn) || fs_ckpt_is_scale(c, tn)) continue;
+        fs_log(ctx, "warning: '%s' is not part of the %s description: copied unchanged", tn, m->family);
+        rc = fs_out_copy(ctx, o, c, tn);
+    }
+    if (rc == FS_OK)
+        fs_log(ctx, "done: relative weight error %.3e over all linears, %.1f s", norm > 0 ? err / norm : 0.0,
+               fs_now() - t0);
+    return rc;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    qargs a = {0};
+    int help = 0, code = FS_EXIT_USAGE;
+    fs_ckpt *c = NULL;
+    fs_model *m = NULL;
+    fs_outckpt *o = NULL;
+    fs_status rc = parse(&ctx, argc, argv, &a, &help);
+    if (rc == FS_OK && help) {
+        fputs(usage, stdout);
+        fputs(fs_quant_flags_help, stdout);
+        return FS_EXIT_OK;
+    }
+    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
+    if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
+    if (rc == FS_OK && !c->config)
+        rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
+    if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
+    if (rc == FS_OK) rc = fs_model_check(&ctx, m, c);
+    if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
+    if (rc != FS_OK) goto out;
+    code = FS_EXIT_RUNTIME;
+    fs_log(&ctx, "quantize %s (%s, %d layers%s) -> %s: rtn %d-bit g%lld %s, format %s", a.model,
+           m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.bits, (long long)a.q.group_size,
+           a.q.sym ? "sym" : "asym", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge");
+    rc = run(&ctx, &a, c, m, o);
+    json_t *extra = json_pack("{s:s}", "method", "rtn");
+    if (rc == FS_OK) {
+        rc = fs_out_finish(&ctx, o, c->config, c->dir, extra);
+        o = NULL;
+    }
+    json_decref(extra);
+    if (rc == FS_OK) code = FS_EXIT_OK;
+out:
+    fs_out_abort(o);
+    if (rc != FS_OK) {
+        fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
+    }
+    fs_model_free(m);
+    fs_ckpt_close(c);
+    fs_backend_free(ctx.be);
+    return code;
+}
