@@ -206,6 +206,70 @@ START_TEST(dequant_uses_decoded_scale)
 }
 END_TEST
 
+/* The nearest F16 value computed here from its definition: the F16 grid
+ * around x is a multiple of 2^(e-10) (e = floor(log2 x), at least -14). */
+static double f16_nearest(double x)
+{
+    int e = (int)floor(log2(x));
+    if (e < -14) e = -14;
+    double q = ldexp(1.0, e - 10), k = x / q, f = floor(k), r = k - f;
+    double n = r > 0.5 ? f + 1 : (r < 0.5 ? f : (fmod(f, 2) == 0 ? f : f + 1));
+    return n * q;
+}
+
+START_TEST(gptq_v1_f16_scales)
+{
+    fs_grid_params gp = params(4, 1, 0, 0.2f, 100, 2.4f);
+    gp.gptq_v1 = 1;
+    t_rng r = {21};
+    float x[64];
+    for (int g = 0; g < 300; g++) {
+        float mag = ldexpf(1.0f, (int)(t_next(&r) % 30) - 20);
+        for (int i = 0; i < 64; i++) x[i] = t_gauss(&r) * mag;
+        uint8_t b[4];
+        float s, z, s2, z2;
+        fs_grid_group(&gp, x, 64, b, &s, &z);
+        /* the scale used is the Q8.8 scale rounded to the nearest F16 */
+        double q88 = exp2(code_of(b) / 256.0);
+        ck_assert_msg((double)s == f16_nearest(q88), "scale %a, expected %a", (double)s, f16_nearest(q88));
+        fs_grid_unpack(&gp, b, &s2, &z2);           /* and decoding the stored bytes agrees */
+        ck_assert_float_eq(s, s2);
+        ck_assert_float_eq(z, z2);
+    }
+    fs_grid_params_free(&gp);
+}
+END_TEST
+
+START_TEST(gptq_v1_zero_never_0)
+{
+    for (int mse = 0; mse <= 1; mse++) {
+        fs_grid_params gp = params(4, 0, mse, 0.2f, 100, 2.4f);
+        gp.gptq_v1 = 1;
+        /* all positive: the range zero would be 0; it becomes 1 and the scale
+         * max / (maxq - 1) keeps the maximum on the grid */
+        float x[4] = {0.5f, 1.4f, 2.8f, 0.1f}, s, z;
+        uint8_t b[4];
+        fs_grid_group(&gp, x, 4, b, &s, &z);
+        ck_assert_uint_eq(b[2], 1);
+        if (!mse) ck_assert_int_eq(code_of(b), (int16_t)rint(log2(2.8 / 14.0) * 256.0));
+        t_rng r = {22};
+        float y[32];
+        for (int g = 0; g < 500; g++) {
+            for (int i = 0; i < 32; i++) y[i] = fabsf(t_gauss(&r)) + (g % 2 ? 0.0f : -0.01f);
+            fs_grid_group(&gp, y, 32, b, &s, &z);
+            ck_assert_uint_ge(b[2], 1);
+            float ymax = y[0];
+            for (int i = 1; i < 32; i++) ymax = y[i] > ymax ? y[i] : ymax;
+            /* the maximum is not clipped by the move: within half a step (plus
+             * the Q8.8 and F16 roundings of the scale, < 1% of a step each) */
+            float dq = (fs_quant1(ymax, s, z, 15) - z) * s;
+            if (!mse) ck_assert_msg(fabsf(dq - ymax) <= 0.52f * s, "max %g decodes to %g (step %g)", ymax, dq, s);
+        }
+        fs_grid_params_free(&gp);
+    }
+}
+END_TEST
+
 Suite *fs_suite_grid(void)
 {
     Suite *s = suite_create("grid");
@@ -216,6 +280,8 @@ Suite *fs_suite_grid(void)
     tcase_add_test(tc, range_all_zero);
     tcase_add_test(tc, partial_last_group);
     tcase_add_test(tc, dequant_uses_decoded_scale);
+    tcase_add_test(tc, gptq_v1_f16_scales);
+    tcase_add_test(tc, gptq_v1_zero_never_0);
     suite_add_tcase(s, tc);
     tc = tcase_create("mse");
     tcase_add_test(tc, mse_vs_exhaustive_lp);
