@@ -25,11 +25,11 @@ CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsub
 CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
 OPT     ?= -O3
 CFLAGS  += $(CFLAGS_COMMON) $(OPT)
-LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -lm -lpthread
+LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
 
 CORE_SRC = src/ctx.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
            src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c src/outckpt.c src/qread.c \
-           hessian/accum.c hessian/cholinv.c
+           hessian/accum.c hessian/cholinv.c $(wildcard stream/*.c)
 CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c
 TEST_SRC = $(wildcard tests/*.c)
 CUDA_SRC = $(wildcard cuda/*.cu)
@@ -62,7 +62,7 @@ $(LIB): $(CORE_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h hessian/*.h cuda/*.h tests/*.h)
+$(BUILD)/%.o: %.c $(wildcard src/*.h hessian/*.h cuda/*.h tests/*.h stream/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(findstring tests/,$<),$(CHECK_FLAGS)) -c -o $@ $<
 
