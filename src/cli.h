@@ -27,5 +27,6 @@ extern const char fs_quant_flags_help[];
 int cmd_layer(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

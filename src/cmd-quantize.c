@@ -1,24 +1,34 @@
-/* cmd-quantize.c: `forge-stream quantize`.  This version runs the
- * calibration-free method only (--method rtn): every linear of every decoder
- * layer is rounded to nearest with the engine's grids and written in the
- * forge or gptq format; everything else is copied (FP8 dequantized to BF16).
- * One linear is resident at a time.  The calibrated GPTQ pipeline (--calib)
- * is the next issue; asking for it says so. */
+/* cmd-quantize.c: `forge-stream quantize`.
+ *  - with --calib (dense families): the layer-by-layer pipeline of
+ *    src/pipeline.c, GPTQ (default) or RTN, calibration propagated through
+ *    the quantized layers;
+ *  - --method rtn without --calib (every family): each linear rounded to
+ *    nearest from its weights alone, one linear resident at a time.
+ * Output in the forge or gptq format; everything else is copied (FP8
+ * dequantized to BF16). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
-#include "qread.h"
+#include "pipeline.h"
 
 static const char usage[] =
-    "usage: forge-stream quantize --model DIR --out DIR --method rtn [options]\n"
+    "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
+    "       forge-stream quantize --model DIR --out DIR --method rtn [options]\n"
     "\n"
     "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
     "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
-    "  --method rtn         round to nearest with the grids below (no calibration);\n"
-    "                       gptq (with --calib) comes with the streaming pipeline\n"
+    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (dense families)\n"
+    "  --samples N          calibration windows (default 128)\n"
+    "  --seq-len L          tokens per window (default 2048, at most max_position_embeddings)\n"
+    "  --calib-seed S       0 (default): the first N non-overlapping windows of the file;\n"
+    "                       otherwise N of them chosen at random with seed S\n"
+    "  --method gptq|rtn    GPTQ (default; needs --calib) or round to nearest; rtn with\n"
+    "                       --calib runs the same pipeline (the baseline to compare with),\n"
+    "                       without --calib it rounds every weight on its own\n"
+    "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
     "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
     "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
@@ -45,6 +55,9 @@ static fs_status parse_size(fs_ctx *ctx, const char *flag, const char *s, uint64
 
 typedef struct qargs {
     const char *model, *out, *method, *calib;
+    int64_t samples, seq_len;
+    uint64_t seed;
+    int act_f32;
     fs_format fmt;
     uint64_t max_shard;
     int overwrite;
@@ -56,6 +69,8 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
 {
     fs_quant_opts_default(&a->q);
     a->method = "gptq";
+    a->samples = 128;
+    a->seq_len = 2048;
     for (int i = 1; i < argc; i++) {
         int taken = 0;
         fs_status rc = fs_arg_quant(ctx, argc, argv, &i, &a->q, &taken);
@@ -70,6 +85,16 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         if (!strcmp(f, "--model")) a->model = v;
         else if (!strcmp(f, "--out")) a->out = v;
         else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
+        else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
+        else if (!strcmp(f, "--calib-seed")) {
+            int64_t sd;
+            if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &sd))) return rc;
+            a->seed = (uint64_t)sd;
+        } else if (!strcmp(f, "--act-dtype")) {
+            if (!strcmp(v, "f32")) a->act_f32 = 1;
+            else if (strcmp(v, "bf16")) return fs_ctx_err(ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
+        }
         else if (!strcmp(f, "--backend")) { if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc; }
         else if (!strcmp(f, "--method")) {
             if (strcmp(v, "rtn") && strcmp(v, "gptq"))
@@ -85,11 +110,9 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
     }
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
     if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");
-    if (strcmp(a->method, "rtn") != 0)
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs the calibration pipeline, which this "
-                          "version does not have yet (see ROADMAP.md); use --method rtn");
-    if (a->calib) return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib: --method rtn uses no calibration");
-    a->q.rtn = 1;
+    if (strcmp(a->method, "rtn") != 0 && !a->calib)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs --calib TOKENS (or use --method rtn)");
+    a->q.rtn = strcmp(a->method, "rtn") == 0;
     a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
     return fs_quant_opts_check(ctx, &a->q);
 }
@@ -193,14 +216,40 @@ int cmd_quantize(int argc, char **argv)
         rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
     if (rc == FS_OK) rc = fs_model_check(&ctx, m, c);
+    /* calibration: every input check before the output folder is touched */
+    fs_fwd fw = {0};
+    fs_tokens tk = {0};
+    uint32_t *ids = NULL;
+    if (rc == FS_OK && a.calib) {
+        rc = fs_fwd_init(&ctx, c->config, m, &fw);
+        if (rc == FS_OK && a.seq_len > fw.max_pos)
+            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--seq-len %lld exceeds max_position_embeddings %lld of %s",
+                            (long long)a.seq_len, (long long)fw.max_pos, a.model);
+        if (rc == FS_OK) rc = fs_tokens_load(&ctx, a.calib, &tk);
+        if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, a.calib, m->vocab);
+        if (rc == FS_OK) rc = fs_calib_windows(&ctx, &tk, a.calib, a.samples, a.seq_len, a.seed, &ids);
+    }
     if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
-    if (rc != FS_OK) goto out;
+    if (rc != FS_OK) { fs_fwd_free(&fw); fs_tokens_free(&tk); free(ids); goto out; }
     code = FS_EXIT_RUNTIME;
-    fs_log(&ctx, "quantize %s (%s, %d layers%s) -> %s: rtn %d-bit g%lld %s, format %s", a.model,
-           m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.bits, (long long)a.q.group_size,
-           a.q.sym ? "sym" : "asym", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge");
-    rc = run(&ctx, &a, c, m, o);
-    json_t *extra = json_pack("{s:s}", "method", "rtn");
+    fs_log(&ctx, "quantize %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s", a.model,
+           m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.rtn ? "rtn" : "gptq", a.q.bits,
+           (long long)a.q.group_size, a.q.sym ? "sym" : "asym", a.q.act_order ? " act-order" : "",
+           a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+    if (a.calib) {
+        fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
+               (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
+        fs_pipe_opts po = {a.q, a.act_f32, 65536};
+        rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+    } else {
+        rc = run(&ctx, &a, c, m, o);
+    }
+    fs_fwd_free(&fw);
+    fs_tokens_free(&tk);
+    free(ids);
+    json_t *extra = json_pack("{s:s, s:s?, s:I, s:I}", "method", a.q.rtn ? "rtn" : "gptq",
+                              "calibration", a.calib, "samples", (json_int_t)(a.calib ? a.samples : 0),
+                              "seq_len", (json_int_t)(a.calib ? a.seq_len : 0));
     if (rc == FS_OK) {
         rc = fs_out_finish(&ctx, o, c->config, c->dir, extra);
         o = NULL;

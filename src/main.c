@@ -11,8 +11,9 @@ static const char usage[] =
     "  layer      quantize one linear layer given its weight and Hessian (or inputs)\n"
     "  inspect    list a checkpoint's tensors and quantized linears; --verify checksums\n"
     "  quantize   quantize a whole checkpoint (this version: --method rtn, no calibration)\n"
+    "  eval       streaming perplexity of an original, forge or gptq checkpoint\n"
     "\n"
-    "planned (see ROADMAP.md): quantize with calibration (GPTQ), --resume, eval, plan\n";
+    "planned (see ROADMAP.md): quantize with calibration (GPTQ), --resume, plan\n";
 
 int main(int argc, char **argv)
 {
@@ -27,7 +28,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "layer") == 0) return cmd_layer(argc - 1, argv + 1);
     if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
-    const char *planned[] = {"--resume", "eval", "plan"};
+    if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
+    const char *planned[] = {"--resume", "plan"};
     for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
         if (strcmp(argv[1], planned[i]) == 0) {
             fprintf(stderr, "forge-stream: error: '%s' is not implemented yet in this version (see ROADMAP.md)\n",

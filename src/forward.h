@@ -1,0 +1,69 @@
+/* forward.h: the decoder forward of the dense families (llama, mistral,
+ * qwen2, qwen3) on the CPU, as ARCHITECTURES.md §2-§3 define it, in stages
+ * so that the quantize pipeline can capture the input of every group of
+ * linears (q/k/v, o, gate/up, down) and continue with quantized weights.
+ *
+ * Activations are rows of f32 [n, dim] with n = nseq * T (sequences of T
+ * tokens, positions 0..T-1 each, causal attention within a sequence).
+ */
+#ifndef FS_FORWARD_H
+#define FS_FORWARD_H
+
+#include "qread.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fs_fwd {
+    int64_t H, nh, nkv, hd, inter, V;
+    float eps;
+    int qkv_bias, o_bias, mlp_bias, qk_norm, tied;
+    int64_t window;          /* sliding window (keys per query incl. itself), 0 = none */
+    int64_t max_pos;         /* max_position_embeddings */
+    float *inv_freq;         /* [hd / 2], after rope scaling */
+    float attn_factor;       /* cos/sin multiplier (yarn), else 1 */
+} fs_fwd;
+
+/* From config.json (json_t *) and its model description; dense families only
+ * (FS_ERR_FORMAT naming the family otherwise, or a bad rope_scaling). */
+fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f);
+void fs_fwd_free(fs_fwd *f);
+
+/* One decoder layer's weights in f32 (NULL where the family has none). */
+typedef struct fs_lw {
+    float *in_norm, *post_norm, *q_norm, *k_norm;
+    float *w[7];             /* q, k, v, o, gate, up, down: [out, in] */
+    float *b[7];             /* their biases or NULL */
+} fs_lw;
+enum { FS_Q, FS_K, FS_V, FS_O, FS_G, FS_U, FS_D };
+
+/* Loads layer l (linears decoded if quantized, FP8 dequantized). */
+fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m,
+                     const fs_fwd *f, int l, fs_lw *w);
+void fs_lw_free(fs_lw *w);
+
+/* out[n, dim] = x * w / sqrt(mean(x^2) + eps) per row (may alias x). */
+void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out);
+/* y[n, out] = x[n, in] W[out, in]^T (+ b). */
+void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, int64_t in,
+                   int64_t out, float *y);
+/* Attention of nseq sequences of T tokens: q [n, nh*hd], k/v [n, nkv*hd]
+ * (modified: q/k get qk-norm and rope in place) -> out [n, nh*hd]. */
+fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *q, float *k,
+                           const float *v, int64_t nseq, int64_t T, float *out);
+/* a[n, I] = silu(g) * u (may alias g). */
+void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a);
+
+/* Whole layer in place on x [n, H] (scratch allocated inside). */
+fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
+                       int64_t T);
+
+/* Rounds every value of x[n] through BF16 (the activation dtype between layers). */
+void fs_fwd_round_bf16(float *x, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,220 @@
+/* pipeline.c: the synchronous quantize pipeline of pipeline.h.
+ *
+ * Per layer, five passes over the calibration batches (recomputing rather
+ * than keeping intermediate activations, so memory stays one batch deep):
+ *   A  xn = norm(x)                          -> H_qkv;  quantize q, k, v
+ *   B  attention with quantized q, k, v      -> H_o;    quantize o
+ *   C  x += o(att); xn2 = norm(x)            -> H_gu;   quantize gate, up
+ *   D  a = silu(gate xn2) * up xn2           -> H_down; quantize down
+ *   E  x += down(a)                          (x is the next layer's input)
+ * Each quantized weight replaces the f32 one in memory as soon as it is
+ * solved, so later passes see exactly what the checkpoint will hold.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "pipeline.h"
+
+fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
+                           int64_t L, uint64_t seed, uint32_t **ids)
+{
+    *ids = NULL;
+    size_t nw = fs_tokens_windows(t, (size_t)L, NULL);
+    if ((int64_t)nw < nsamples)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib %s: %zu tokens hold %zu windows of %lld tokens, "
+                          "but --samples %lld needs %lld", path, t->n, nw, (long long)L,
+                          (long long)nsamples, (long long)nsamples);
+    size_t *st = malloc(sizeof(size_t) * (nw ? nw : 1));
+    uint32_t *out = fs_alloc2((size_t)nsamples, (size_t)L * sizeof(uint32_t));
+    if (!st || !out) { free(st); free(out); return fs_ctx_err(ctx, FS_ERR_NOMEM, "calibration windows"); }
+    fs_tokens_windows(t, (size_t)L, st);
+    uint64_t s = seed;
+    for (int64_t i = 0; seed && i < nsamples; i++) {      /* partial Fisher-Yates, splitmix64 */
+        s += 0x9e3779b97f4a7c15ull;
+        uint64_t z = s;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        size_t j = (size_t)i + (size_t)(z % (nw - (size_t)i));
+        size_t tmp = st[i]; st[i] = st[j]; st[j] = tmp;
+    }
+    for (int64_t i = 0; i < nsamples; i++) memcpy(out + i * L, t->ids + st[i], sizeof(uint32_t) * (size_t)L);
+    free(st);
+    *ids = out;
+    return FS_OK;
+}
+
+typedef struct pstate {
+    fs_ctx *ctx;
+    const fs_fwd *f;
+    const fs_pipe_opts *po;
+    fs_outckpt *o;
+    const fs_mlayer *L;
+    fs_lw *w;
+    float *x;
+    int64_t nseq, T, bseq;
+    double worst, sum;       /* relative losses of the layer */
+    const char *worst_name;
+    int nq, retries, fallbacks;
+} pstate;
+
+/* trace(W H W^T): the loss of quantizing to zero, for relative losses. */
+static fs_status wnorm(fs_ctx *ctx, const float *W, const float *H, int64_t rows, int64_t cols, double *out)
+{
+    float *Z = calloc((size_t)(rows * cols), sizeof(float));
+    if (!Z) return fs_ctx_err(ctx, FS_ERR_NOMEM, "loss");
+    fs_status rc = fs_quad_loss(ctx, W, Z, H, NULL, rows, cols, out);
+    free(Z);
+    return rc;
+}
+
+/* Quantizes linear i of the layer with H, writes it, swaps in the dequant. */
+static fs_status quantize_one(pstate *p, int i, const float *H)
+{
+    const fs_mlinear *x = &p->L->lin[i];
+    fs_layer_result r;
+    fs_status rc = fs_layer_quantize(p->ctx, p->w->w[i], H, NULL, x->out, x->in, &p->po->q, &r);
+    if (rc != FS_OK) return rc;
+    double wn = 0.0;
+    if ((rc = wnorm(p->ctx, p->w->w[i], H, x->out, x->in, &wn)) != FS_OK) { fs_layer_result_free(&r); return rc; }
+    double rel = wn > 0 ? r.loss / wn : 0.0;
+    if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
+    p->sum += rel;
+    p->nq++;
+    p->retries += r.retries;
+    p->fallbacks += r.fallback_rtn;
+    if (r.retries || r.fallback_rtn)
+        fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
+               r.fallback_rtn ? ", fell back to RTN" : "");
+    rc = fs_out_add_linear(p->ctx, p->o, x->name, &r);
+    if (rc == FS_OK) {                                   /* later passes see the quantized weight */
+        memcpy(p->w->w[i], r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    }
+    fs_layer_result_free(&r);
+    return rc;
+}
+
+/* Scratch of one batch. */
+typedef struct scratch {
+    float *xn, *q, *k, *v, *att, *g, *u, *o;
+} scratch;
+
+static void scratch_free(scratch *s)
+{
+    free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
+}
+
+static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
+{
+    const size_t qs = (size_t)(f->nh * f->hd), ks = (size_t)(f->nkv * f->hd);
+    memset(s, 0, sizeof *s);
+    s->xn = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    s->q = fs_alloc2((size_t)n, qs * 4);
+    s->k = fs_alloc2((size_t)n, ks * 4);
+    s->v = fs_alloc2((size_t)n, ks * 4);
+    s->att = fs_alloc2((size_t)n, qs * 4);
+    s->g = fs_alloc2((size_t)n, (size_t)f->inter * 4);
+    s->u = fs_alloc2((size_t)n, (size_t)f->inter * 4);
+    s->o = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o) {
+        scratch_free(s);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
+    }
+    return FS_OK;
+}
+
+/* One pass over the batches; stage decides what is computed and captured. */
+static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
+{
+    const fs_fwd *f = p->f;
+    const fs_lw *w = p->w;
+    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = f->inter;
+    fs_status rc = FS_OK;
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
+        float *x = p->x + s0 * p->T * H;
+        if (stage <= 2) {
+            fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
+            if (stage == 0) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n); continue; }
+            fs_fwd_linear(s->xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, s->q);
+            fs_fwd_linear(s->xn, w->w[FS_K], w->b[FS_K], n, H, ks, s->k);
+            fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
+            if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
+            if (stage == 1) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->att, n); continue; }
+            fs_fwd_linear(s->att, w->w[FS_O], w->b[FS_O], n, qs, H, s->o);
+            for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
+            fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
+            rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n);
+            continue;
+        }
+        fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
+        fs_fwd_linear(s->xn, w->w[FS_G], w->b[FS_G], n, H, NI, s->g);
+        fs_fwd_linear(s->xn, w->w[FS_U], w->b[FS_U], n, H, NI, s->u);
+        fs_fwd_swiglu(s->g, s->u, n, NI, s->g);
+        if (stage == 3) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->g, n); continue; }
+        fs_fwd_linear(s->g, w->w[FS_D], w->b[FS_D], n, NI, H, s->o);
+        for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
+        if (!p->po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+    }
+    return rc;
+}
+
+/* A pass that captures, then the quantization of linears [i0, i1) with it. */
+static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
+{
+    void *hs = NULL;
+    float *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+    fs_status rc = H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    if (rc == FS_OK) rc = pass(p, stage, s, hs);
+    if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, H);
+    fs_be_hess_free(p->ctx->be, hs);
+    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H);
+    free(H);
+    return rc;
+}
+
+fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, const fs_fwd *f,
+                          const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
+                          fs_outckpt *o)
+{
+    const int64_t H = f->H, n = nseq * T;
+    fs_qinfo none = {0};
+    float *E = NULL, *x = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
+    if (!x) return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
+    fs_status rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
+    for (int64_t i = 0; rc == FS_OK && i < n; i++) memcpy(x + i * H, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
+    free(E);
+    if (rc == FS_OK && !po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+    for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
+        if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
+    int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
+    scratch s = {0};
+    if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    double t0 = fs_now();
+    for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        fs_lw w;
+        double tl = fs_now();
+        if ((rc = fs_lw_load(ctx, c, &none, m, f, l, &w)) != FS_OK) break;
+        pstate p = {ctx, f, po, o, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
+        const int64_t qs = f->nh * f->hd;
+        rc = capture_and_quantize(&p, 0, &s, H, FS_Q, FS_V + 1);           /* q, k, v */
+        if (rc == FS_OK) rc = capture_and_quantize(&p, 1, &s, qs, FS_O, FS_O + 1);
+        if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
+        if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, f->inter, FS_D, FS_D + 1);
+        if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                        /* x -> next input */
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)
+            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
+        fs_lw_free(&w);
+        if (rc == FS_OK)
+            fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
+                   l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
+                   p.fallbacks ? "  RTN FALLBACK" : "", fs_now() - tl, fs_now() - t0);
+    }
+    scratch_free(&s);
+    free(x);
+    return rc;
+}

@@ -1,0 +1,43 @@
+/* pipeline.h: the quantize pipeline for dense models: calibration tokens go
+ * through the model one decoder layer at a time; in each layer the linears
+ * are quantized true-sequentially (q/k/v from their shared input; o from the
+ * attention output computed with the quantized q/k/v; gate/up; down from the
+ * quantized gate/up), and the layer's output computed with its quantized
+ * weights is the next layer's input.  Only one layer's weights are resident.
+ *
+ * This is the synchronous CPU/backend version: the io_uring prefetch of the
+ * next layer, the activation cache on disk and the writer thread of the
+ * design (stream/) are not wired in yet. */
+#ifndef FS_PIPELINE_H
+#define FS_PIPELINE_H
+
+#include "forward.h"
+#include "tokens.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fs_pipe_opts {
+    fs_quant_opts q;         /* q.rtn: round to nearest (the baseline), same pipeline */
+    int act_f32;             /* keep activations in f32 between layers (default bf16) */
+    int64_t batch_tokens;    /* tokens per forward batch (bounds scratch memory) */
+} fs_pipe_opts;
+
+/* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0
+ * takes the first ones in file order, another seed a seeded random choice
+ * among all of them.  FS_ERR_USAGE when the file has too few (saying how
+ * many it has).  *ids is malloc'ed [nsamples * L]. */
+fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
+                           int64_t L, uint64_t seed, uint32_t **ids);
+
+/* Runs the pipeline over ids [nseq * T] and writes every tensor to o. */
+fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, const fs_fwd *f,
+                          const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
+                          fs_outckpt *o);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
