@@ -106,7 +106,9 @@ static fs_status shard_path(fs_ctx *ctx, const char *dir, const char *name, char
     }
     size_t dl = strlen(dir);
     if (strncmp(real, dir, dl) != 0 || real[dl] != '/' || strchr(real + dl + 1, '/')) {
-        fs_status rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: resolves to %s, outside the model folder",
+        fs_status rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: resolves to %s, outside the model folder "
+                                  "(a Hugging Face cache snapshot links its files to ../../blobs: download "
+                                  "with --local-dir, or copy the files, to get a self-contained folder)",
                                   p, real);
         free(p);
         free(real);
@@ -117,10 +119,9 @@ static fs_status shard_path(fs_ctx *ctx, const char *dir, const char *name, char
     return FS_OK;
 }
 
+/* Adds a shard name not seen before (the caller deduplicates). */
 static fs_status add_shard(fs_ctx *ctx, fs_ckpt *c, const char *name)
 {
-    for (int i = 0; i < c->nshards; i++)
-        if (strcmp(c->shard_names[i], name) == 0) return FS_OK;
     if (c->nshards == FS_CKPT_MAX_SHARDS)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: more than %d shards", c->dir, FS_CKPT_MAX_SHARDS);
     fs_status rc = check_shard_name(ctx, c->dir, name);
@@ -229,14 +230,22 @@ static fs_status open_dir(fs_ctx *ctx, fs_ckpt *c)
             goto out;
         }
         const char *k;
-        json_t *v;
+        json_t *v, *seen = json_object();          /* a hash set of shard names */
+        if (!seen) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "shard set"); goto out; }
         json_object_foreach(map, k, v) {
             if (!json_is_string(v)) {
                 rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: weight_map['%s'] is not a file name", path, k);
-                goto out;
+                break;
             }
-            if ((rc = add_shard(ctx, c, json_string_value(v))) != FS_OK) goto out;
+            if (json_object_get(seen, json_string_value(v))) continue;
+            if (json_object_set_new(seen, json_string_value(v), json_true()) != 0) {
+                rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "shard set");
+                break;
+            }
+            if ((rc = add_shard(ctx, c, json_string_value(v))) != FS_OK) break;
         }
+        json_decref(seen);
+        if (rc != FS_OK) goto out;
         if (c->nshards == 0) { rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: empty weight_map", path); goto out; }
     } else {
         snprintf(path, sizeof path, "%s/%s", c->dir, SINGLE_NAME);

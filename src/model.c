@@ -12,9 +12,11 @@
 const char fs_model_types[] =
     "llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, kimi_k2";
 
-#define MAX_DIM (1ll << 32)       /* any config size above this is refused */
+#define MAX_DIM (1ll << 24)       /* any config size above this is refused: products of
+                                     two sizes then stay far from int64 overflow */
 #define MAX_LAYERS 4096
 #define MAX_EXPERTS 65536
+#define MAX_MTP 64
 
 typedef struct cfg {
     fs_ctx *ctx;
@@ -196,12 +198,18 @@ static fs_status family_layers(builder *b, cfg *c, const char *fam, const dims *
         nshared = geti(c, "n_shared_experts", 0, 0);
         first_dense = geti(c, "first_k_dense_replace", 0, 0);
         freq = geti(c, "moe_layer_freq", 1, 1);
-        m->nmtp = (int)geti(c, "num_nextn_predict_layers", 0, 0);
+        int64_t nmtp = geti(c, "num_nextn_predict_layers", 0, 0);
+        if (nmtp > MAX_MTP)
+            return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: num_nextn_predict_layers %lld (at most %d)",
+                              c->where, (long long)nmtp, MAX_MTP);
+        m->nmtp = (int)nmtp;
     }
-    if (E > MAX_EXPERTS || m->nmtp > 64) {
-        return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: %lld experts / %d MTP layers is more than supported",
-                          c->where, (long long)E, m->nmtp);
-    }
+    if (E > MAX_EXPERTS)
+        return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: %lld experts (at most %d)", c->where, (long long)E, MAX_EXPERTS);
+    /* the description itself is bounded by what a checkpoint may hold */
+    if ((int64_t)m->nlayers * (E * 3 + 16) > FS_CKPT_MAX_TENSORS)
+        return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: %d layers x %lld experts describe more tensors than a "
+                          "checkpoint may hold (%d)", c->where, m->nlayers, (long long)E, FS_CKPT_MAX_TENSORS);
     if (c->missing[0])
         return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: model_type %s needs missing field(s): %s",
                           c->where, m->model_type, c->missing);
@@ -331,7 +339,8 @@ fs_status fs_model_from_config(fs_ctx *ctx, const void *config, const char *wher
     cfg c = {ctx, j, where, "", 0};
     dims d;
     d.H = geti(&c, "hidden_size", -1, 1);
-    m->nlayers = (int)geti(&c, "num_hidden_layers", -1, 1);
+    int64_t nl = geti(&c, "num_hidden_layers", -1, 1);
+    m->nlayers = nl > MAX_LAYERS ? MAX_LAYERS + 1 : (int)nl;
     d.nh = geti(&c, "num_attention_heads", -1, 1);
     d.nkv = geti(&c, "num_key_value_heads", d.nh, 1);
     d.V = geti(&c, "vocab_size", -1, 1);
@@ -343,8 +352,8 @@ fs_status fs_model_from_config(fs_ctx *ctx, const void *config, const char *wher
     m->vocab = d.V;
     m->tied = getb(&c, "tie_word_embeddings", 0);
     fs_status rc = FS_OK;
-    if (m->nlayers > MAX_LAYERS && !c.bad)
-        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %d layers (at most %d)", where, m->nlayers, MAX_LAYERS);
+    if (nl > MAX_LAYERS && !c.bad)
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: num_hidden_layers %lld (at most %d)", where, (long long)nl, MAX_LAYERS);
     builder b = {ctx, m, NULL, 0};
     if (rc == FS_OK) rc = family_layers(&b, &c, fam, &d);
     if (rc == FS_OK) {

@@ -48,14 +48,22 @@ static const char *tokenizer_files[] = {
     "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
 };
 
+/* A file this writer produces (or its temporary / partial form): what
+ * --overwrite may remove.  Anything else in the folder is left alone. */
 static int is_ckpt_file(const char *n)
 {
+    char base[512];
     size_t l = strlen(n);
-    if (l > 12 && !strcmp(n + l - 12, ".safetensors")) return 1;
-    if (strstr(n, ".safetensors.index.json") || strstr(n, ".partial") || strstr(n, ".tmp.")) return 1;
-    if (!strcmp(n, "config.json")) return 1;
+    if (l >= sizeof base) return 0;
+    memcpy(base, n, l + 1);
+    char *tmp = strstr(base, ".tmp.");              /* NAME.tmp.PID: judge NAME */
+    if (tmp) *tmp = '\0';
+    l = strlen(base);
+    if (!strncmp(base, ".shard-", 7) && l > 8 && !strcmp(base + l - 8, ".partial")) return 1;
+    if (!strncmp(base, "model", 5) && l > 12 && !strcmp(base + l - 12, ".safetensors")) return 1;
+    if (!strcmp(base, "model.safetensors.index.json") || !strcmp(base, "config.json")) return 1;
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++)
-        if (!strcmp(n, tokenizer_files[i])) return 1;
+        if (!strcmp(base, tokenizer_files[i])) return 1;
     return 0;
 }
 

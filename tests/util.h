@@ -123,6 +123,8 @@ Suite *fs_suite_cli(void);
 Suite *fs_suite_pack(void);
 Suite *fs_suite_roundtrip(void);
 Suite *fs_suite_ckpt(void);
+Suite *fs_suite_actcache(void);
+Suite *fs_suite_prefetch(void);
 Suite *fs_suite_cuda(void);
 
 #endif

@@ -1,32 +1,38 @@
 #!/bin/sh
-# demo.sh: `make demo`.  Until the streaming pipeline lands, the demo runs
-# `forge-stream layer` on a real layer: q_proj of stories260K's decoder layer 0,
-# with its Hessian built from the normalised embeddings of 8192 real
-# WikiText-2 tokens, at several settings, and prints loss against RTN.
+# demo.sh: `make demo`: quantize the real stories260K model (../shared/data) to
+# 4 bits with GPTQ, calibrated on the start of WikiText-2, and with the RTN
+# baseline through the same pipeline; then evaluate the original, RTN and GPTQ
+# checkpoints on held-out WikiText-2 windows and print the perplexities.
 set -e
 SHARED=${1:-../shared}
-MODEL=$SHARED/data/stories260K/model.safetensors
+MODEL=$SHARED/data/stories260K
 TOKENS=$SHARED/data/wikitext2/wiki.test.stories260K.u32
 OUT=build/demo
-mkdir -p $OUT
-build/demo-input "$MODEL" "$TOKENS" 8192 self_attn.q_proj $OUT/in.safetensors
-printf '\n%-34s %12s %12s %8s %8s\n' "setting" "gptq loss" "rtn loss" "ratio" "seconds"
-run() {
-    name=$1; shift
-    bin/forge-stream layer --quiet --in $OUT/in.safetensors --out $OUT/out.safetensors \
-        --report $OUT/report.json "$@" > /dev/null
-    # the report is JSON written by forge-stream; pick the numbers with sed
-    loss=$(sed -n 's/^  "loss": \(.*\),$/\1/p' $OUT/report.json)
-    rtn=$(sed -n 's/^  "rtn_loss": \(.*\),$/\1/p' $OUT/report.json)
-    secs=$(sed -n 's/^  "seconds": \(.*\),$/\1/p' $OUT/report.json)
-    awk -v n="$name" -v l="$loss" -v r="$rtn" -v s="$secs" \
-        'BEGIN { printf "%-34s %12.5g %12.5g %8.3f %8.4f\n", n, l, r, l / r, s }'
+SAMPLES=64
+SEQ=256
+HELD_OUT=$((SAMPLES * SEQ))     # eval starts after the calibration tokens
+WINDOWS=300
+BIN=bin/forge-stream
+rm -rf $OUT && mkdir -p $OUT
+echo "== quantize $MODEL: 4-bit, group 32, calibration $SAMPLES x $SEQ tokens"
+$BIN quantize --model $MODEL --out $OUT/gptq --calib $TOKENS --samples $SAMPLES --seq-len $SEQ \
+    --bits 4 --group-size 32 --act-order
+$BIN quantize --model $MODEL --out $OUT/rtn --calib $TOKENS --samples $SAMPLES --seq-len $SEQ \
+    --bits 4 --group-size 32 --method rtn --quiet
+echo "== eval: $WINDOWS held-out windows of 512 tokens (after the first $HELD_OUT tokens)"
+ppl() {
+    $BIN eval --model "$1" --tokens $TOKENS --skip-tokens $HELD_OUT --max-windows $WINDOWS --json --quiet |
+        sed -n 's/.*"ppl": \([0-9.]*\).*/\1/p'
 }
-run "4-bit g32 sym absmax"              --bits 4 --group-size 32 --sym
-run "4-bit g32 asym mse act-order"      --bits 4 --group-size 32 --asym --grid mse --act-order
-run "3-bit g32 sym"                     --bits 3 --group-size 32
-run "2-bit g32 asym mse static"         --bits 2 --group-size 32 --asym --grid mse --static-groups
-run "8-bit per row"                     --bits 8 --group-size -1
+P0=$(ppl $MODEL)
+P1=$(ppl $OUT/rtn)
+P2=$(ppl $OUT/gptq)
 echo
-echo "last report ($OUT/report.json):"
-cat $OUT/report.json
+printf '%-34s %10s %10s\n' "model" "PPL" "vs F32"
+awk -v a="$P0" -v b="$P1" -v c="$P2" 'BEGIN {
+    printf "%-34s %10.3f %9.2f%%\n", "stories260K F32 (original)", a, 0
+    printf "%-34s %10.3f %9.2f%%\n", "RTN 4-bit g32", b, 100 * (b / a - 1)
+    printf "%-34s %10.3f %9.2f%%\n", "GPTQ 4-bit g32 act-order", c, 100 * (c / a - 1)
+}'
+echo
+$BIN inspect $OUT/gptq --verify | tail -3
