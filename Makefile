@@ -32,7 +32,7 @@ CORE_SRC = src/ctx.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c sr
            hessian/accum.c hessian/cholinv.c $(wildcard stream/*.c)
 CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c src/cmd-eval.c
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
-TEST_WIP ?= tests/check_prefetch.c
+TEST_WIP ?=
 CUDA_SRC = $(wildcard cuda/*.cu)
 
 ifeq ($(HAVE_CUDA),1)
@@ -87,6 +87,9 @@ test-asan: deps
 
 bin-asan/forge-stream: $(CLI_OBJ) $(LIB)
 	@mkdir -p bin-asan
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bench-prefetch: $(BUILD)/tools/bench-prefetch.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)

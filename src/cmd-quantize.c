@@ -239,7 +239,7 @@ int cmd_quantize(int argc, char **argv)
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
-        fs_pipe_opts po = {a.q, a.act_f32, 65536};
+        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL};
         rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
     } else {
         rc = run(&ctx, &a, c, m, o);

@@ -89,6 +89,7 @@ static fs_status quantize_one(pstate *p, int i, const float *H)
     if (r.retries || r.fallback_rtn)
         fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
                r.fallback_rtn ? ", fell back to RTN" : "");
+    if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
     rc = fs_out_add_linear(p->ctx, p->o, x->name, &r);
     if (rc == FS_OK) {                                   /* later passes see the quantized weight */
         memcpy(p->w->w[i], r.dequant, sizeof(float) * (size_t)(x->out * x->in));

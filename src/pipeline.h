@@ -22,6 +22,11 @@ typedef struct fs_pipe_opts {
     fs_quant_opts q;         /* q.rtn: round to nearest (the baseline), same pipeline */
     int act_f32;             /* keep activations in f32 between layers (default bf16) */
     int64_t batch_tokens;    /* tokens per forward batch (bounds scratch memory) */
+    /* (optional) called after each linear is quantized, with the Hessian it
+     * used and the result; for tests and reports. */
+    void (*on_linear)(void *arg, int layer, const char *name, const float *H, int64_t in,
+                      const fs_layer_result *r);
+    void *arg;
 } fs_pipe_opts;
 
 /* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0

@@ -125,6 +125,7 @@ Suite *fs_suite_roundtrip(void);
 Suite *fs_suite_ckpt(void);
 Suite *fs_suite_actcache(void);
 Suite *fs_suite_prefetch(void);
+Suite *fs_suite_pipeline(void);
 Suite *fs_suite_cuda(void);
 
 #endif
