@@ -50,6 +50,7 @@ void fs_ckpt_close(fs_ckpt *c)
     free(c->shard_names);
     free(c->entries);
     free(c->table);
+    free(c->mem);
     json_decref((json_t *)c->config);
     free(c->dir);
     free(c);
@@ -311,6 +312,10 @@ fs_status fs_ckpt_open(fs_ctx *ctx, const char *path, fs_ckpt **out)
 
 fs_status fs_ckpt_read_raw(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, void *dst)
 {
+    if (c->mem && c->mem[e - c->entries]) {                  /* prefetched */
+        memcpy(dst, c->mem[e - c->entries], (size_t)e->t->nbytes);
+        return FS_OK;
+    }
     return fs_st_read(ctx, c->shards[e->shard], e->t, dst);
 }
 
@@ -331,6 +336,33 @@ int fs_ckpt_is_scale(const fs_ckpt *c, const char *name)
     buf[n - k] = '\0';
     const fs_ckpt_entry *w = fs_ckpt_find(c, buf);
     return w && w->t->dtype == FS_DT_F8_E4M3;
+}
+
+/* A float tensor through fs_ckpt_read_raw (so prefetched bytes are used), decoded. */
+static fs_status read_f32_entry(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, float **out)
+{
+    const fs_st_tensor *t = e->t;
+    *out = NULL;
+    if (t->dtype != FS_DT_F32 && t->dtype != FS_DT_F16 && t->dtype != FS_DT_BF16)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: tensor '%s': dtype %s is not a float dtype",
+                          c->shard_names[e->shard], t->name, fs_dtype_name(t->dtype));
+    float *dst = fs_alloc2((size_t)t->nelem, sizeof(float));
+    void *raw = t->dtype == FS_DT_F32 ? (void *)dst : malloc(t->nbytes ? (size_t)t->nbytes : 1);
+    if (!dst || !raw) {
+        free(dst);
+        if (raw != dst) free(raw);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "tensor '%s'", t->name);
+    }
+    fs_status rc = fs_ckpt_read_raw(ctx, c, e, raw);
+    if (rc == FS_OK) {
+        char what[1200];
+        snprintf(what, sizeof what, "%s: tensor '%s'", c->shard_names[e->shard], t->name);
+        rc = fs_decode_f32(ctx, what, t->dtype, raw, (size_t)t->nelem, dst);
+    }
+    if (raw != dst) free(raw);
+    if (rc != FS_OK) { free(dst); return rc; }
+    *out = dst;
+    return FS_OK;
 }
 
 /* FP8 dequantization with the weight's block scales (ARCHITECTURES.md §6). */
@@ -358,7 +390,7 @@ static fs_status read_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e,
                           (long long)(s->ndim > 1 ? s->shape[1] : 0), (long long)rows,
                           (long long)cols, b0, b1, (long long)sr, (long long)scn);
     float *S = NULL;
-    fs_status rc = fs_st_read_f32(ctx, c->shards[se->shard], s, &S);
+    fs_status rc = read_f32_entry(ctx, c, se, &S);
     if (rc != FS_OK) return rc;
     uint8_t *q = malloc(t->nbytes ? (size_t)t->nbytes : 1);
     float *W = fs_alloc2((size_t)t->nelem, sizeof(float));
@@ -390,5 +422,5 @@ fs_status fs_ckpt_read_f32(fs_ctx *ctx, const fs_ckpt *c, const char *name, floa
     const fs_ckpt_entry *e = fs_ckpt_find(c, name);
     if (!e) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no tensor '%s'", c->dir, name);
     if (e->t->dtype == FS_DT_F8_E4M3) return read_fp8(ctx, c, e, out);
-    return fs_st_read_f32(ctx, c->shards[e->shard], e->t, out);
+    return read_f32_entry(ctx, c, e, out);
 }

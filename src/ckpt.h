@@ -39,6 +39,9 @@ typedef struct fs_ckpt {
     size_t cap;              /* hash table: slots of entry index + 1, 0 = empty */
     uint32_t *table;
     int fp8_block[2];        /* quantization_config.weight_block_size, 0 if not fp8 */
+    /* (optional) per entry, its bytes already in memory (the prefetcher's slot,
+     * stream/layerio.h): fs_ckpt_read_raw copies from there instead of reading */
+    const uint8_t **mem;
 } fs_ckpt;
 
 /* Opens a folder (with model.safetensors.index.json or model.safetensors) or a

@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "forward.h"
 #include "tokens.h"
+#include "../stream/layerio.h"
 
 static const char usage[] =
     "usage: forge-stream eval --model DIR --tokens FILE [options]\n"
@@ -61,6 +62,7 @@ int cmd_eval(int argc, char **argv)
     fs_tokens tk = {0};
     size_t *starts = NULL;
     float *x = NULL, *E = NULL, *head = NULL, *nrm = NULL, *xn = NULL, *logits = NULL;
+    fs_layer_reader *lr = NULL;
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, model, &c);
     if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
@@ -92,9 +94,13 @@ int cmd_eval(int argc, char **argv)
             memcpy(x + ((int64_t)w * L + t) * H, E + (int64_t)tk.ids[starts[first + w] + (size_t)t] * H, sizeof(float) * (size_t)H);
     if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
     const int64_t bw = BATCH_TOKENS / L > 0 ? BATCH_TOKENS / L : 1;        /* windows per batch */
+    if ((rc = fs_lr_new(&ctx, c, m, 2, 1, 0, &lr)) != FS_OK || (rc = fs_lr_start(&ctx, lr, 0)) != FS_OK) goto out;
     for (int l = 0; l < m->nlayers; l++) {
         fs_lw lw;
-        if ((rc = fs_lw_load(&ctx, c, &qi, m, &fw, l, &lw)) != FS_OK) goto out;
+        if ((rc = fs_lr_acquire(&ctx, lr, l)) != FS_OK || (rc = fs_lr_start(&ctx, lr, l + 1)) != FS_OK) goto out;
+        rc = fs_lw_load(&ctx, c, &qi, m, &fw, l, &lw);
+        fs_lr_release(lr, l);
+        if (rc != FS_OK) goto out;
         for (size_t w = 0; rc == FS_OK && w < nw; w += (size_t)bw) {
             int64_t b = (int64_t)(nw - w) < bw ? (int64_t)(nw - w) : bw;
             rc = fs_fwd_layer(&ctx, &fw, &lw, x + (int64_t)w * L * H, b, L);
@@ -139,6 +145,7 @@ out:
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
         if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT) code = FS_EXIT_USAGE;
     }
+    fs_lr_free(lr);
     free(x); free(E); free(head); free(nrm); free(xn); free(logits); free(starts);
     fs_tokens_free(&tk);
     fs_fwd_free(&fw);

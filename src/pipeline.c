@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "pipeline.h"
+#include "../stream/layerio.h"
 
 fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
                            int64_t L, uint64_t seed, uint32_t **ids)
@@ -177,7 +178,7 @@ static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t 
     return rc;
 }
 
-fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, const fs_fwd *f,
+fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f,
                           const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
                           fs_outckpt *o)
 {
@@ -193,13 +194,23 @@ fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, cons
         if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
     int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     scratch s = {0};
+    fs_layer_reader *lr = NULL;
     if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
-    double t0 = fs_now();
+    if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
+    if (rc == FS_OK) rc = fs_lr_start(ctx, lr, 0);
+    double t0 = fs_now(), wait_s = 0.0;
     for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         fs_lw w;
         double tl = fs_now();
-        if ((rc = fs_lw_load(ctx, c, &none, m, f, l, &w)) != FS_OK) break;
+        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
+        wait_s += fs_now() - tl;
+        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
+        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
+            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
+        fs_lr_release(lr, l);
+        if (rc != FS_OK) break;
         pstate p = {ctx, f, po, o, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
         const int64_t qs = f->nh * f->hd;
         rc = capture_and_quantize(&p, 0, &s, H, FS_Q, FS_V + 1);           /* q, k, v */
@@ -207,14 +218,20 @@ fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, cons
         if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
         if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, f->inter, FS_D, FS_D + 1);
         if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                        /* x -> next input */
-        for (int i = 0; rc == FS_OK && i < L->nother; i++)
-            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
         fs_lw_free(&w);
         if (rc == FS_OK)
             fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
                    l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
                    p.fallbacks ? "  RTN FALLBACK" : "", fs_now() - tl, fs_now() - t0);
     }
+    if (lr) {
+        fs_prefetch_stats st;
+        fs_lr_stats(lr, &st);
+        fs_log(ctx, "read %.3f GB in %.2f s of I/O (%.2f GB/s%s%s); compute waited %.2f s for reads",
+               (double)st.bytes / 1e9, st.busy_s, st.busy_s > 0 ? (double)st.bytes / 1e9 / st.busy_s : 0.0,
+               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
+    }
+    fs_lr_free(lr);
     scratch_free(&s);
     free(x);
     return rc;

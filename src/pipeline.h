@@ -5,9 +5,9 @@
  * quantized gate/up), and the layer's output computed with its quantized
  * weights is the next layer's input.  Only one layer's weights are resident.
  *
- * This is the synchronous CPU/backend version: the io_uring prefetch of the
- * next layer, the activation cache on disk and the writer thread of the
- * design (stream/) are not wired in yet. */
+ * The next layer's bytes are prefetched with io_uring while a layer
+ * computes; the activation cache on disk and the writer thread of the design
+ * are not wired in yet. */
 #ifndef FS_PIPELINE_H
 #define FS_PIPELINE_H
 
@@ -36,8 +36,9 @@ typedef struct fs_pipe_opts {
 fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
                            int64_t L, uint64_t seed, uint32_t **ids);
 
-/* Runs the pipeline over ids [nseq * T] and writes every tensor to o. */
-fs_status fs_pipeline_run(fs_ctx *ctx, const fs_ckpt *c, const fs_model *m, const fs_fwd *f,
+/* Runs the pipeline over ids [nseq * T] and writes every tensor to o.  The
+ * next layer is read ahead (stream/layerio.h) while a layer computes. */
+fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f,
                           const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
                           fs_outckpt *o);
 
