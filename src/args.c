@@ -32,6 +32,21 @@ fs_status fs_arg_f64(fs_ctx *ctx, const char *flag, const char *s, double *out)
     return FS_OK;
 }
 
+fs_status fs_arg_size(fs_ctx *ctx, const char *flag, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    double v = s ? strtod(s, &end) : 0, mul = 1;
+    if (end && (*end == 'K' || *end == 'k')) mul = 1e3, end++;
+    else if (end && (*end == 'M' || *end == 'm')) mul = 1e6, end++;
+    else if (end && (*end == 'G' || *end == 'g')) mul = 1e9, end++;
+    else if (end && (*end == 'T' || *end == 't')) mul = 1e12, end++;
+    if (end && (*end == 'B' || *end == 'b')) end++;
+    if (!s || !end || end == s || *end || !(v > 0) || v * mul > 1e18)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s '%s': not a size (e.g. 80G, 512M)", flag, s ? s : "");
+    *out = (uint64_t)(v * mul);
+    return FS_OK;
+}
+
 fs_status fs_arg_backend(fs_ctx *ctx, const char *s, fs_backend_kind *out)
 {
     if (s && strcmp(s, "auto") == 0) *out = FS_BE_AUTO;

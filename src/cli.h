@@ -14,6 +14,9 @@
 fs_status fs_arg_i64(fs_ctx *ctx, const char *flag, const char *s, int64_t lo, int64_t hi,
                      int64_t *out);
 fs_status fs_arg_f64(fs_ctx *ctx, const char *flag, const char *s, double *out);
+/* A byte size: a positive number with an optional K, M, G or T (powers of
+ * 1000) and an optional B: "80G", "512M", "5e9". */
+fs_status fs_arg_size(fs_ctx *ctx, const char *flag, const char *s, uint64_t *out);
 
 /* If argv[*i] is a quantization flag, consumes it (and its value) into q,
  * advances *i and returns FS_OK with *taken = 1; *taken = 0 if it is not one.
@@ -28,5 +31,6 @@ int cmd_layer(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif

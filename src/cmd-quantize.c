@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "pipeline.h"
+#include "plan.h"
 
 static const char usage[] =
     "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
@@ -29,6 +30,8 @@ static const char usage[] =
     "                       --calib runs the same pipeline (the baseline to compare with),\n"
     "                       without --calib it rounds every weight on its own\n"
     "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
+    "  --host-mem SIZE      host memory budget (default: physical memory less 10%%); a\n"
+    "                       budget that cannot hold the largest layer is refused up front\n"
     "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
     "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
@@ -37,26 +40,10 @@ static const char usage[] =
     "  --quiet              no log lines\n"
     "\n";
 
-static fs_status parse_size(fs_ctx *ctx, const char *flag, const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    double v = strtod(s, &end);
-    double mul = 1;
-    if (end && (*end == 'K' || *end == 'k')) mul = 1e3, end++;
-    else if (end && (*end == 'M' || *end == 'm')) mul = 1e6, end++;
-    else if (end && (*end == 'G' || *end == 'g')) mul = 1e9, end++;
-    else if (end && (*end == 'T' || *end == 't')) mul = 1e12, end++;
-    if (end && (*end == 'B' || *end == 'b')) end++;
-    if (!end || end == s || *end || !(v > 0) || v * mul > 1e15)
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s '%s': not a size (e.g. 5G, 500M)", flag, s);
-    *out = (uint64_t)(v * mul);
-    return FS_OK;
-}
-
 typedef struct qargs {
     const char *model, *out, *method, *calib;
     int64_t samples, seq_len;
-    uint64_t seed;
+    uint64_t seed, host_mem;
     int act_f32;
     fs_format fmt;
     uint64_t max_shard;
@@ -85,6 +72,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         if (!strcmp(f, "--model")) a->model = v;
         else if (!strcmp(f, "--out")) a->out = v;
         else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
         else if (!strcmp(f, "--calib-seed")) {
@@ -105,7 +93,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
             else if (!strcmp(v, "gptq")) a->fmt = FS_FMT_GPTQ;
             else return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge or gptq", v);
         } else if (!strcmp(f, "--max-shard-size")) {
-            if ((rc = parse_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
+            if ((rc = fs_arg_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
         } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);
     }
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
@@ -228,6 +216,28 @@ int cmd_quantize(int argc, char **argv)
         if (rc == FS_OK) rc = fs_tokens_load(&ctx, a.calib, &tk);
         if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, a.calib, m->vocab);
         if (rc == FS_OK) rc = fs_calib_windows(&ctx, &tk, a.calib, a.samples, a.seq_len, a.seed, &ids);
+        /* the memory plan: refuse a budget that cannot hold the largest layer */
+        fs_plan pl;
+        fs_plan_opts po;
+        fs_plan_opts_default(&po);
+        po.samples = a.samples;
+        po.seq_len = a.seq_len;
+        po.act_bytes = 4;              /* this version keeps the boundary in f32 (bf16-rounded) */
+        po.host_mem = a.host_mem;
+        po.bits = a.q.bits;
+        po.group_size = a.q.group_size;
+        if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
+            for (int l = 0; rc == FS_OK && l < pl.nlayers; l++)
+                if (pl.layers[l].spilled) {
+                    char b1[32], b2[32];
+                    rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "the calibration activations (%s) do not fit the host "
+                                    "budget (%s) and this version cannot spill them to disk yet: lower "
+                                    "--samples or --seq-len, or raise --host-mem",
+                                    fs_plan_fmt_bytes(b1, sizeof b1, pl.layers[l].act_bytes),
+                                    fs_plan_fmt_bytes(b2, sizeof b2, pl.opts.host_mem));
+                }
+            fs_plan_free(&pl);
+        }
     }
     if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
     if (rc != FS_OK) { fs_fwd_free(&fw); fs_tokens_free(&tk); free(ids); goto out; }
@@ -240,6 +250,7 @@ int cmd_quantize(int argc, char **argv)
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
         fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL};
+        po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
         rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
     } else {
         rc = run(&ctx, &a, c, m, o);

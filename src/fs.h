@@ -112,6 +112,7 @@ typedef struct fs_quant_opts {
     double damp;           /* relative damping, added as damp*mean(diag H) */
     int rtn;               /* round to nearest only (no GPTQ) */
     int gptq_v1;           /* grids for the gptq format: F16 scales, asym zero >= 1 */
+    int loss_f32;          /* report losses from an f32 GEMM (pipeline logs) instead of f64 */
 } fs_quant_opts;
 
 void fs_quant_opts_default(fs_quant_opts *q);
@@ -211,7 +212,11 @@ void fs_layer_result_free(fs_layer_result *res);
 double fs_frob_loss(const float *W, const float *D, size_t n);
 
 /* trace((W - D) H (W - D)^T) accumulated in double, with H in float (H) or,
- * when H64 is not NULL, in double.  Errors: FS_ERR_NOMEM. */
+ * when H64 is not NULL, in double.  fs_quad_loss_f32: the same from an f32
+ * GEMM (several times faster; for logs, not for the `layer` report).
+ * D may be NULL (then D = 0: trace(W H W^T)).  Errors: FS_ERR_NOMEM. */
+fs_status fs_quad_loss_f32(fs_ctx *ctx, const float *W, const float *D, const float *H,
+                           int64_t rows, int64_t cols, double *loss);
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
                        const double *H64, int64_t rows, int64_t cols, double *loss);
 

@@ -34,6 +34,13 @@ void fs_layer_result_free(fs_layer_result *res)
     memset(res, 0, sizeof *res);
 }
 
+static fs_status loss_of(fs_ctx *ctx, const fs_quant_opts *q, const float *W, const float *D,
+                         const float *H, const double *H64, int64_t rows, int64_t cols, double *out)
+{
+    if (q->loss_f32 && !H64) return fs_quad_loss_f32(ctx, W, D, H, rows, cols, out);
+    return fs_quad_loss(ctx, W, D, H, H64, rows, cols, out);
+}
+
 /* Stable order of descending diag(H). */
 static void act_order_perm(const float *H, int64_t n, int32_t *perm)
 {
@@ -117,7 +124,7 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
 
     /* RTN baseline: grids from the original weights, no feedback */
     rc = rtn(ctx, &gp, W, rows, cols, gw, codes, res->qmeta, res->dequant);
-    if (rc == FS_OK && H) rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
+    if (rc == FS_OK && H) rc = loss_of(ctx, q, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
     if (rc == FS_OK && !H) res->rtn_loss = fs_frob_loss(W, res->dequant, rc_n);
     if (rc != FS_OK) goto out;
     if (q->rtn) {
@@ -177,7 +184,7 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
             res->dequant[r * cols + perm[k]] = Wp[r * cols + k];
         }
     res->seconds = fs_now() - t0;
-    rc = fs_quad_loss(ctx, W, res->dequant, H, H64, rows, cols, &res->loss);
+    rc = loss_of(ctx, q, W, res->dequant, H, H64, rows, cols, &res->loss);
     if (rc == FS_OK && q->act_order) { res->perm = perm; perm = NULL; }
 
 out:

@@ -8,6 +8,28 @@
 
 #define LOSS_SLAB 512   /* rows per dgemm: bounds the double copies */
 
+fs_status fs_quad_loss_f32(fs_ctx *ctx, const float *W, const float *D, const float *H,
+                           int64_t rows, int64_t cols, double *loss)
+{
+    float *E = fs_alloc2((size_t)LOSS_SLAB, (size_t)cols * sizeof(float));
+    float *T = fs_alloc2((size_t)LOSS_SLAB, (size_t)cols * sizeof(float));
+    if (!E || !T) {
+        free(E); free(T);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "loss: %lld columns", (long long)cols);
+    }
+    double total = 0.0;
+    for (int64_t r0 = 0; r0 < rows; r0 += LOSS_SLAB) {
+        int64_t m = rows - r0 < LOSS_SLAB ? rows - r0 : LOSS_SLAB;
+        for (int64_t i = 0; i < m * cols; i++) E[i] = W[r0 * cols + i] - (D ? D[r0 * cols + i] : 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)cols, (int)cols, 1.0f, E,
+                    (int)cols, H, (int)cols, 0.0f, T, (int)cols);
+        for (int64_t i = 0; i < m * cols; i++) total += (double)T[i] * (double)E[i];
+    }
+    free(E); free(T);
+    *loss = total;
+    return FS_OK;
+}
+
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
                        const double *H64, int64_t rows, int64_t cols, double *loss)
 {

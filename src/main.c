@@ -12,8 +12,9 @@ static const char usage[] =
     "  inspect    list a checkpoint's tensors and quantized linears; --verify checksums\n"
     "  quantize   quantize a whole checkpoint (this version: --method rtn, no calibration)\n"
     "  eval       streaming perplexity of an original, forge or gptq checkpoint\n"
+    "  plan       per-layer memory, I/O and time of a quantize run, without running it\n"
     "\n"
-    "planned (see ROADMAP.md): quantize with calibration (GPTQ), --resume, plan\n";
+    "planned (see ROADMAP.md): --resume (continue an interrupted quantize)\n";
 
 int main(int argc, char **argv)
 {
@@ -29,7 +30,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "inspect") == 0) return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
-    const char *planned[] = {"--resume", "plan"};
+    if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 1, argv + 1);
+    const char *planned[] = {"--resume"};
     for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
         if (strcmp(argv[1], planned[i]) == 0) {
             fprintf(stderr, "forge-stream: error: '%s' is not implemented yet in this version (see ROADMAP.md)\n",

@@ -16,6 +16,7 @@ void fs_quant_opts_default(fs_quant_opts *q)
     q->damp = 0.01;
     q->rtn = 0;
     q->gptq_v1 = 0;
+    q->loss_f32 = 0;
 }
 
 fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q)

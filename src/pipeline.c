@@ -62,16 +62,6 @@ typedef struct pstate {
     int nq, retries, fallbacks;
 } pstate;
 
-/* trace(W H W^T): the loss of quantizing to zero, for relative losses. */
-static fs_status wnorm(fs_ctx *ctx, const float *W, const float *H, int64_t rows, int64_t cols, double *out)
-{
-    float *Z = calloc((size_t)(rows * cols), sizeof(float));
-    if (!Z) return fs_ctx_err(ctx, FS_ERR_NOMEM, "loss");
-    fs_status rc = fs_quad_loss(ctx, W, Z, H, NULL, rows, cols, out);
-    free(Z);
-    return rc;
-}
-
 /* Quantizes linear i of the layer with H, writes it, swaps in the dequant. */
 static fs_status quantize_one(pstate *p, int i, const float *H)
 {
@@ -80,7 +70,10 @@ static fs_status quantize_one(pstate *p, int i, const float *H)
     fs_status rc = fs_layer_quantize(p->ctx, p->w->w[i], H, NULL, x->out, x->in, &p->po->q, &r);
     if (rc != FS_OK) return rc;
     double wn = 0.0;
-    if ((rc = wnorm(p->ctx, p->w->w[i], H, x->out, x->in, &wn)) != FS_OK) { fs_layer_result_free(&r); return rc; }
+    if ((rc = fs_quad_loss_f32(p->ctx, p->w->w[i], NULL, H, x->out, x->in, &wn)) != FS_OK) {
+        fs_layer_result_free(&r);
+        return rc;
+    }
     double rel = wn > 0 ? r.loss / wn : 0.0;
     if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
     p->sum += rel;

@@ -389,6 +389,7 @@ START_TEST(bad_calibration_input)
         {"bad json line", "bad.jsonl", "[1, 2, 3]\n{\"x\": 1}\n", "--samples 1 --seq-len 2", "line 2"},
         {"seq-len past max positions", "few.u32", NULL, "--samples 1 --seq-len 4096", "max_position_embeddings"},
         {"samples zero", "few.u32", NULL, "--samples 0", "--samples"},
+        {"host budget too small", "few.u32", NULL, "--samples 1 --seq-len 64 --host-mem 10K", "of host memory"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", tmp, cases[i].file);

@@ -804,7 +804,9 @@ static void usage(FILE *to)
             "  --no-fp8     turn the deepseek_v3 default off\n"
             "  --mtp        deepseek_v3 only: the MTP layer model.layers.L.*\n"
             "  --tied       tie_word_embeddings true, no lm_head.weight\n"
-            "  --hidden H   override hidden_size (default 64; 160 for FP8 deepseek_v3)\n",
+            "  --hidden H   override hidden_size (default 64; 160 for FP8 deepseek_v3)\n"
+            "  --intermediate I   override intermediate_size (default 172)\n"
+            "  --heads N    attention heads (kv heads N/2, head_dim hidden/N; default 4 of 16)\n",
             MAX_LAYERS);
 }
 
@@ -822,7 +824,7 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *help)
 {
     const char *type = NULL, *dtype = "bf16";
-    int64_t layers = 2, shards = 2, hidden = 0;
+    int64_t layers = 2, shards = 2, hidden = 0, inter = 0, heads = 0;
     int fp8 = -1;
     memset(m, 0, sizeof *m);
     m->seed = 1;
@@ -839,7 +841,7 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         }
         int takes = !strcmp(a, "--type") || !strcmp(a, "--out") || !strcmp(a, "--seed") ||
                     !strcmp(a, "--layers") || !strcmp(a, "--dtype") || !strcmp(a, "--shards") ||
-                    !strcmp(a, "--hidden");
+                    !strcmp(a, "--hidden") || !strcmp(a, "--intermediate") || !strcmp(a, "--heads");
         if (takes && !val) {
             if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s needs a value", a);
             val = argv[++i];
@@ -867,6 +869,12 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         } else if (!strcmp(a, "--shards")) {
             if (parse_i64(val, 1, MAX_SHARDS, &shards))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--shards '%s': want 1..%d", val, MAX_SHARDS);
+        } else if (!strcmp(a, "--intermediate")) {
+            if (parse_i64(val, 1, 4 * MAX_HIDDEN, &inter))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--intermediate '%s': want 1..%d", val, 4 * MAX_HIDDEN);
+        } else if (!strcmp(a, "--heads")) {
+            if (parse_i64(val, 2, 256, &heads))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--heads '%s': want 2..256", val);
         } else if (!strcmp(a, "--hidden")) {
             if (parse_i64(val, 1, MAX_HIDDEN, &hidden))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--hidden '%s': want 1..%d", val, MAX_HIDDEN);
@@ -893,10 +901,12 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
 
     /* sizes: tiny, with non-multiple-of-32 widths, GQA and partial FP8 blocks */
     m->H = hidden ? hidden : (m->fam == F_DSV3 && m->fp8) ? 160 : 64;
-    m->I = 172;
-    m->nh = 4;
-    m->nkv = is_deepseek(m) ? 4 : 2;
-    m->hd = 16;
+    m->I = inter ? inter : 172;
+    m->nh = heads ? heads : 4;
+    m->nkv = is_deepseek(m) ? m->nh : m->nh / 2;
+    m->hd = heads ? m->H / heads : 16;       /* --heads: head_dim = hidden / heads (bench models) */
+    if (m->hd < 2 || m->hd % 2)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--heads %lld: hidden / heads must be an even number >= 2", (long long)m->nh);
     m->V = 96;
     if (m->fam == F_MIXTRAL || is_qwen_moe(m)) {
         m->E = 4;
