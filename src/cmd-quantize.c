@@ -6,7 +6,10 @@
  *    nearest from its weights alone, one linear resident at a time.
  * Output in the forge or gptq format; everything else is copied (FP8
  * dequantized to BF16). */
+#include <errno.h>
 #include <jansson.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +33,9 @@ static const char usage[] =
     "                       --calib runs the same pipeline (the baseline to compare with),\n"
     "                       without --calib it rounds every weight on its own\n"
     "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
+    "  --work DIR           activation cache (each layer's output, LZ4 chunks with\n"
+    "                       checksums; only the latest kept; removed at the end);\n"
+    "                       default OUT/.forge-work\n"
     "  --host-mem SIZE      host memory budget (default: physical memory less 10%%); a\n"
     "                       budget that cannot hold the largest layer is refused up front\n"
     "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
@@ -41,7 +47,7 @@ static const char usage[] =
     "\n";
 
 typedef struct qargs {
-    const char *model, *out, *method, *calib;
+    const char *model, *out, *method, *calib, *work;
     int64_t samples, seq_len;
     uint64_t seed, host_mem;
     int act_f32;
@@ -72,6 +78,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         if (!strcmp(f, "--model")) a->model = v;
         else if (!strcmp(f, "--out")) a->out = v;
         else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--work")) a->work = v;
         else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
@@ -246,12 +253,23 @@ int cmd_quantize(int argc, char **argv)
            m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.rtn ? "rtn" : "gptq", a.q.bits,
            (long long)a.q.group_size, a.q.sym ? "sym" : "asym", a.q.act_order ? " act-order" : "",
            a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+    char work[4200] = "";
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
-        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL};
+        snprintf(work, sizeof work, "%s", a.work ? a.work : a.out);
+        if (!a.work) strncat(work, "/.forge-work", sizeof work - strlen(work) - 1);
+        if (mkdir(work, 0755) != 0 && errno != EEXIST)
+            rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", work, strerror(errno));
+        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work};
         po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
-        rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+        if (rc == FS_OK) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+        if (rc == FS_OK) {                       /* no boundary is needed any more */
+            char last[4300];
+            snprintf(last, sizeof last, "%s/act-%04d.fsa", work, m->nlayers);
+            unlink(last);
+            rmdir(work);
+        }
     } else {
         rc = run(&ctx, &a, c, m, o);
     }

@@ -295,11 +295,15 @@ fs_status fs_out_add_linear(fs_ctx *ctx, fs_outckpt *o, const char *base, const 
     return o->fmt == FS_FMT_GPTQ ? add_gptq(ctx, o, base, r) : add_forge(ctx, o, base, r);
 }
 
-fs_status fs_out_copy(fs_ctx *ctx, fs_outckpt *o, const fs_ckpt *src, const char *name)
+fs_status fs_out_read_copy(fs_ctx *ctx, const fs_ckpt *src, const char *name, fs_dtype *dt,
+                           int *ndim, int64_t *shape, void **data)
 {
+    *data = NULL;
     const fs_ckpt_entry *e = fs_ckpt_find(src, name);
     if (!e) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no tensor '%s' to copy", src->dir, name);
     const fs_st_tensor *t = e->t;
+    *ndim = t->ndim;
+    memcpy(shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
     if (t->dtype == FS_DT_F8_E4M3) {                 /* dequantized, stored as BF16 */
         float *f = NULL;
         fs_status rc = fs_ckpt_read_f32(ctx, src, name, &f);
@@ -308,13 +312,27 @@ fs_status fs_out_copy(fs_ctx *ctx, fs_outckpt *o, const fs_ckpt *src, const char
         if (!b) { free(f); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name); }
         for (uint64_t i = 0; i < t->nelem; i++) b[i] = fs_f32_to_bf16(f[i]);
         free(f);
-        return add(ctx, o, name, FS_DT_BF16, t->ndim, t->shape, b, NULL);
+        *dt = FS_DT_BF16;
+        *data = b;
+        return FS_OK;
     }
-    void *data = malloc(t->nbytes ? (size_t)t->nbytes : 1);
-    if (!data) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name);
-    fs_status rc = fs_ckpt_read_raw(ctx, src, e, data);
-    if (rc != FS_OK) { free(data); return rc; }
-    return add(ctx, o, name, t->dtype, t->ndim, t->shape, data, NULL);
+    void *buf = malloc(t->nbytes ? (size_t)t->nbytes : 1);
+    if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name);
+    fs_status rc = fs_ckpt_read_raw(ctx, src, e, buf);
+    if (rc != FS_OK) { free(buf); return rc; }
+    *dt = t->dtype;
+    *data = buf;
+    return FS_OK;
+}
+
+fs_status fs_out_copy(fs_ctx *ctx, fs_outckpt *o, const fs_ckpt *src, const char *name)
+{
+    fs_dtype dt = FS_DT_INVALID;
+    int ndim = 0;
+    int64_t shape[FS_ST_MAX_DIMS];
+    void *data = NULL;
+    fs_status rc = fs_out_read_copy(ctx, src, name, &dt, &ndim, shape, &data);
+    return rc == FS_OK ? add(ctx, o, name, dt, ndim, shape, data, NULL) : rc;
 }
 
 /* text -> dir/name through name.tmp.PID, fsynced. */

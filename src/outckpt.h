@@ -40,6 +40,11 @@ fs_status fs_out_add_linear(fs_ctx *ctx, fs_outckpt *o, const char *base,
 /* Copies tensor `name` from the source checkpoint unchanged, an F8_E4M3 one
  * dequantized to BF16 (its _scale_inv is consumed, never copied). */
 fs_status fs_out_copy(fs_ctx *ctx, fs_outckpt *o, const fs_ckpt *src, const char *name);
+/* The first half of fs_out_copy, which touches no writer state (so it can run
+ * on the compute thread while the writer thread adds): *data (malloc'ed) gets
+ * the bytes to write, in *dt with *ndim dims in shape[FS_ST_MAX_DIMS]. */
+fs_status fs_out_read_copy(fs_ctx *ctx, const fs_ckpt *src, const char *name, fs_dtype *dt,
+                           int *ndim, int64_t *shape, void **data);
 /* Writes the rest (see above) and frees o.  config: the source config.json
  * (json_t *, not modified); src_dir: where tokenizer files are copied from
  * (NULL: none).  extra: more quantization_config keys (json_t *, or NULL). */

@@ -15,9 +15,131 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "backend.h"
 #include "pipeline.h"
+#include "../stream/actcache.h"
 #include "../stream/layerio.h"
+#include "../stream/writer.h"
+
+#define WRITER_MIN_PENDING (512ull << 20)   /* bytes the writer may hold behind compute */
+#define ACT_CHUNK_BYTES (64ull << 20)       /* raw bytes per activation-cache chunk */
+
+/* ---- writer jobs: everything that touches the output folder runs there ---- */
+
+typedef struct job_linear {
+    fs_outckpt *o;
+    char *name;
+    fs_layer_result r;
+} job_linear;
+
+static fs_status run_linear(fs_ctx *ctx, void *arg)
+{
+    job_linear *j = arg;
+    return fs_out_add_linear(ctx, j->o, j->name, &j->r);
+}
+
+static void free_linear(void *arg)
+{
+    job_linear *j = arg;
+    fs_layer_result_free(&j->r);
+    free(j->name);
+    free(j);
+}
+
+typedef struct job_tensor {
+    fs_outckpt *o;
+    char *name;
+    fs_dtype dt;
+    int ndim;
+    int64_t shape[FS_ST_MAX_DIMS];
+    void *data;              /* handed to fs_out_add (which owns it from then on) */
+} job_tensor;
+
+static fs_status run_tensor(fs_ctx *ctx, void *arg)
+{
+    job_tensor *j = arg;
+    void *d = j->data;
+    j->data = NULL;
+    return fs_out_add(ctx, j->o, j->name, j->dt, j->ndim, j->shape, d);
+}
+
+static void free_tensor(void *arg)
+{
+    job_tensor *j = arg;
+    free(j->data);
+    free(j->name);
+    free(j);
+}
+
+typedef struct job_act {
+    char *path, *prev;       /* write path; then remove prev (no longer needed) */
+    void *rows;
+    int elem;
+    uint64_t nrows, row_bytes;
+} job_act;
+
+static fs_status run_act(fs_ctx *ctx, void *arg)
+{
+    job_act *j = arg;
+    fs_act_writer *w = NULL;
+    uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
+    fs_status rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
+    if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, j->rows, j->nrows);
+    if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, NULL);
+    else fs_act_writer_abort(w);
+    if (rc == FS_OK && j->prev) unlink(j->prev);
+    return rc;
+}
+
+static void free_act(void *arg)
+{
+    job_act *j = arg;
+    free(j->path);
+    free(j->prev);
+    free(j->rows);
+    free(j);
+}
+
+/* Reads tensor `name` here (from the prefetched slot when acquired) and
+ * queues its write. */
+static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_ckpt *c, const char *name)
+{
+    job_tensor *j = calloc(1, sizeof *j);
+    if (!j || !(j->name = strdup(name))) { free(j); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name); }
+    j->o = o;
+    fs_status rc = fs_out_read_copy(ctx, c, name, &j->dt, &j->ndim, j->shape, &j->data);
+    if (rc != FS_OK) { free_tensor(j); return rc; }
+    uint64_t bytes = fs_dtype_size(j->dt);
+    for (int d = 0; d < j->ndim; d++) bytes *= (uint64_t)j->shape[d];
+    return fs_writer_submit(ctx, wr, run_tensor, j, free_tensor, bytes);
+}
+
+/* The boundary after layer l: x [n, H] as bf16 (or f32) rows in work/act-<l+1>.fsa. */
+static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, int l, const float *x,
+                                int64_t n, int64_t H, int f32)
+{
+    job_act *j = calloc(1, sizeof *j);
+    size_t pl = strlen(work) + 32;
+    if (j) { j->path = malloc(pl); j->prev = l > 0 ? malloc(pl) : NULL; }
+    if (j) j->elem = f32 ? 4 : 2;
+    if (j) j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
+    if (!j || !j->path || (l > 0 && !j->prev) || !j->rows) {
+        if (j) free_act(j);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
+    }
+    snprintf(j->path, pl, "%s/act-%04d.fsa", work, l + 1);
+    if (j->prev) snprintf(j->prev, pl, "%s/act-%04d.fsa", work, l);
+    j->nrows = (uint64_t)n;
+    j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
+    if (f32) memcpy(j->rows, x, sizeof(float) * (size_t)(n * H));
+    else {
+        uint16_t *b = j->rows;
+        for (int64_t i = 0; i < n * H; i++) b[i] = fs_f32_to_bf16(x[i]);   /* exact: x is bf16-rounded */
+    }
+    return fs_writer_submit(ctx, wr, run_act, j, free_act, (uint64_t)n * j->row_bytes);
+}
 
 fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
                            int64_t L, uint64_t seed, uint32_t **ids)
@@ -53,6 +175,7 @@ typedef struct pstate {
     const fs_fwd *f;
     const fs_pipe_opts *po;
     fs_outckpt *o;
+    fs_writer *wr;
     const fs_mlayer *L;
     fs_lw *w;
     float *x;
@@ -84,12 +207,20 @@ static fs_status quantize_one(pstate *p, int i, const float *H)
         fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
                r.fallback_rtn ? ", fell back to RTN" : "");
     if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
-    rc = fs_out_add_linear(p->ctx, p->o, x->name, &r);
-    if (rc == FS_OK) {                                   /* later passes see the quantized weight */
-        memcpy(p->w->w[i], r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    /* later passes see the quantized weight; the packing and writing go to the writer */
+    memcpy(p->w->w[i], r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    free(r.dequant);
+    r.dequant = NULL;
+    job_linear *j = calloc(1, sizeof *j);
+    if (!j || !(j->name = strdup(x->name))) {
+        free(j);
+        fs_layer_result_free(&r);
+        return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s", x->name);
     }
-    fs_layer_result_free(&r);
-    return rc;
+    j->o = p->o;
+    j->r = r;
+    return fs_writer_submit(p->ctx, p->wr, run_linear, j, free_linear,
+                            (uint64_t)(x->out * x->in) * 2 + (uint64_t)x->in * 4);
 }
 
 /* Scratch of one batch. */
@@ -183,8 +314,11 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     for (int64_t i = 0; rc == FS_OK && i < n; i++) memcpy(x + i * H, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
     free(E);
     if (rc == FS_OK && !po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+    fs_writer *wr = NULL;
+    uint64_t pending = (uint64_t)(n * H) * 4 + (64ull << 20);
+    if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
     for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
-        if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
+        if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name);
     int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     scratch s = {0};
     fs_layer_reader *lr = NULL;
@@ -201,16 +335,17 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
         rc = fs_lw_load(ctx, c, &none, m, f, l, &w);
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
-            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
+            if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name);
         fs_lr_release(lr, l);
         if (rc != FS_OK) break;
-        pstate p = {ctx, f, po, o, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
+        pstate p = {ctx, f, po, o, wr, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
         const int64_t qs = f->nh * f->hd;
         rc = capture_and_quantize(&p, 0, &s, H, FS_Q, FS_V + 1);           /* q, k, v */
         if (rc == FS_OK) rc = capture_and_quantize(&p, 1, &s, qs, FS_O, FS_O + 1);
         if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
         if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, f->inter, FS_D, FS_D + 1);
         if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                        /* x -> next input */
+        if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32);
         fs_lw_free(&w);
         if (rc == FS_OK)
             fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
@@ -225,6 +360,13 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
     }
     fs_lr_free(lr);
+    if (wr && rc == FS_OK && (rc = fs_writer_flush(ctx, wr)) == FS_OK) {
+        fs_writer_stats ws;
+        fs_writer_get_stats(wr, &ws);
+        fs_log(ctx, "writer: %llu jobs, %.3f GB, %.2f s busy; compute waited %.2f s for it",
+               (unsigned long long)ws.jobs, (double)ws.bytes / 1e9, ws.busy_s, ws.blocked_s);
+    }
+    fs_writer_free(NULL, wr);      /* after an error: drops what is queued */
     scratch_free(&s);
     free(x);
     return rc;

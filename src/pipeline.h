@@ -6,8 +6,8 @@
  * weights is the next layer's input.  Only one layer's weights are resident.
  *
  * The next layer's bytes are prefetched with io_uring while a layer
- * computes; the activation cache on disk and the writer thread of the design
- * are not wired in yet. */
+ * computes, and a writer thread drains the quantized tensors and the layer
+ * boundaries (the activation cache of the work folder) behind it. */
 #ifndef FS_PIPELINE_H
 #define FS_PIPELINE_H
 
@@ -27,6 +27,8 @@ typedef struct fs_pipe_opts {
     void (*on_linear)(void *arg, int layer, const char *name, const float *H, int64_t in,
                       const fs_layer_result *r);
     void *arg;
+    const char *work;        /* (optional) folder for the activation cache: the input of
+                                the next layer, act-NNNN.fsa, only the latest kept */
 } fs_pipe_opts;
 
 /* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0

@@ -17,6 +17,7 @@
 #include "util.h"
 #include "../src/backend.h"
 #include "../src/pipeline.h"
+#include "../stream/actcache.h"
 
 #define HESS_REL 1e-4    /* f32 pipeline vs double naive forward, Frobenius relative */
 #define PPL_REL 1e-3     /* ../shared/data/README.md: 0.1% */
@@ -75,7 +76,7 @@ static const float *rec_H(const rec *c, const char *name)
 
 /* Quantizes a generated model through the pipeline into dst. */
 static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
-                         uint32_t *ids, rec *r)
+                         uint32_t *ids, rec *r, const char *work)
 {
     fs_ctx ctx;
     fs_ctx_init(&ctx);
@@ -99,6 +100,7 @@ static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_
     po.batch_tokens = 2 * T;                 /* several batches: accumulation across them */
     po.on_linear = on_linear;
     po.arg = r;
+    po.work = work;
     fs_outckpt *o = NULL;
     ck_assert_int_eq(fs_out_open(&ctx, dst, 0, 0, fmt, &po.q, &o), FS_OK);
     ck_assert_msg(fs_pipeline_run(&ctx, c, m, &f, ids, nseq, T, &po, o) == FS_OK, "%s", ctx.errmsg);
@@ -183,7 +185,7 @@ START_TEST(hessians_match_naive_forward)
     for (int i = 0; i < n; i++) ids[i] = t_next(&rg) % 90;
     rec r;
     memset(&r, 0, sizeof r);
-    run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r);
+    run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL);
 
     /* the model: config values read here from config.json */
     fs_ctx ctx;
@@ -304,8 +306,25 @@ static void family(const char *type, fs_format fmt)
     for (int i = 0; i < nseq * T; i++) ids[i] = t_next(&rg) % 90;
     rec r;
     memset(&r, 0, sizeof r);
-    run_pipeline(src, dst, fmt, nseq, T, ids, &r);
+    char work[4300];
+    snprintf(work, sizeof work, "%s/work", tmp);
+    ck_assert_int_eq(mkdir(work, 0755), 0);
+    run_pipeline(src, dst, fmt, nseq, T, ids, &r, work);
     ck_assert_int_eq(r.n, 14);                       /* 2 layers x 7 linears */
+    /* the activation cache holds the last boundary only, complete and intact */
+    char a1[4400], a2[4400];
+    snprintf(a1, sizeof a1, "%s/act-0001.fsa", work);
+    snprintf(a2, sizeof a2, "%s/act-0002.fsa", work);
+    struct stat st;
+    ck_assert_int_ne(stat(a1, &st), 0);
+    fs_ctx actx;
+    fs_ctx_init(&actx);
+    fs_act_file *af = NULL;
+    ck_assert_msg(fs_act_open(&actx, a2, &af) == FS_OK, "%s", actx.errmsg);
+    ck_assert_int_eq(fs_act_rows(af), nseq * T);
+    ck_assert_int_eq(fs_act_row_bytes(af), 64 * 4);   /* hidden 64, f32 activations */
+    ck_assert_int_eq(fs_act_verify(&actx, af), FS_OK);
+    fs_act_close(af);
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     fs_ckpt *q = NULL;
