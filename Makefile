@@ -101,8 +101,9 @@ $(BUILD)/demo-input: $(BUILD)/tools/demo-input.o $(LIB)
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
 
-bench: deps $(BUILD)/bench
+bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
+	sh tools/bench-pipeline.sh $(SHARED)
 
 clean:
 	rm -rf build build-asan bin bin-asan

@@ -1,8 +1,10 @@
 /* outckpt.c: the quantized checkpoint folder writer (see outckpt.h).
  *
- * States: OPEN (tensors gather in `pend`; a full shard is written to
- * .shard-NNNNN.partial) -> fs_out_finish (config and tokenizer files, shard
- * renames, index last) -> freed; or fs_out_abort from OPEN (partials removed).
+ * States: OPEN (each tensor's bytes are appended to .shard-NNNNN.data as it
+ * comes and only its description stays in `pend`; a full shard is written to
+ * .shard-NNNNN.partial, the bytes copied in the kernel from the staging file)
+ * -> fs_out_finish (config and tokenizer files, shard renames, index last) ->
+ * freed; or fs_out_abort from OPEN (partials and staging removed).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,8 +26,9 @@ typedef struct pend {
     fs_dtype dt;
     int ndim;
     int64_t shape[FS_ST_MAX_DIMS];
-    void *data;
+    uint64_t off;            /* in the shard's staging file */
     uint64_t nbytes;
+    uint64_t xxh;            /* XXH3-64 of the bytes */
     char *in_features;       /* forge: "<in>" for a .qweight, else NULL */
 } pend;
 
@@ -37,6 +40,8 @@ struct fs_outckpt {
     pend *p;
     int np, cap;
     uint64_t cur_bytes, total_bytes;
+    int data_fd;             /* staging file of the shard being gathered, -1 if none: the
+                                bytes go to disk as they come, so memory stays flat */
     int nshards;
     char **tname;            /* every tensor written, and its shard (1-based) */
     int *tshard;
@@ -60,6 +65,7 @@ static int is_ckpt_file(const char *n)
     if (tmp) *tmp = '\0';
     l = strlen(base);
     if (!strncmp(base, ".shard-", 7) && l > 8 && !strcmp(base + l - 8, ".partial")) return 1;
+    if (!strncmp(base, ".shard-", 7) && l > 5 && !strcmp(base + l - 5, ".data")) return 1;
     if (!strncmp(base, "model", 5) && l > 12 && !strcmp(base + l - 12, ".safetensors")) return 1;
     if (!strcmp(base, "model.safetensors.index.json") || !strcmp(base, "config.json")) return 1;
     for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++)
@@ -72,6 +78,11 @@ static void partial_path(const fs_outckpt *o, int shard, char *buf, size_t n)
     snprintf(buf, n, "%s/.shard-%05d.partial", o->dir, shard);
 }
 
+static void staging_path(const fs_outckpt *o, int shard, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s/.shard-%05d.data", o->dir, shard);
+}
+
 void fs_out_abort(fs_outckpt *o)
 {
     if (!o) return;
@@ -80,7 +91,12 @@ void fs_out_abort(fs_outckpt *o)
         partial_path(o, s, path, sizeof path);
         unlink(path);
     }
-    for (int i = 0; i < o->np; i++) { free(o->p[i].name); free(o->p[i].data); free(o->p[i].in_features); }
+    if (o->data_fd >= 0) {
+        close(o->data_fd);
+        staging_path(o, o->nshards + 1, path, sizeof path);
+        unlink(path);
+    }
+    for (int i = 0; i < o->np; i++) { free(o->p[i].name); free(o->p[i].in_features); }
     for (size_t i = 0; i < o->nt; i++) free(o->tname[i]);
     free(o->p);
     free(o->tname);
@@ -126,6 +142,7 @@ fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "output writer");
     }
     o->max_shard = max_shard ? max_shard : FS_DEFAULT_MAX_SHARD;
+    o->data_fd = -1;
     o->fmt = fmt;
     o->q = *q;
     *out = o;
@@ -143,9 +160,9 @@ static fs_status flush_shard(fs_ctx *ctx, fs_outckpt *o)
     rc = fs_st_writer_meta(ctx, w, "format", "pt");
     for (int i = 0; rc == FS_OK && i < o->np; i++) {
         pend *t = &o->p[i];
-        rc = fs_st_writer_add(ctx, w, t->name, t->dt, t->ndim, t->shape, t->data);
+        rc = fs_st_writer_add_file(ctx, w, t->name, t->dt, t->ndim, t->shape, o->data_fd, t->off);
         snprintf(key, sizeof key, "xxh3:%s", t->name);
-        snprintf(val, sizeof val, "%016llx", (unsigned long long)XXH3_64bits(t->data, (size_t)t->nbytes));
+        snprintf(val, sizeof val, "%016llx", (unsigned long long)t->xxh);
         if (rc == FS_OK) rc = fs_st_writer_meta(ctx, w, key, val);
         if (rc == FS_OK && t->in_features) {
             snprintf(key, sizeof key, "in_features:%s", t->name);
@@ -154,6 +171,10 @@ static fs_status flush_shard(fs_ctx *ctx, fs_outckpt *o)
     }
     if (rc != FS_OK) { fs_st_writer_abort(w); return rc; }
     if ((rc = fs_st_writer_commit(ctx, w)) != FS_OK) return rc;
+    close(o->data_fd);
+    o->data_fd = -1;
+    staging_path(o, o->nshards + 1, path, sizeof path);
+    unlink(path);
     o->nshards++;
     for (int i = 0; i < o->np; i++) {
         if (o->nt == o->tcap) {
@@ -167,7 +188,6 @@ static fs_status flush_shard(fs_ctx *ctx, fs_outckpt *o)
         }
         o->tname[o->nt] = o->p[i].name;
         o->tshard[o->nt++] = o->nshards;
-        free(o->p[i].data);
         free(o->p[i].in_features);
     }
     o->np = 0;
@@ -191,18 +211,42 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
         o->p = p;
         o->cap = cap;
     }
+    char path[4200];
+    if (o->data_fd < 0) {
+        staging_path(o, o->nshards + 1, path, sizeof path);
+        o->data_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (o->data_fd < 0) {
+            free(data);
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
+        }
+    }
     pend *t = &o->p[o->np];
     memset(t, 0, sizeof *t);
+    t->off = o->cur_bytes;
+    for (uint64_t done = 0; done < nb;) {              /* staged now: memory stays flat */
+        ssize_t k = pwrite(o->data_fd, (const uint8_t *)data + done, (size_t)(nb - done > (1u << 30) ? (1u << 30) : nb - done),
+                           (off_t)(t->off + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) {
+            int e = errno;
+            free(data);
+            staging_path(o, o->nshards + 1, path, sizeof path);
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of '%s' (%llu bytes): %s", path, name,
+                              (unsigned long long)nb, strerror(e));
+        }
+        done += (uint64_t)k;
+    }
+    t->xxh = XXH3_64bits(data, (size_t)nb);
+    free(data);
     t->name = strdup(name);
     t->in_features = in_features ? strdup(in_features) : NULL;
     if (!t->name || (in_features && !t->in_features)) {
-        free(t->name); free(t->in_features); free(data);
+        free(t->name); free(t->in_features);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "tensor name");
     }
     t->dt = dt;
     t->ndim = ndim;
     memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    t->data = data;
     t->nbytes = nb;
     o->np++;
     o->cur_bytes += nb;

@@ -304,7 +304,9 @@ typedef struct wentry {
     fs_dtype dt;
     int ndim;
     int64_t shape[FS_ST_MAX_DIMS];
-    const void *data;
+    const void *data;        /* the bytes, or NULL when they are in a file: */
+    int fd;                  /* ... this one (not owned), at */
+    uint64_t foff;           /* ... this offset */
     uint64_t nbytes;
 } wentry;
 
@@ -329,8 +331,23 @@ fs_status fs_st_writer_new(fs_ctx *ctx, const char *path, fs_st_writer **out)
     return FS_OK;
 }
 
+static fs_status writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt, int ndim,
+                            const int64_t *shape, const void *data, int fd, uint64_t foff);
+
 fs_status fs_st_writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt,
                            int ndim, const int64_t *shape, const void *data)
+{
+    return writer_add(ctx, w, name, dt, ndim, shape, data, -1, 0);
+}
+
+fs_status fs_st_writer_add_file(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt,
+                                int ndim, const int64_t *shape, int fd, uint64_t offset)
+{
+    return writer_add(ctx, w, name, dt, ndim, shape, NULL, fd, offset);
+}
+
+static fs_status writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt, int ndim,
+                            const int64_t *shape, const void *data, int fd, uint64_t foff)
 {
     if (ndim < 0 || ndim > FS_ST_MAX_DIMS)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: tensor '%s': %d dims", w->path, name, ndim);
@@ -360,6 +377,8 @@ fs_status fs_st_writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dt
     e->dt = dt;
     e->ndim = ndim;
     e->data = data;
+    e->fd = fd;
+    e->foff = foff;
     e->nbytes = nb;
     w->n++;
     return FS_OK;
@@ -396,6 +415,33 @@ static fs_status write_full(fs_ctx *ctx, int fd, const char *path, const void *b
         }
         p += put;
         n -= (uint64_t)put;
+    }
+    return FS_OK;
+}
+
+/* n bytes of fd_in at off to the current position of fd_out: in the kernel
+ * (copy_file_range), with a pread/write fallback where it is not supported. */
+static fs_status copy_range(fs_ctx *ctx, int fd_in, uint64_t off, int fd_out, const char *path,
+                            uint64_t n)
+{
+    loff_t o = (loff_t)off;
+    while (n > 0) {
+        ssize_t k = copy_file_range(fd_in, &o, fd_out, NULL, n > (1u << 30) ? (1u << 30) : (size_t)n, 0);
+        if (k > 0) { n -= (uint64_t)k; continue; }
+        if (k < 0 && errno == EINTR) continue;
+        if (k == 0 || errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL) break;
+        return fs_ctx_err(ctx, FS_ERR_IO, "%s: copy: %s", path, strerror(errno));
+    }
+    char buf[1 << 16];
+    while (n > 0) {
+        size_t want = n < sizeof buf ? (size_t)n : sizeof buf;
+        ssize_t got = pread(fd_in, buf, want, (off_t)o);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: staged data ends early", path);
+        fs_status rc = write_full(ctx, fd_out, path, buf, (uint64_t)got);
+        if (rc != FS_OK) return rc;
+        o += got;
+        n -= (uint64_t)got;
     }
     return FS_OK;
 }
@@ -461,7 +507,8 @@ fs_status fs_st_writer_commit(fs_ctx *ctx, fs_st_writer *w)
     rc = write_full(ctx, fd, w->tmp, lenb, 8);
     if (rc == FS_OK) rc = write_full(ctx, fd, w->tmp, hdr, hlen);
     for (int i = 0; rc == FS_OK && i < w->n; i++)
-        rc = write_full(ctx, fd, w->tmp, w->e[i].data, w->e[i].nbytes);
+        rc = w->e[i].fd >= 0 ? copy_range(ctx, w->e[i].fd, w->e[i].foff, fd, w->tmp, w->e[i].nbytes)
+                             : write_full(ctx, fd, w->tmp, w->e[i].data, w->e[i].nbytes);
     if (rc == FS_OK && fsync(fd) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", w->tmp, strerror(errno));
     if (close(fd) != 0 && rc == FS_OK)

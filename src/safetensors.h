@@ -66,6 +66,10 @@ fs_status fs_st_writer_new(fs_ctx *ctx, const char *path, fs_st_writer **out);
  * name or a bad shape; FS_ERR_NOMEM. */
 fs_status fs_st_writer_add(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt,
                            int ndim, const int64_t *shape, const void *data);
+/* As fs_st_writer_add, the bytes being in the open file fd at offset (fd
+ * must stay open until commit; copied with copy_file_range at commit). */
+fs_status fs_st_writer_add_file(fs_ctx *ctx, fs_st_writer *w, const char *name, fs_dtype dt,
+                                int ndim, const int64_t *shape, int fd, uint64_t offset);
 fs_status fs_st_writer_meta(fs_ctx *ctx, fs_st_writer *w, const char *key, const char *val);
 fs_status fs_st_writer_commit(fs_ctx *ctx, fs_st_writer *w);   /* frees w */
 void fs_st_writer_abort(fs_st_writer *w);                      /* frees w; accepts NULL */

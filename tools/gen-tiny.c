@@ -806,7 +806,8 @@ static void usage(FILE *to)
             "  --tied       tie_word_embeddings true, no lm_head.weight\n"
             "  --hidden H   override hidden_size (default 64; 160 for FP8 deepseek_v3)\n"
             "  --intermediate I   override intermediate_size (default 172)\n"
-            "  --heads N    attention heads (kv heads N/2, head_dim hidden/N; default 4 of 16)\n",
+            "  --heads N    attention heads (kv heads N/2, head_dim hidden/N; default 4 of 16)\n"
+            "  --vocab V    vocabulary rows (default 96)\n",
             MAX_LAYERS);
 }
 
@@ -824,7 +825,7 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *help)
 {
     const char *type = NULL, *dtype = "bf16";
-    int64_t layers = 2, shards = 2, hidden = 0, inter = 0, heads = 0;
+    int64_t layers = 2, shards = 2, hidden = 0, inter = 0, heads = 0, vocab = 0;
     int fp8 = -1;
     memset(m, 0, sizeof *m);
     m->seed = 1;
@@ -841,7 +842,8 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         }
         int takes = !strcmp(a, "--type") || !strcmp(a, "--out") || !strcmp(a, "--seed") ||
                     !strcmp(a, "--layers") || !strcmp(a, "--dtype") || !strcmp(a, "--shards") ||
-                    !strcmp(a, "--hidden") || !strcmp(a, "--intermediate") || !strcmp(a, "--heads");
+                    !strcmp(a, "--hidden") || !strcmp(a, "--intermediate") || !strcmp(a, "--heads") ||
+                    !strcmp(a, "--vocab");
         if (takes && !val) {
             if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s needs a value", a);
             val = argv[++i];
@@ -869,6 +871,9 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         } else if (!strcmp(a, "--shards")) {
             if (parse_i64(val, 1, MAX_SHARDS, &shards))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--shards '%s': want 1..%d", val, MAX_SHARDS);
+        } else if (!strcmp(a, "--vocab")) {
+            if (parse_i64(val, TOKENIZER_SIZE, 1 << 20, &vocab))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--vocab '%s': want %d..%d", val, TOKENIZER_SIZE, 1 << 20);
         } else if (!strcmp(a, "--intermediate")) {
             if (parse_i64(val, 1, 4 * MAX_HIDDEN, &inter))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--intermediate '%s': want 1..%d", val, 4 * MAX_HIDDEN);
@@ -907,7 +912,7 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
     m->hd = heads ? m->H / heads : 16;       /* --heads: head_dim = hidden / heads (bench models) */
     if (m->hd < 2 || m->hd % 2)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--heads %lld: hidden / heads must be an even number >= 2", (long long)m->nh);
-    m->V = 96;
+    m->V = vocab ? vocab : 96;
     if (m->fam == F_MIXTRAL || is_qwen_moe(m)) {
         m->E = 4;
         m->topk = 2;

@@ -1,0 +1,53 @@
+#!/bin/sh
+# bench-pipeline.sh: the streaming pipeline's benchmarks, each a ratio measured
+# in one run (part of `make bench`):
+#  1. prefetcher vs dd: a 2 GB file read through the io_uring ring with O_DIRECT,
+#     against `dd iflag=direct` on the same file (page cache dropped when root);
+#  2. overlap: quantize of a generated 8-layer model (bf16, 4 shards), wall time
+#     over max(total read time, total compute time);
+#  3. memory: peak RSS of quantize on 2- and 16-layer models of the same width.
+# Data goes to build/bench-data (about 3 GB; removed with `make clean`).
+set -e
+SHARED=${1:-../shared}
+TOK=$SHARED/data/wikitext2/wiki.test.stories260K.u32
+D=build/bench-data
+BIN=bin/forge-stream
+mkdir -p $D
+drop() { sync; [ "$(id -u)" = 0 ] && echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+echo "== 1. prefetcher vs dd (O_DIRECT)"
+[ -f $D/big.bin ] || head -c 2000000000 /dev/urandom > $D/big.bin
+drop
+build/bench-prefetch $D/big.bin
+
+echo
+echo "== 2. overlap of reading and compute (8 layers, hidden 1536, intermediate 4096, bf16)"
+[ -d $D/m8 ] || build/gen-tiny --type llama --out $D/m8 --layers 8 --hidden 1536 --intermediate 4096 \
+    --heads 12 --vocab 512 --shards 4 > /dev/null
+rm -rf $D/q8
+drop
+T0=$(date +%s.%N)
+$BIN quantize --model $D/m8 --out $D/q8 --calib $TOK --samples 16 --seq-len 512 2> $D/q8.log
+T1=$(date +%s.%N)
+grep -E "read .* GB in|writer:" $D/q8.log
+awk -v t0="$T0" -v t1="$T1" '
+    /read .* GB in/ { io = $6; for (i = 1; i <= NF; i++) if ($i == "waited") wait = $(i + 1) }
+    END {
+        wall = t1 - t0; comp = wall - wait
+        m = io > comp ? io : comp
+        printf "wall %.2f s, read %.2f s, compute %.2f s (compute waited %.2f s for reads): wall / max = %.3f (target <= 1.15)\n",
+               wall, io, comp, wait, wall / m
+    }' $D/q8.log
+
+echo
+echo "== 3. peak RSS, 2 vs 16 layers of the same width (hidden 1024, intermediate 2816)"
+for L in 2 16; do
+    [ -d $D/r$L ] || build/gen-tiny --type llama --out $D/r$L --layers $L --hidden 1024 --intermediate 2816 \
+        --heads 8 --vocab 512 --shards 2 > /dev/null
+    rm -rf $D/rq$L
+    /usr/bin/time -f "%M" -o $D/rss$L $BIN quantize --model $D/r$L --out $D/rq$L --calib $TOK \
+        --samples 8 --seq-len 512 --quiet
+done
+awk -v a="$(cat $D/rss2)" -v b="$(cat $D/rss16)" 'BEGIN {
+    printf "peak RSS: 2 layers %.1f MB, 16 layers %.1f MB, ratio %.3f (target: equal within 5%%)\n",
+           a / 1024, b / 1024, b / a }'
