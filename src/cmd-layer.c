@@ -187,19 +187,13 @@ static fs_status write_out(fs_ctx *ctx, const layer_args *a, const fs_layer_resu
 
 static fs_status write_report(fs_ctx *ctx, const char *path, const char *text)
 {
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) return fs_ctx_err(ctx, FS_ERR_NOMEM, "report path");
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    FILE *fp = fopen(tmp, "w");
-    fs_status rc = FS_OK;
-    if (!fp || fputs(text, fp) < 0 || fputc('\n', fp) < 0 || fflush(fp) != 0 ||
-        fsync(fileno(fp)) != 0)
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "--report %s: cannot write", path);
-    if (fp && fclose(fp) != 0 && rc == FS_OK) rc = fs_ctx_err(ctx, FS_ERR_IO, "--report %s: close", path);
-    if (rc == FS_OK && rename(tmp, path) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "--report %s: rename", path);
-    if (rc != FS_OK) unlink(tmp);
-    free(tmp);
+    size_t n = strlen(text);
+    char *buf = malloc(n + 2);
+    if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "report");
+    memcpy(buf, text, n);
+    buf[n] = '\n';
+    fs_status rc = fs_write_atomic(ctx, path, buf, n + 1);
+    free(buf);
     return rc;
 }
 

@@ -61,6 +61,14 @@ void fs_log(const fs_ctx *ctx, const char *fmt, ...) __attribute__((format(print
 /* Monotonic seconds. Cannot fail. */
 double fs_now(void);
 
+/* fsync of the folder holding path (so a rename into it is durable).
+ * Errors: FS_ERR_IO naming path, FS_ERR_NOMEM. */
+fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path);
+/* Writes buf[n] to path through path.tmp.PID, fsync, rename, fsync of the
+ * folder; nothing is left under either name on error.  Errors: FS_ERR_IO
+ * naming the file, FS_ERR_NOMEM. */
+fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n);
+
 /* Checked size arithmetic: return 0 and set *out, or return -1 on overflow. */
 int fs_mul_size(size_t a, size_t b, size_t *out);
 /* malloc of a*b bytes with overflow check; NULL on overflow or failure. */

@@ -379,32 +379,12 @@ fs_status fs_out_copy(fs_ctx *ctx, fs_outckpt *o, const fs_ckpt *src, const char
     return rc == FS_OK ? add(ctx, o, name, dt, ndim, shape, data, NULL) : rc;
 }
 
-/* text -> dir/name through name.tmp.PID, fsynced. */
+/* text -> dir/name, atomically (fs_write_atomic). */
 static fs_status write_file(fs_ctx *ctx, const char *dir, const char *name, const char *text, size_t n)
 {
-    char path[4400], tmp[4500];
+    char path[4400];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", tmp, strerror(errno));
-    size_t off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, text + off, n - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", tmp, strerror(e));
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    return FS_OK;
+    return fs_write_atomic(ctx, path, text, n);
 }
 
 static fs_status copy_file(fs_ctx *ctx, const char *src_dir, const char *dir, const char *name)

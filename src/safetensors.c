@@ -446,20 +446,6 @@ static fs_status copy_range(fs_ctx *ctx, int fd_in, uint64_t off, int fd_out, co
     return FS_OK;
 }
 
-/* fsync of the folder holding path, so the rename itself is durable. */
-static fs_status fsync_dir_of(fs_ctx *ctx, const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    fs_status rc = FS_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync of its folder: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return rc;
-}
-
 static char *build_header(fs_st_writer *w, uint64_t *len)
 {
     json_t *root = json_object();
@@ -515,7 +501,7 @@ fs_status fs_st_writer_commit(fs_ctx *ctx, fs_st_writer *w)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", w->tmp, strerror(errno));
     if (rc == FS_OK && rename(w->tmp, w->path) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", w->tmp, w->path, strerror(errno));
-    if (rc == FS_OK) rc = fsync_dir_of(ctx, w->path);
+    if (rc == FS_OK) rc = fs_fsync_dir_of(ctx, w->path);
 out:
     free(hdr);
     fs_st_writer_abort(w);   /* unlinks the temp file if it is still there */

@@ -189,20 +189,6 @@ static fs_status pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, ui
     return FS_OK;
 }
 
-/* fsync of the folder holding path, so that a rename into it is durable. */
-static fs_status fsync_dir_of(fs_ctx *ctx, const char *path)
-{
-    char *copy = strdup(path);
-    if (!copy) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: copy of the path", path);
-    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    fs_status rc = FS_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync of its folder: %s", path, strerror(errno));
-    if (fd >= 0) close(fd);
-    free(copy);
-    return rc;
-}
-
 /* XXH3-64 of n checksums laid out as u64 LE: the journal checksum. */
 static fs_status journal_sum(fs_ctx *ctx, const char *path, const uint64_t *sums, uint64_t n,
                              uint64_t *out)
@@ -446,7 +432,7 @@ fs_status fs_act_writer_close(fs_ctx *ctx, fs_act_writer *w, uint64_t *checksum_
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", w->tmp, w->path, strerror(errno));
         goto fail;
     }
-    if ((rc = fsync_dir_of(ctx, w->path)) != FS_OK) {
+    if ((rc = fs_fsync_dir_of(ctx, w->path)) != FS_OK) {
         /* not durable: take it back rather than leave a file the journal cannot vouch for */
         unlink(w->path);
         writer_free(w);

@@ -1,0 +1,51 @@
+/* fileio.c: the durable-write helpers every writer of the project shares:
+ * an fsync of a file's folder (so a rename into it survives a crash), and a
+ * whole small file written atomically (temporary name, fsync, rename, fsync
+ * of the folder: readers see the old file, or none, or the whole new one). */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+
+fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path)
+{
+    char *copy = strdup(path);
+    if (!copy) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: copy of the path", path);
+    int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fs_status rc = FS_OK;
+    if (fd < 0 || fsync(fd) != 0)
+        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync of its folder: %s", path, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(copy);
+    return rc;
+}
+
+fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n)
+{
+    size_t len = strlen(path) + 32;
+    char *tmp = malloc(len);
+    if (!tmp) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
+    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
+    fs_status rc = FS_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", tmp, strerror(errno));
+    for (size_t off = 0; rc == FS_OK && off < n;) {
+        ssize_t w = write(fd, (const char *)buf + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+        else off += (size_t)w;
+    }
+    if (rc == FS_OK && fsync(fd) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
+    if (fd >= 0 && close(fd) != 0 && rc == FS_OK) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", tmp, strerror(errno));
+    if (rc == FS_OK && rename(tmp, path) != 0)
+        rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+    if (rc != FS_OK) unlink(tmp);
+    else rc = fs_fsync_dir_of(ctx, path);
+    free(tmp);
+    return rc;
+}
