@@ -1,5 +1,5 @@
 /* cmd-quantize.c: `forge-stream quantize`.
- *  - with --calib (dense families): the layer-by-layer pipeline of
+ *  - with --calib (dense and MoE families, not DeepSeek): the layer-by-layer pipeline of
  *    src/pipeline.c, GPTQ (default) or RTN, calibration propagated through
  *    the quantized layers;
  *  - --method rtn without --calib (every family): each linear rounded to
@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "pipeline.h"
+#include "moe.h"
 #include "plan.h"
 
 static const char usage[] =
@@ -24,7 +25,8 @@ static const char usage[] =
     "\n"
     "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
     "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
-    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (dense families)\n"
+    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (llama, mistral,\n"
+    "                       qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)\n"
     "  --samples N          calibration windows (default 128)\n"
     "  --seq-len L          tokens per window (default 2048, at most max_position_embeddings)\n"
     "  --calib-seed S       0 (default): the first N non-overlapping windows of the file;\n"
@@ -44,6 +46,22 @@ static const char usage[] =
     "  --overwrite          replace a checkpoint already in --out\n"
     "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
     "  --quiet              no log lines\n"
+    "\n"
+    "MoE models (each expert's gate/up Hessian comes from the tokens routed to it,\n"
+    "its down Hessian from its own intermediate activations; the counts per expert\n"
+    "are logged per layer and stored in quantization_config):\n"
+    "  --min-expert-tokens N  an expert routed fewer than N calibration tokens is\n"
+    "                       under-calibrated (one with none always is); default 256:\n"
+    "                       the default calibration (128 x 2048 tokens) gives every\n"
+    "                       expert a fair share of >= 16k tokens even at top-8 of 128,\n"
+    "                       and below 256 rows its Hessian has rank < 256 of thousands\n"
+    "                       of columns: GPTQ would fit a handful of tokens\n"
+    "  --expert-policy P    what under-calibrated experts get, named in the log:\n"
+    "                       all-tokens (default): Hessians from every token of the\n"
+    "                         layer, as if the expert saw all (one more pass for it);\n"
+    "                       rtn: gate, up and down rounded to nearest on the grid;\n"
+    "                       shared: gate/up from the layer's full-input Hessian\n"
+    "                         (no extra pass), down rounded to nearest\n"
     "\n";
 
 typedef struct qargs {
@@ -56,6 +74,8 @@ typedef struct qargs {
     int overwrite;
     fs_backend_kind backend;
     fs_quant_opts q;
+    fs_expert_policy policy;
+    int64_t min_expert_tokens;
 } qargs;
 
 static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
@@ -64,6 +84,8 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
     a->method = "gptq";
     a->samples = 128;
     a->seq_len = 2048;
+    a->policy = FS_EXPERT_POLICY_DEFAULT;
+    a->min_expert_tokens = FS_MIN_EXPERT_TOKENS_DEFAULT;
     for (int i = 1; i < argc; i++) {
         int taken = 0;
         fs_status rc = fs_arg_quant(ctx, argc, argv, &i, &a->q, &taken);
@@ -89,6 +111,12 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         } else if (!strcmp(f, "--act-dtype")) {
             if (!strcmp(v, "f32")) a->act_f32 = 1;
             else if (strcmp(v, "bf16")) return fs_ctx_err(ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
+        }
+        else if (!strcmp(f, "--min-expert-tokens")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &a->min_expert_tokens))) return rc;
+        } else if (!strcmp(f, "--expert-policy")) {
+            if (fs_expert_policy_parse(v, &a->policy))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--expert-policy '%s': must be rtn, all-tokens or shared", v);
         }
         else if (!strcmp(f, "--backend")) { if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc; }
         else if (!strcmp(f, "--method")) {
@@ -254,6 +282,7 @@ int cmd_quantize(int argc, char **argv)
            (long long)a.q.group_size, a.q.sym ? "sym" : "asym", a.q.act_order ? " act-order" : "",
            a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
     char work[4200] = "";
+    fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
@@ -261,7 +290,7 @@ int cmd_quantize(int argc, char **argv)
         if (!a.work) strncat(work, "/.forge-work", sizeof work - strlen(work) - 1);
         if (mkdir(work, 0755) != 0 && errno != EEXIST)
             rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", work, strerror(errno));
-        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work};
+        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work, a.policy, a.min_expert_tokens, &rep};
         po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
         if (rc == FS_OK) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
         if (rc == FS_OK) {                       /* no boundary is needed any more */
@@ -279,6 +308,12 @@ int cmd_quantize(int argc, char **argv)
     json_t *extra = json_pack("{s:s, s:s?, s:I, s:I}", "method", a.q.rtn ? "rtn" : "gptq",
                               "calibration", a.calib, "samples", (json_int_t)(a.calib ? a.samples : 0),
                               "seq_len", (json_int_t)(a.calib ? a.seq_len : 0));
+    if (rc == FS_OK && a.calib && m->experts > 0) {   /* per-layer expert counts and the policy */
+        json_t *mj = fs_moe_report_json(&rep, m);
+        if (!mj || !extra || json_object_update(extra, mj)) rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "expert report");
+        json_decref(mj);
+    }
+    fs_moe_report_free(&rep);
     if (rc == FS_OK) {
         rc = fs_out_finish(&ctx, o, c->config, c->dir, extra);
         o = NULL;

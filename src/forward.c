@@ -1,4 +1,4 @@
-/* forward.c: the dense decoder forward on the CPU (forward.h), the reference
+/* forward.c: the decoder forward on the CPU (forward.h; the MoE block in moe.c), the reference
  * the CUDA forward and the pipeline are checked against.
  *
  * Invariants:
@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "moe.h"
 
 void fs_fwd_free(fs_fwd *f)
 {
@@ -106,9 +107,11 @@ fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd
     const char *fam = m->family;
     int llama = !strcmp(fam, "llama"), mistral = !strcmp(fam, "mistral");
     int qwen2 = !strcmp(fam, "qwen2"), qwen3 = !strcmp(fam, "qwen3");
-    if (!llama && !mistral && !qwen2 && !qwen3)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: the forward of this version covers the "
-                          "dense families (llama, mistral, qwen2, qwen3); MoE comes next", m->model_type);
+    int mixtral = !strcmp(fam, "mixtral"), q2m = !strcmp(fam, "qwen2_moe"), q3m = !strcmp(fam, "qwen3_moe");
+    if (!llama && !mistral && !qwen2 && !qwen3 && !mixtral && !q2m && !q3m)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: the forward of this version covers llama, "
+                          "mistral, qwen2, qwen3, mixtral, qwen2_moe and qwen3_moe (not DeepSeek's MLA)",
+                          m->model_type);
     json_t *act = json_object_get(cfg, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
@@ -118,22 +121,46 @@ fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd
     f->tied = m->tied;
     f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
     f->nkv = (int64_t)jnum(cfg, "num_key_value_heads", (double)f->nh);
-    f->hd = L0->lin[FS_Q].out / f->nh;
-    f->inter = L0->lin[FS_G].out;
+    f->hd = f->nh > 0 ? L0->lin[FS_Q].out / f->nh : 0;
     f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
     f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
     f->qkv_bias = L0->lin[FS_Q].bias;
     f->o_bias = L0->lin[FS_O].bias;
-    f->mlp_bias = L0->lin[FS_G].bias;
-    f->qk_norm = qwen3;
+    f->qk_norm = qwen3 || q3m;
+    /* widths: the dense MLP of the first dense layer, the experts and shared
+     * expert of the first MoE layer */
+    for (int l = 0; l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (!L->moe && !f->inter) { f->inter = L->lin[FS_G].out; f->mlp_bias = L->lin[FS_G].bias; }
+        if (L->moe && !f->E) {
+            f->E = m->experts;
+            f->topk = m->top_k;
+            int e0 = L->nlin - 3 * m->experts;
+            if (e0 != 4 && e0 != 7)
+                return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears for %d experts", l,
+                                  L->nlin, m->experts);
+            f->Ie = L->lin[e0].out;
+            f->Is = e0 == 7 ? L->lin[FS_G].out : 0;
+        }
+    }
+    f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
+    if (f->Is > f->ffn_max) f->ffn_max = f->Is;
+    if (f->E) {
+        json_t *nt = json_object_get(cfg, "norm_topk_prob");
+        f->norm_topk = mixtral || json_is_true(nt);
+        if (f->topk < 1 || f->topk > f->E)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: num_experts_per_tok %lld with %lld experts",
+                              (long long)f->topk, (long long)f->E);
+    }
     if (f->nh < 1 || f->nkv < 1 || f->nh % f->nkv || f->hd < 2 || f->hd % 2)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, %lld kv heads, head_dim %lld: unusable",
                           (long long)f->nh, (long long)f->nkv, (long long)f->hd);
     json_t *sw = json_object_get(cfg, "sliding_window");
-    int use_sw = mistral || (json_is_true(json_object_get(cfg, "use_sliding_window")));
-    if (use_sw && (qwen2 || qwen3))
+    int use_sw = mistral || mixtral || (json_is_true(json_object_get(cfg, "use_sliding_window")));
+    if (use_sw && (qwen2 || qwen3 || q2m || q3m))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: use_sliding_window is not supported for %s", fam);
     if (mistral) f->window = json_is_integer(sw) ? json_integer_value(sw) : (sw ? 0 : 4096);
+    if (mixtral) f->window = json_is_integer(sw) ? json_integer_value(sw) : 0;   /* MixtralConfig: None */
     return rope_init(ctx, cfg, f);
 }
 
@@ -141,7 +168,26 @@ void fs_lw_free(fs_lw *w)
 {
     free(w->in_norm); free(w->post_norm); free(w->q_norm); free(w->k_norm);
     for (int i = 0; i < 7; i++) { free(w->w[i]); free(w->b[i]); }
+    free(w->router); free(w->sgate);
+    for (int i = 0; w->ex && i < 3 * (w->moe ? w->moe : 0); i++) free(w->ex[i]);
+    free(w->ex);
     memset(w, 0, sizeof *w);
+}
+
+float **fs_lw_weight(fs_lw *w, int i)
+{
+    return i < w->e0 ? &w->w[i] : &w->ex[i - w->e0];
+}
+
+/* The other tensor of L whose name ends with suffix, or NULL. */
+static const char *other_named(const fs_mlayer *L, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    for (int i = 0; i < L->nother; i++) {
+        size_t n = strlen(L->other[i].name);
+        if (n >= k && !strcmp(L->other[i].name + n - k, suffix)) return L->other[i].name;
+    }
+    return NULL;
 }
 
 fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m,
@@ -151,17 +197,32 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
     const fs_mlayer *L = &m->layers[l];
     char name[600];
     fs_status rc = FS_OK;
-    for (int i = 0; rc == FS_OK && i < 7; i++) {
+    w->e0 = L->nlin;
+    if (L->moe) {
+        w->e0 = L->nlin - 3 * (int)f->E;
+        w->ex = calloc((size_t)(3 * f->E), sizeof *w->ex);
+        if (!w->ex) return fs_ctx_err(ctx, FS_ERR_NOMEM, "model.layers.%d: expert table", l);
+        w->moe = (int)f->E;        /* also the expert count fs_lw_free walks */
+    }
+    for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
         int64_t o, n;
-        rc = fs_qread_linear(ctx, c, qi, L->lin[i].name, &w->w[i], &o, &n);
+        float **slot = fs_lw_weight(w, i);
+        rc = fs_qread_linear(ctx, c, qi, L->lin[i].name, slot, &o, &n);
         if (rc == FS_OK && (o != L->lin[i].out || n != L->lin[i].in))
             rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: [%lld, %lld], config.json says [%lld, %lld]",
                             L->lin[i].name, (long long)o, (long long)n, (long long)L->lin[i].out,
                             (long long)L->lin[i].in);
         if (rc == FS_OK && L->lin[i].bias) {
+            if (i >= w->e0) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: expert biases are not supported", L->lin[i].name);
             snprintf(name, sizeof name, "%s.bias", L->lin[i].name);
-            rc = fs_ckpt_read_f32(ctx, c, name, &w->b[i]);
+            if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->b[i]);
         }
+    }
+    if (rc == FS_OK && L->moe) {
+        const char *r = other_named(L, ".gate.weight"), *sg = other_named(L, ".shared_expert_gate.weight");
+        if (!r) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: no router", l);
+        else rc = fs_ckpt_read_f32(ctx, c, r, &w->router);
+        if (rc == FS_OK && w->e0 == 7 && sg) rc = fs_ckpt_read_f32(ctx, c, sg, &w->sgate);
     }
     snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
     if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->in_norm);
@@ -311,7 +372,7 @@ void fs_fwd_round_bf16(float *x, size_t n)
 fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
                        int64_t T)
 {
-    const int64_t n = nseq * T, H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = f->inter;
+    const int64_t n = nseq * T, H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = w->moe ? 1 : f->inter;
     float *xn = fs_alloc2((size_t)n, (size_t)H * 4), *q = fs_alloc2((size_t)n, (size_t)qs * 4);
     float *k = fs_alloc2((size_t)n, (size_t)ks * 4), *v = fs_alloc2((size_t)n, (size_t)ks * 4);
     float *att = fs_alloc2((size_t)n, (size_t)qs * 4), *g = fs_alloc2((size_t)n, (size_t)NI * 4);
@@ -329,6 +390,11 @@ fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, i
     fs_fwd_linear(att, w->w[FS_O], w->b[FS_O], n, qs, H, o);
     for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
     fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, xn);
+    if (w->moe) {
+        if ((rc = fs_moe_ffn(ctx, f, w, xn, n, o)) != FS_OK) goto out;
+        for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
+        goto out;
+    }
     fs_fwd_linear(xn, w->w[FS_G], w->b[FS_G], n, H, NI, g);
     fs_fwd_linear(xn, w->w[FS_U], w->b[FS_U], n, H, NI, u);
     fs_fwd_swiglu(g, u, n, NI, g);

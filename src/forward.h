@@ -1,5 +1,7 @@
 /* forward.h: the decoder forward of the dense families (llama, mistral,
- * qwen2, qwen3) on the CPU, as ARCHITECTURES.md §2-§3 define it, in stages
+ * qwen2, qwen3) and of the MoE families (mixtral, qwen2_moe, qwen3_moe; the
+ * MoE block itself is in moe.h) on the CPU, as ARCHITECTURES.md §2-§4 define
+ * it, in stages
  * so that the quantize pipeline can capture the input of every group of
  * linears (q/k/v, o, gate/up, down) and continue with quantized weights.
  *
@@ -23,18 +25,33 @@ typedef struct fs_fwd {
     int64_t max_pos;         /* max_position_embeddings */
     float *inv_freq;         /* [hd / 2], after rope scaling */
     float attn_factor;       /* cos/sin multiplier (yarn), else 1 */
+    /* MoE (0 for dense families): experts, top-k, renormalise the top-k
+     * weights (mixtral always, qwen*_moe per norm_topk_prob), expert width,
+     * qwen2_moe shared-expert width (0: none); ffn_max = widest MLP of any layer */
+    int64_t E, topk, Ie, Is, ffn_max;
+    int norm_topk;
 } fs_fwd;
 
-/* From config.json (json_t *) and its model description; dense families only
- * (FS_ERR_FORMAT naming the family otherwise, or a bad rope_scaling). */
+/* From config.json (json_t *) and its model description; llama, mistral,
+ * qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe (FS_ERR_FORMAT naming the
+ * family otherwise, or a bad rope_scaling / MoE setting). */
 fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f);
 void fs_fwd_free(fs_fwd *f);
 
-/* One decoder layer's weights in f32 (NULL where the family has none). */
+/* One decoder layer's weights in f32 (NULL where the family has none).
+ * A MoE layer keeps attention in w[0..3], qwen2_moe's shared expert in
+ * w[4..6] (gate, up, down: it is a dense MLP over every token), and the
+ * routed experts one array each in ex[3e + 0/1/2] (gate, up, down); the
+ * layer's linear i (fs_mlayer order) is *fs_lw_weight(w, i). */
 typedef struct fs_lw {
     float *in_norm, *post_norm, *q_norm, *k_norm;
     float *w[7];             /* q, k, v, o, gate, up, down: [out, in] */
     float *b[7];             /* their biases or NULL */
+    int moe;                 /* number of routed experts (0: dense layer) */
+    int e0;                  /* index of the first expert linear (nlin for dense layers) */
+    float *router;           /* [E, H] */
+    float *sgate;            /* qwen2_moe shared_expert_gate [1, H], else NULL */
+    float **ex;              /* [3 E] expert weights */
 } fs_lw;
 enum { FS_Q, FS_K, FS_V, FS_O, FS_G, FS_U, FS_D };
 
@@ -42,6 +59,8 @@ enum { FS_Q, FS_K, FS_V, FS_O, FS_G, FS_U, FS_D };
 fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m,
                      const fs_fwd *f, int l, fs_lw *w);
 void fs_lw_free(fs_lw *w);
+/* The slot holding linear i of the layer (see fs_lw).  Cannot fail. */
+float **fs_lw_weight(fs_lw *w, int i);
 
 /* out[n, dim] = x * w / sqrt(mean(x^2) + eps) per row (may alias x). */
 void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out);

@@ -9,6 +9,18 @@
  *   E  x += down(a)                          (x is the next layer's input)
  * Each quantized weight replaces the f32 one in memory as soon as it is
  * solved, so later passes see exactly what the checkpoint will hold.
+ *
+ * A MoE layer (moe_layer) runs A and B, then:
+ *   C  x += o(att); xn2 = norm(x)            -> H_x (every token); qwen2_moe:
+ *                                               quantize shared gate, up
+ *   D  qwen2_moe: shared down from its silu(gate) * up (all tokens)
+ *   R  routing of every token by the f32 router on xn2 -> counts per expert
+ *   per expert e, over the rows R sent to e (all rows under all-tokens):
+ *   Ge gathered xn2 rows                     -> H_e;    quantize gate, up
+ *   De silu(gate xe) * up xe (quantized)     -> H_de;   quantize down
+ *   E  x += MoE(xn2) with every quantized weight (moe.c, same routing)
+ * Under-calibrated experts (< min_expert_tokens, or none) follow the policy
+ * (moe.h) and are logged by name with it; nothing is silently skipped.
  */
 #include <math.h>
 #include <stdio.h>
@@ -185,15 +197,19 @@ typedef struct pstate {
     int nq, retries, fallbacks;
 } pstate;
 
-/* Quantizes linear i of the layer with H, writes it, swaps in the dequant. */
-static fs_status quantize_one(pstate *p, int i, const float *H)
+/* Quantizes linear i of the layer with H (round to nearest when force_rtn,
+ * H then only measures the loss), writes it, swaps in the dequant. */
+static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
 {
     const fs_mlinear *x = &p->L->lin[i];
+    float *W = *fs_lw_weight(p->w, i);
     fs_layer_result r;
-    fs_status rc = fs_layer_quantize(p->ctx, p->w->w[i], H, NULL, x->out, x->in, &p->po->q, &r);
+    fs_quant_opts q = p->po->q;
+    if (force_rtn) q.rtn = 1;
+    fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
     if (rc != FS_OK) return rc;
     double wn = 0.0;
-    if ((rc = fs_quad_loss_f32(p->ctx, p->w->w[i], NULL, H, x->out, x->in, &wn)) != FS_OK) {
+    if ((rc = fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn)) != FS_OK) {
         fs_layer_result_free(&r);
         return rc;
     }
@@ -208,7 +224,7 @@ static fs_status quantize_one(pstate *p, int i, const float *H)
                r.fallback_rtn ? ", fell back to RTN" : "");
     if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
     /* later passes see the quantized weight; the packing and writing go to the writer */
-    memcpy(p->w->w[i], r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    memcpy(W, r.dequant, sizeof(float) * (size_t)(x->out * x->in));
     free(r.dequant);
     r.dequant = NULL;
     job_linear *j = calloc(1, sizeof *j);
@@ -226,11 +242,13 @@ static fs_status quantize_one(pstate *p, int i, const float *H)
 /* Scratch of one batch. */
 typedef struct scratch {
     float *xn, *q, *k, *v, *att, *g, *u, *o;
+    float *xg;               /* MoE: gathered rows [n, H] */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
     free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
+    free(s->xg);
 }
 
 static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
@@ -242,10 +260,11 @@ static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s
     s->k = fs_alloc2((size_t)n, ks * 4);
     s->v = fs_alloc2((size_t)n, ks * 4);
     s->att = fs_alloc2((size_t)n, qs * 4);
-    s->g = fs_alloc2((size_t)n, (size_t)f->inter * 4);
-    s->u = fs_alloc2((size_t)n, (size_t)f->inter * 4);
+    s->g = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
+    s->u = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
     s->o = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o) {
+    s->xg = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o || !s->xg) {
         scratch_free(s);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
     }
@@ -257,7 +276,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
 {
     const fs_fwd *f = p->f;
     const fs_lw *w = p->w;
-    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = f->inter;
+    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[FS_G].out;
     fs_status rc = FS_OK;
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
@@ -288,17 +307,150 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     return rc;
 }
 
+/* A pass that captures into a new *H [in, in] (malloc'ed, caller frees). */
+static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H)
+{
+    void *hs = NULL;
+    *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+    fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    if (rc == FS_OK) rc = pass(p, stage, s, hs);
+    if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
+    fs_be_hess_free(p->ctx->be, hs);
+    if (rc != FS_OK) { free(*H); *H = NULL; }
+    return rc;
+}
+
 /* A pass that captures, then the quantization of linears [i0, i1) with it. */
 static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
 {
-    void *hs = NULL;
-    float *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
-    fs_status rc = H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
-    if (rc == FS_OK) rc = pass(p, stage, s, hs);
-    if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, H);
-    fs_be_hess_free(p->ctx->be, hs);
-    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H);
+    float *H = NULL;
+    fs_status rc = capture(p, stage, s, in, &H);
+    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H, 0);
     free(H);
+    return rc;
+}
+
+/* ---- MoE layers ------------------------------------------------------------ */
+
+/* Hessians of expert e over the calibration rows rows[0..nr): gate/up from the
+ * gathered post-norm rows (down == 0) or down from silu(gate) * up of them
+ * with the current (quantized) gate/up (down == 1).  *H malloc'ed. */
+static fs_status expert_hess(pstate *p, scratch *s, int e, const int32_t *rows, int64_t nr, int down,
+                             float **H)
+{
+    const fs_fwd *f = p->f;
+    const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, chunk = p->bseq * p->T;
+    void *hs = NULL;
+    *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+    fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    for (int64_t r0 = 0; rc == FS_OK && r0 < nr; r0 += chunk) {
+        const int64_t nb = nr - r0 < chunk ? nr - r0 : chunk;
+        for (int64_t r = 0; r < nb; r++)
+            memcpy(s->xg + r * Hd, p->x + (int64_t)rows[r0 + r] * Hd, sizeof(float) * (size_t)Hd);
+        fs_fwd_rmsnorm(s->xg, p->w->post_norm, nb, Hd, f->eps, s->xg);
+        if (!down) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hs, s->xg, nb); continue; }
+        fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nb, Hd, Ie, s->g);
+        fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nb, Hd, Ie, s->u);
+        fs_fwd_swiglu(s->g, s->u, nb, Ie, s->g);
+        rc = fs_be_hess_add(p->ctx, p->ctx->be, hs, s->g, nb);
+    }
+    if (rc == FS_OK && nr == 0) memset(*H, 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
+    else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
+    fs_be_hess_free(p->ctx->be, hs);
+    if (rc != FS_OK) { free(*H); *H = NULL; }
+    return rc;
+}
+
+/* Passes C..E of a MoE layer (see the file comment); x goes mid-layer -> next input. */
+static fs_status moe_layer(pstate *p, scratch *s)
+{
+    fs_ctx *ctx = p->ctx;
+    const fs_fwd *f = p->f;
+    const fs_pipe_opts *po = p->po;
+    const fs_mlayer *L = p->L;
+    const int64_t H = f->H, n = p->nseq * p->T, E = f->E, K = f->topk;
+    const int e0 = p->w->e0;
+    const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
+    float *Hx = NULL;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K)), *rows = malloc(sizeof(int32_t) * (size_t)n);
+    float *wt = malloc(sizeof(float) * (size_t)(n * K));
+    int64_t *count = calloc((size_t)E, sizeof(int64_t));
+    int *under = calloc((size_t)E, sizeof(int));
+    fs_status rc = FS_OK;
+    if (!idx || !rows || !wt || !count || !under) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "routing of %lld tokens", (long long)n);
+        goto out;
+    }
+    /* C: x -> mid-layer, the full-input Hessian (shared expert, policies) */
+    if ((rc = capture(p, 2, s, H, &Hx)) != FS_OK) goto out;
+    if (e0 == 7) {                                 /* qwen2_moe shared expert: gate, up, down */
+        for (int i = FS_G; rc == FS_OK && i <= FS_U; i++) rc = quantize_one(p, i, Hx, 0);
+        if (rc == FS_OK) rc = capture_and_quantize(p, 3, s, f->Is, FS_D, FS_D + 1);
+        if (rc != FS_OK) goto out;
+    }
+    /* R: routing by the f32 router, batch by batch as the final pass does */
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
+        fs_fwd_rmsnorm(p->x + s0 * p->T * H, p->w->post_norm, nb, H, f->eps, s->xn);
+        rc = fs_moe_route(ctx, f, p->w->router, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
+    }
+    if (rc != FS_OK) goto out;
+    for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
+    int64_t mn = count[0], mx = count[0], nunder = 0;
+    for (int64_t e = 0; e < E; e++) {
+        mn = count[e] < mn ? count[e] : mn;
+        mx = count[e] > mx ? count[e] : mx;
+        under[e] = count[e] < minr;
+        nunder += under[e];
+    }
+    fs_log(ctx, "model.layers.%d: calibration tokens per expert min %lld median %.1f max %lld (%lld experts, top-%lld)",
+           L->index, (long long)mn, fs_moe_median(count, (int)E), (long long)mx, (long long)E, (long long)K);
+    for (int64_t e = 0; e < E; e++)
+        if (under[e]) {
+            char nm[512];
+            fs_moe_expert_name(L, (int)e, nm, sizeof nm);
+            fs_log(ctx, "model.layers.%d: under-calibrated expert %s: %lld tokens (< %lld): policy %s",
+                   L->index, nm, (long long)count[e], (long long)minr, fs_expert_policy_name(po->expert_policy));
+        }
+    if (nunder)
+        fs_log(ctx, "model.layers.%d: %lld of %lld experts below %lld tokens, policy %s", L->index,
+               (long long)nunder, (long long)E, (long long)minr, fs_expert_policy_name(po->expert_policy));
+    if (po->moe_report && (rc = fs_moe_report_add(ctx, po->moe_report, L->index, (int)E, count, under)) != FS_OK)
+        goto out;
+    /* per expert: gate/up from its rows, then down from its own activations */
+    for (int64_t e = 0; rc == FS_OK && e < E; e++) {
+        const int pol = under[e] ? (int)po->expert_policy : -1;
+        int64_t nr = 0;
+        if (pol == FS_EXPERT_ALL_TOKENS) {
+            for (int64_t t = 0; t < n; t++) rows[nr++] = (int32_t)t;
+        } else {
+            for (int64_t t = 0; t < n; t++)
+                for (int64_t k = 0; k < K; k++)
+                    if (idx[t * K + k] == (int32_t)e) rows[nr++] = (int32_t)t;
+        }
+        const int ig = e0 + 3 * (int)e;
+        float *He = NULL, *Hd = NULL;
+        rc = expert_hess(p, s, (int)e, rows, nr, 0, &He);
+        /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
+         * (its own Hessian only measures the loss) */
+        const float *Hgu = pol == FS_EXPERT_SHARED ? Hx : He;
+        for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
+        if (rc == FS_OK) rc = expert_hess(p, s, (int)e, rows, nr, 1, &Hd);
+        if (rc == FS_OK) rc = quantize_one(p, ig + 2, Hd, pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
+        free(He);
+        free(Hd);
+    }
+    /* E: x += MoE(norm(x)) with the quantized experts */
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
+        float *x = p->x + s0 * p->T * H;
+        fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
+        if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
+        for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
+        if (!po->act_f32) fs_fwd_round_bf16(x, (size_t)(nb * H));
+    }
+out:
+    free(Hx); free(idx); free(rows); free(wt); free(count); free(under);
     return rc;
 }
 
@@ -342,9 +494,13 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         const int64_t qs = f->nh * f->hd;
         rc = capture_and_quantize(&p, 0, &s, H, FS_Q, FS_V + 1);           /* q, k, v */
         if (rc == FS_OK) rc = capture_and_quantize(&p, 1, &s, qs, FS_O, FS_O + 1);
-        if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
-        if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, f->inter, FS_D, FS_D + 1);
-        if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                        /* x -> next input */
+        if (rc == FS_OK && L->moe) {
+            rc = moe_layer(&p, &s);                                         /* x -> next input */
+        } else {
+            if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, L->lin[FS_G].out, FS_D, FS_D + 1);
+            if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                    /* x -> next input */
+        }
         if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32);
         fs_lw_free(&w);
         if (rc == FS_OK)

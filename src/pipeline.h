@@ -1,9 +1,14 @@
-/* pipeline.h: the quantize pipeline for dense models: calibration tokens go
+/* pipeline.h: the quantize pipeline (dense and MoE models): calibration tokens go
  * through the model one decoder layer at a time; in each layer the linears
  * are quantized true-sequentially (q/k/v from their shared input; o from the
  * attention output computed with the quantized q/k/v; gate/up; down from the
  * quantized gate/up), and the layer's output computed with its quantized
  * weights is the next layer's input.  Only one layer's weights are resident.
+ * A MoE layer quantizes attention the same way, then qwen2_moe's shared
+ * expert (gate/up from every token, then down), then each routed expert:
+ * gate/up from the rows routed to it, down from its own intermediate rows
+ * computed with its quantized gate/up (ARCHITECTURES.md §8); routing is the
+ * full-precision router's on the propagated input.
  *
  * The next layer's bytes are prefetched with io_uring while a layer
  * computes, and a writer thread drains the quantized tensors and the layer
@@ -12,6 +17,7 @@
 #define FS_PIPELINE_H
 
 #include "forward.h"
+#include "moe.h"
 #include "tokens.h"
 
 #ifdef __cplusplus
@@ -29,6 +35,12 @@ typedef struct fs_pipe_opts {
     void *arg;
     const char *work;        /* (optional) folder for the activation cache: the input of
                                 the next layer, act-NNNN.fsa, only the latest kept */
+    /* MoE: experts with fewer than min_expert_tokens calibration tokens (and
+     * always those with none) follow expert_policy; the counts of every MoE
+     * layer are appended to moe_report when it is not NULL. */
+    fs_expert_policy expert_policy;
+    int64_t min_expert_tokens;
+    fs_moe_report *moe_report;
 } fs_pipe_opts;
 
 /* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0
