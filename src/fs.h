@@ -200,6 +200,8 @@ typedef struct fs_layer_result {
     float *dequant;      /* [rows, cols], original column order */
     double loss, rtn_loss;
     double seconds;      /* solver (inversion + grid + GPTQ) */
+    double grid_s, chol_s, gptq_s;   /* where the time went: grids (RTN baseline and
+                                        static groups), damped inversion, solve */
     double damp_used;
     int retries;
     int fallback_rtn;    /* every inversion failed: the result is RTN */

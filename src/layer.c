@@ -123,7 +123,9 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     }
 
     /* RTN baseline: grids from the original weights, no feedback */
+    double tg = fs_now();
     rc = rtn(ctx, &gp, W, rows, cols, gw, codes, res->qmeta, res->dequant);
+    res->grid_s = fs_now() - tg;
     if (rc == FS_OK && H) rc = loss_of(ctx, q, W, res->dequant, H, H64, rows, cols, &res->rtn_loss);
     if (rc == FS_OK && !H) res->rtn_loss = fs_frob_loss(W, res->dequant, rc_n);
     if (rc != FS_OK) goto out;
@@ -147,8 +149,10 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
         for (int64_t k = 0; k < cols; k++) Wp[r * cols + k] = Ww[r * cols + perm[k]];
     memcpy(Hw, U, cc_n * sizeof(float));
 
+    double tc = fs_now();
     rc = fs_hess_invert(ctx, ctx->be, Hw, cols, q->damp, FS_MAX_RETRIES, U, &res->damp_used,
                         &res->retries);
+    res->chol_s = fs_now() - tc;
     if (rc == FS_ERR_NUMERIC) {
         fs_log(ctx, "warning: %s after %d retries (damp %g): falling back to RTN",
                ctx->errmsg, res->retries, res->damp_used);
@@ -170,14 +174,18 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
         gcol = fs_alloc2((size_t)cols, sizeof(int32_t));
         if (!gcol) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "static groups"); goto out; }
         for (int64_t k = 0; k < cols; k++) gcol[k] = (int32_t)(perm[k] / gw);
+        tg = fs_now();
         rc = fs_be_grid(ctx, ctx->be, &gp, Ww, rows, cols, gw, res->qmeta);
+        res->grid_s += fs_now() - tg;
         if (rc != FS_OK) goto out;
     }
     fs_gptq_job job = {
         .rows = rows, .cols = cols, .W = Wp, .U = U, .codes = codes, .qmeta = res->qmeta,
         .ngroups = ng, .gw = gw, .gcol = gcol, .block = q->block, .gp = &gp,
     };
+    double ts = fs_now();
     if ((rc = fs_be_gptq(ctx, ctx->be, &job)) != FS_OK) goto out;
+    res->gptq_s = fs_now() - ts;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t k = 0; k < cols; k++) {
             res->qweight[r * cols + perm[k]] = codes[r * cols + k];
