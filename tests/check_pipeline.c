@@ -376,15 +376,18 @@ START_TEST(eval_reference_perplexity)
 {
     const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
     if (!bin || !sh) { printf("check_pipeline: FS_BIN/FS_SHARED unset, reference perplexity skipped\n"); return; }
-    char cmd[9000], err[4096], out[4096];
+    char cmd[13000], err[4096], out[4096], *tmp = t_tmpdir(), js[4200];
+    snprintf(js, sizeof js, "%s/eval.json", tmp);       /* per run: suites may run side by side */
     snprintf(cmd, sizeof cmd, "'%s' eval --model '%s/data/stories260K' --tokens '%s/data/wikitext2/wiki.test.stories260K.u32' "
-             "--act-dtype f32 --json --quiet > /tmp/fs-eval-ref.json", bin, sh, sh);
+             "--act-dtype f32 --json --quiet > '%s'", bin, sh, sh, js);
     ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
-    FILE *f = fopen("/tmp/fs-eval-ref.json", "r");
+    FILE *f = fopen(js, "r");
+    ck_assert_ptr_nonnull(f);
     size_t k = fread(out, 1, sizeof out - 1, f);
     out[k] = '\0';
     fclose(f);
-    unlink("/tmp/fs-eval-ref.json");
+    t_rmdir(tmp);
+    free(tmp);
     json_t *j = json_loads(out, 0, NULL);
     ck_assert_ptr_nonnull(j);
     double ppl = json_number_value(json_object_get(j, "ppl")), nll = json_number_value(json_object_get(j, "nll_mean"));
