@@ -1,5 +1,6 @@
 /* cmd-quantize.c: `forge-stream quantize`.
- *  - with --calib (dense and MoE families, not DeepSeek): the layer-by-layer pipeline of
+ *  - with --calib (every family, DeepSeek's MLA included; MTP layers are
+ *    copied unquantized): the layer-by-layer pipeline of
  *    src/pipeline.c, GPTQ (default) or RTN, calibration propagated through
  *    the quantized layers;
  *  - --method rtn without --calib (every family): each linear rounded to
@@ -25,8 +26,8 @@ static const char usage[] =
     "\n"
     "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
     "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
-    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (llama, mistral,\n"
-    "                       qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe)\n"
+    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (every family;\n"
+    "                       DeepSeek MTP layers are copied unquantized)\n"
     "  --samples N          calibration windows (default 128)\n"
     "  --seq-len L          tokens per window (default 2048, at most max_position_embeddings)\n"
     "  --calib-seed S       0 (default): the first N non-overlapping windows of the file;\n"

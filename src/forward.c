@@ -9,6 +9,8 @@
  *  3. GQA: query head h reads key/value head h / (nh / nkv).
  *  4. Attention runs per (sequence, head) on OpenMP threads, each with a
  *     single-threaded BLAS (the BLAS thread count is restored afterwards).
+ *  5. DeepSeek (MLA, its routing) is set up here (ds_init) and computed in
+ *     mla.c / moe.c.
  */
 #include <cblas.h>
 #include <jansson.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "mla.h"
 #include "moe.h"
 
 void fs_fwd_free(fs_fwd *f)
@@ -100,18 +103,108 @@ static fs_status rope_init(fs_ctx *ctx, const json_t *cfg, fs_fwd *f)
     return FS_OK;
 }
 
+/* YaRN's M(s, m) (ARCHITECTURES.md §2.4). */
+static double yarn_m(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+/* deepseek_v2 / deepseek_v3 (kimi_k2): MLA sizes, softmax scale, routing (§5). */
+static fs_status ds_init(fs_ctx *ctx, const json_t *cfg, const fs_model *m, fs_fwd *f)
+{
+    json_t *act = json_object_get(cfg, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
+    const int v3 = !strcmp(m->family, "deepseek_v3");
+    f->mla = 1;
+    f->H = m->hidden;
+    f->V = m->vocab;
+    f->tied = m->tied;
+    f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
+    f->nkv = f->nh;
+    f->qr = (int64_t)jnum(cfg, "q_lora_rank", 0);
+    f->kvr = (int64_t)jnum(cfg, "kv_lora_rank", 0);
+    f->nope = (int64_t)jnum(cfg, "qk_nope_head_dim", 0);
+    f->rope = (int64_t)jnum(cfg, "qk_rope_head_dim", 0);
+    f->vh = (int64_t)jnum(cfg, "v_head_dim", 0);
+    f->hd = f->rope;
+    f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
+    f->mla_eps = 1e-6f;                       /* q_a/kv_a_layernorm: class default, §2.1 */
+    f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
+    f->interleave = !json_is_false(json_object_get(cfg, "rope_interleave"));
+    if (f->nh < 1 || f->kvr < 1 || f->vh < 1 || f->rope < 2 || f->rope % 2)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, kv_lora_rank %lld, v_head_dim %lld, "
+                          "qk_rope_head_dim %lld: unusable", (long long)f->nh, (long long)f->kvr,
+                          (long long)f->vh, (long long)f->rope);
+    for (int l = 0; l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        const int g0 = f->qr ? 5 : 4;
+        if (L->nlin < g0 + 3 && !L->moe)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears", l, L->nlin);
+        if (!L->moe && !f->inter) f->inter = L->lin[g0].out;
+        if (L->moe && !f->E) {
+            f->E = m->experts;
+            f->topk = m->top_k;
+            int e0 = L->nlin - 3 * m->experts;
+            if (e0 != g0 && e0 != g0 + 3)
+                return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears for %d experts", l,
+                                  L->nlin, m->experts);
+            f->Ie = L->lin[e0].out;
+            f->Is = e0 == g0 + 3 ? L->lin[g0].out : 0;
+        }
+    }
+    f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
+    if (f->Is > f->ffn_max) f->ffn_max = f->Is;
+    f->route = v3 ? FS_ROUTE_DS_SIGMOID : FS_ROUTE_DS_SOFTMAX;
+    f->rsf = (float)jnum(cfg, "routed_scaling_factor", v3 ? 2.5 : 1.0);
+    f->norm_topk = v3 ? !json_is_false(json_object_get(cfg, "norm_topk_prob")) : 0;   /* v2: never (§5.5) */
+    json_t *tm = json_object_get(cfg, "topk_method"), *sf = json_object_get(cfg, "scoring_func");
+    const char *method = json_is_string(tm) ? json_string_value(tm) : (v3 ? "noaux_tc" : "greedy");
+    const char *score = json_is_string(sf) ? json_string_value(sf) : (v3 ? "sigmoid" : "softmax");
+    if (f->E) {
+        if (v3 ? (strcmp(method, "noaux_tc") || strcmp(score, "sigmoid"))
+               : ((strcmp(method, "greedy") && strcmp(method, "group_limited_greedy")) || strcmp(score, "softmax")))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %s with topk_method '%s' and scoring_func '%s' "
+                              "is not supported (deepseek_v3: noaux_tc + sigmoid; deepseek_v2: greedy or "
+                              "group_limited_greedy + softmax)", m->model_type, method, score);
+        int grouped = v3 || !strcmp(method, "group_limited_greedy");
+        f->group_max = !v3;
+        f->n_group = grouped ? (int64_t)jnum(cfg, "n_group", 1) : 1;
+        f->topk_group = grouped ? (int64_t)jnum(cfg, "topk_group", 1) : 1;
+        if (f->n_group < 1) f->n_group = 1;
+        if (f->n_group == 1) f->topk_group = 1;
+        if (f->topk < 1 || f->topk > f->E || f->E % f->n_group || f->topk_group < 1 || f->topk_group > f->n_group ||
+            f->topk_group * (f->E / f->n_group) < f->topk || (v3 && f->n_group > 1 && f->E / f->n_group < 2))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld experts, top-%lld, n_group %lld, topk_group "
+                              "%lld: unusable", (long long)f->E, (long long)f->topk, (long long)f->n_group,
+                              (long long)f->topk_group);
+    }
+    fs_status rc = rope_init(ctx, cfg, f);
+    if (rc != FS_OK) return rc;
+    /* softmax scale (§5.4): qk^-0.5, times M(factor, mscale_all_dim)^2 under yarn */
+    const json_t *rs = json_object_get(cfg, "rope_scaling");
+    if (!rs || json_is_null(rs)) rs = json_object_get(cfg, "rope_parameters");
+    if (rs && json_is_null(rs)) rs = NULL;
+    json_t *t = rs ? json_object_get(rs, "rope_type") : NULL;
+    if (rs && !json_is_string(t)) t = json_object_get(rs, "type");
+    double scale = 1.0 / sqrt((double)(f->nope + f->rope));
+    double mad = jnum(rs, "mscale_all_dim", 0.0);
+    if (json_is_string(t) && !strcmp(json_string_value(t), "yarn") && mad != 0) {
+        double factor = jnum(rs, "factor", 1.0), mm = yarn_m(factor, mad);
+        scale *= mm * mm;
+    }
+    f->mla_scale = (float)scale;
+    return FS_OK;
+}
+
 fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f)
 {
     const json_t *cfg = config;
     memset(f, 0, sizeof *f);
     const char *fam = m->family;
+    if (!strncmp(fam, "deepseek", 8)) return ds_init(ctx, cfg, m, f);
     int llama = !strcmp(fam, "llama"), mistral = !strcmp(fam, "mistral");
     int qwen2 = !strcmp(fam, "qwen2"), qwen3 = !strcmp(fam, "qwen3");
     int mixtral = !strcmp(fam, "mixtral"), q2m = !strcmp(fam, "qwen2_moe"), q3m = !strcmp(fam, "qwen3_moe");
     if (!llama && !mistral && !qwen2 && !qwen3 && !mixtral && !q2m && !q3m)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: the forward of this version covers llama, "
-                          "mistral, qwen2, qwen3, mixtral, qwen2_moe and qwen3_moe (not DeepSeek's MLA)",
-                          m->model_type);
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: no forward for this family", m->model_type);
     json_t *act = json_object_get(cfg, "hidden_act");
     if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
@@ -167,7 +260,8 @@ fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd
 void fs_lw_free(fs_lw *w)
 {
     free(w->in_norm); free(w->post_norm); free(w->q_norm); free(w->k_norm);
-    for (int i = 0; i < 7; i++) { free(w->w[i]); free(w->b[i]); }
+    free(w->q_a_norm); free(w->kv_a_norm); free(w->escb);
+    for (int i = 0; i < FS_LW_SLOTS; i++) { free(w->w[i]); free(w->b[i]); }
     free(w->router); free(w->sgate);
     for (int i = 0; w->ex && i < 3 * (w->moe ? w->moe : 0); i++) free(w->ex[i]);
     free(w->ex);
@@ -198,12 +292,15 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
     char name[600];
     fs_status rc = FS_OK;
     w->e0 = L->nlin;
+    w->g0 = f->mla && f->qr ? 5 : 4;
     if (L->moe) {
         w->e0 = L->nlin - 3 * (int)f->E;
         w->ex = calloc((size_t)(3 * f->E), sizeof *w->ex);
         if (!w->ex) return fs_ctx_err(ctx, FS_ERR_NOMEM, "model.layers.%d: expert table", l);
         w->moe = (int)f->E;        /* also the expert count fs_lw_free walks */
     }
+    if (w->e0 > FS_LW_SLOTS || w->e0 < 0)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears before the experts", l, w->e0);
     for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
         int64_t o, n;
         float **slot = fs_lw_weight(w, i);
@@ -223,6 +320,14 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
         if (!r) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: no router", l);
         else rc = fs_ckpt_read_f32(ctx, c, r, &w->router);
         if (rc == FS_OK && w->e0 == 7 && sg) rc = fs_ckpt_read_f32(ctx, c, sg, &w->sgate);
+        const char *eb = other_named(L, ".gate.e_score_correction_bias");
+        if (rc == FS_OK && eb && fs_ckpt_find(c, eb)) rc = fs_ckpt_read_f32(ctx, c, eb, &w->escb);
+    }
+    if (rc == FS_OK && f->mla) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.kv_a_layernorm.weight", l);
+        rc = fs_ckpt_read_f32(ctx, c, name, &w->kv_a_norm);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_a_layernorm.weight", l);
+        if (rc == FS_OK && f->qr) rc = fs_ckpt_read_f32(ctx, c, name, &w->q_a_norm);
     }
     snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
     if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->in_norm);
@@ -372,6 +477,7 @@ void fs_fwd_round_bf16(float *x, size_t n)
 fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
                        int64_t T)
 {
+    if (f->mla) return fs_mla_layer(ctx, f, w, x, nseq, T);
     const int64_t n = nseq * T, H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = w->moe ? 1 : f->inter;
     float *xn = fs_alloc2((size_t)n, (size_t)H * 4), *q = fs_alloc2((size_t)n, (size_t)qs * 4);
     float *k = fs_alloc2((size_t)n, (size_t)ks * 4), *v = fs_alloc2((size_t)n, (size_t)ks * 4);

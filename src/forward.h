@@ -30,23 +30,47 @@ typedef struct fs_fwd {
      * qwen2_moe shared-expert width (0: none); ffn_max = widest MLP of any layer */
     int64_t E, topk, Ie, Is, ffn_max;
     int norm_topk;
+    /* DeepSeek (mla = 1; ARCHITECTURES.md §5): MLA sizes (qr = 0: q_proj, no
+     * q LoRA), the softmax scale qk^-0.5 * M(factor, mscale_all_dim)^2, rope
+     * on interleaved pairs (2i, 2i+1) unless rope_interleave is false; hd is
+     * qk_rope_head_dim there (inv_freq covers the rope part only).  Routing:
+     * route = FS_ROUTE_SOFTMAX (mixtral, qwen*_moe), FS_ROUTE_DS_SOFTMAX
+     * (deepseek_v2), FS_ROUTE_DS_SIGMOID (deepseek_v3); group_max: v2's
+     * group_limited_greedy (group score = max); n_group / topk_group (1/1 when
+     * no group limit); rsf: routed_scaling_factor.  Is = the shared experts'
+     * width (moe_intermediate_size * n_shared_experts). */
+    int mla, interleave;
+    int64_t qr, kvr, nope, rope, vh;
+    float mla_eps, mla_scale;
+    int route, group_max;
+    int64_t n_group, topk_group;
+    float rsf;
 } fs_fwd;
+enum { FS_ROUTE_SOFTMAX = 0, FS_ROUTE_DS_SOFTMAX = 1, FS_ROUTE_DS_SIGMOID = 2 };
 
 /* From config.json (json_t *) and its model description; llama, mistral,
- * qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe (FS_ERR_FORMAT naming the
- * family otherwise, or a bad rope_scaling / MoE setting). */
+ * qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3
+ * (kimi_k2) (FS_ERR_FORMAT for a bad rope_scaling / MoE / MLA setting). */
 fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f);
 void fs_fwd_free(fs_fwd *f);
 
 /* One decoder layer's weights in f32 (NULL where the family has none).
- * A MoE layer keeps attention in w[0..3], qwen2_moe's shared expert in
- * w[4..6] (gate, up, down: it is a dense MLP over every token), and the
- * routed experts one array each in ex[3e + 0/1/2] (gate, up, down); the
- * layer's linear i (fs_mlayer order) is *fs_lw_weight(w, i). */
+ * Linears before the experts sit in w[] in fs_mlayer order: attention in
+ * w[0..g0-1] (o_proj last, at g0 - 1), then the dense MLP or the shared
+ * expert(s) (qwen2_moe, DeepSeek) in w[g0..g0+2] (gate, up, down: a dense MLP
+ * over every token); the routed experts one array each in ex[3e + 0/1/2]
+ * (gate, up, down); the layer's linear i is *fs_lw_weight(w, i).
+ * Standard attention: q, k, v, o (g0 = 4).  DeepSeek MLA: q_a_proj,
+ * kv_a_proj_with_mqa, q_b_proj, kv_b_proj, o_proj (g0 = 5), or without q
+ * LoRA q_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj (g0 = 4). */
+#define FS_LW_SLOTS 8
 typedef struct fs_lw {
     float *in_norm, *post_norm, *q_norm, *k_norm;
-    float *w[7];             /* q, k, v, o, gate, up, down: [out, in] */
-    float *b[7];             /* their biases or NULL */
+    float *q_a_norm, *kv_a_norm;   /* DeepSeek q_a_layernorm (NULL without q LoRA), kv_a_layernorm */
+    float *escb;                   /* deepseek_v3 e_score_correction_bias [E] or NULL */
+    int g0;                        /* slot of the MLP's (or shared expert's) gate */
+    float *w[FS_LW_SLOTS];   /* [out, in] */
+    float *b[FS_LW_SLOTS];   /* their biases or NULL */
     int moe;                 /* number of routed experts (0: dense layer) */
     int e0;                  /* index of the first expert linear (nlin for dense layers) */
     float *router;           /* [E, H] */
@@ -74,7 +98,8 @@ fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *
 /* a[n, I] = silu(g) * u (may alias g). */
 void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a);
 
-/* Whole layer in place on x [n, H] (scratch allocated inside). */
+/* Whole layer in place on x [n, H] (scratch allocated inside); DeepSeek
+ * layers go to fs_mla_layer (mla.h). */
 fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
                        int64_t T);
 

@@ -28,6 +28,78 @@ int fs_expert_policy_parse(const char *s, fs_expert_policy *p)
     return 0;
 }
 
+/* DeepSeek routing of one token from its logits p[E] (overwritten with the
+ * scores); sel[E], keep[n_group] scratch. */
+static void ds_route_one(const fs_fwd *f, const float *bias, float *p, float *sel, float *gsc, int *keep,
+                         int32_t *idx, float *wt)
+{
+    const int64_t E = f->E, K = f->topk, G = f->n_group, per = E / G;
+    if (f->route == FS_ROUTE_DS_SIGMOID) {
+        for (int64_t e = 0; e < E; e++) {
+            p[e] = 1.0f / (1.0f + expf(-p[e]));
+            sel[e] = p[e] + (bias ? bias[e] : 0.0f);
+        }
+    } else {
+        float mx = -INFINITY, sum = 0.0f;
+        for (int64_t e = 0; e < E; e++) mx = p[e] > mx ? p[e] : mx;
+        for (int64_t e = 0; e < E; e++) { p[e] = expf(p[e] - mx); sum += p[e]; }
+        for (int64_t e = 0; e < E; e++) { p[e] /= sum; sel[e] = p[e]; }
+    }
+    for (int64_t g = 0; g < G; g++) {              /* group scores */
+        float a = -INFINITY, b = -INFINITY;         /* largest, second largest */
+        for (int64_t e = g * per; e < (g + 1) * per; e++) {
+            if (sel[e] > a) { b = a; a = sel[e]; }
+            else if (sel[e] > b) b = sel[e];
+        }
+        gsc[g] = f->group_max || per < 2 ? a : a + b;
+        keep[g] = G == 1;
+    }
+    for (int64_t k = 0; G > 1 && k < f->topk_group; k++) {
+        int64_t best = -1;
+        for (int64_t g = 0; g < G; g++)
+            if (!keep[g] && (best < 0 || gsc[g] > gsc[best])) best = g;
+        keep[best] = 1;
+    }
+    float tot = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+        int32_t best = -1;
+        for (int64_t e = 0; e < E; e++) {
+            if (!keep[e / per]) continue;
+            int taken = 0;
+            for (int64_t j = 0; j < k; j++) taken |= idx[j] == (int32_t)e;
+            if (!taken && (best < 0 || sel[e] > sel[best])) best = (int32_t)e;
+        }
+        idx[k] = best;
+        wt[k] = p[best];
+        tot += p[best];
+    }
+    for (int64_t k = 0; k < K; k++) {
+        if (f->route == FS_ROUTE_DS_SIGMOID && f->norm_topk) wt[k] /= tot + 1e-20f;
+        wt[k] *= f->rsf;
+    }
+}
+
+fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
+                          const float *xn, int64_t n, int32_t *idx, float *wt)
+{
+    if (f->route == FS_ROUTE_SOFTMAX) return fs_moe_route(ctx, f, router, xn, n, idx, wt);
+    const int64_t E = f->E, K = f->topk, G = f->n_group;
+    float *lg = fs_alloc2((size_t)(n ? n : 1), (size_t)E * sizeof(float));
+    float *sc = fs_alloc2((size_t)(n ? n : 1), (size_t)(E + G) * sizeof(float));
+    int *keep = malloc(sizeof(int) * (size_t)((n ? n : 1) * G));
+    if (!lg || !sc || !keep) {
+        free(lg); free(sc); free(keep);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "router logits of %lld tokens", (long long)n);
+    }
+    fs_fwd_linear(xn, router, NULL, n, f->H, E, lg);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++)
+        ds_route_one(f, bias, lg + t * E, sc + t * (E + G), sc + t * (E + G) + E, keep + t * G, idx + t * K,
+                     wt + t * K);
+    free(lg); free(sc); free(keep);
+    return FS_OK;
+}
+
 fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
                        int64_t n, int32_t *idx, float *wt)
 {
@@ -75,7 +147,7 @@ fs_status fs_moe_ffn(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "MoE activations of %lld tokens", (long long)n);
         goto out;
     }
-    if ((rc = fs_moe_route(ctx, f, w->router, xn, n, idx, wt)) != FS_OK) goto out;
+    if ((rc = fs_moe_route_ex(ctx, f, w->router, w->escb, xn, n, idx, wt)) != FS_OK) goto out;
     memset(out, 0, sizeof(float) * (size_t)(n * H));
     for (int64_t e = 0; e < f->E; e++) {
         int64_t ne = 0;
@@ -91,11 +163,11 @@ fs_status fs_moe_ffn(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *
         for (int64_t r = 0; r < ne; r++)
             for (int64_t i = 0; i < H; i++) out[(int64_t)rows[r] * H + i] += rw[r] * y[r * H + i];
     }
-    if (Is > 0 && w->w[FS_G]) {                   /* qwen2_moe: shared expert, sigmoid gate */
-        fs_fwd_linear(xn, w->w[FS_G], NULL, n, H, Is, g);
-        fs_fwd_linear(xn, w->w[FS_U], NULL, n, H, Is, u);
+    if (Is > 0 && w->e0 > w->g0) {                /* shared expert(s): qwen2_moe sigmoid gate, DeepSeek 1 */
+        fs_fwd_linear(xn, w->w[w->g0], NULL, n, H, Is, g);
+        fs_fwd_linear(xn, w->w[w->g0 + 1], NULL, n, H, Is, u);
         fs_fwd_swiglu(g, u, n, Is, g);
-        fs_fwd_linear(g, w->w[FS_D], NULL, n, Is, H, y);
+        fs_fwd_linear(g, w->w[w->g0 + 2], NULL, n, Is, H, y);
         for (int64_t t = 0; t < n; t++) {
             float z = 0.0f;
             if (w->sgate)

@@ -11,7 +11,8 @@
  *  2. Weights w_k = p_k; divided by sum_k p_k when f->norm_topk (mixtral
  *     always; qwen*_moe when config.json says norm_topk_prob), no epsilon.
  *  3. Experts are combined in expert-index order per token, then qwen2_moe's
- *     sigmoid(x . shared_expert_gate) * SharedMLP(x) is added.
+ *     sigmoid(x . shared_expert_gate) * SharedMLP(x) is added (DeepSeek's
+ *     shared experts: weight 1).  DeepSeek routing: fs_moe_route_ex.
  */
 #ifndef FS_MOE_H
 #define FS_MOE_H
@@ -53,6 +54,20 @@ int fs_expert_policy_parse(const char *s, fs_expert_policy *p);
  * probability, wt[n, k] their weights (invariants 1-2).  Errors: FS_ERR_NOMEM. */
 fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
                        int64_t n, int32_t *idx, float *wt);
+/* The same with DeepSeek's routing when f->route says so (ARCHITECTURES.md
+ * §5.5), bias = deepseek_v3's e_score_correction_bias [E] (NULL: zeros):
+ *  - scores s: softmax (v2) or sigmoid (v3) of the f32 logits; selection
+ *    score c = s + bias (v3), c = s (v2);
+ *  - n_group > 1: groups of E / n_group consecutive experts scored by the
+ *    sum of their two largest c (v3) or their largest c (v2), the topk_group
+ *    best kept (ties: lower group), experts of the others excluded;
+ *  - top-k by c among the kept experts (ties: lower index), idx in
+ *    descending c;
+ *  - weights: the unbiased s, v3 divided by (sum + 1e-20) when norm_topk,
+ *    then times routed_scaling_factor (v2: never renormalised).
+ * Errors: FS_ERR_NOMEM. */
+fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
+                          const float *xn, int64_t n, int32_t *idx, float *wt);
 
 /* out[n, H] = MoE(xn) of a MoE layer's weights (w->moe).  Scratch allocated
  * inside.  Errors: FS_ERR_NOMEM. */

@@ -21,6 +21,17 @@
  *   E  x += MoE(xn2) with every quantized weight (moe.c, same routing)
  * Under-calibrated experts (< min_expert_tokens, or none) follow the policy
  * (moe.h) and are logged by name with it; nothing is silently skipped.
+ *
+ * A DeepSeek layer (f->mla, mla.h) replaces A and B by four passes:
+ *   A  xn = norm(x)                          -> H_a;    quantize q_a (or q), kv_a
+ *   Aq cq = q_a_layernorm(xn q_a^T), quantized q_a -> H_qb; quantize q_b (q LoRA only)
+ *   Ak c = kv_a_layernorm(xn kv_a^T [:kvr]), quantized kv_a -> H_kvb; quantize kv_b
+ *   B  MLA attention with every quantized projection -> H_o; quantize o
+ * then the dense MLP as C..E, or a MoE layer whose shared experts (one MLP
+ * of width moe_intermediate_size * n_shared_experts over every token) take
+ * qwen2_moe's shared-expert place, routed by DeepSeek's router (moe.h).
+ * MTP layers (index >= num_hidden_layers) are copied unquantized (FP8
+ * dequantized to BF16), and the log says so.
  */
 #include <math.h>
 #include <stdio.h>
@@ -30,6 +41,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "mla.h"
 #include "pipeline.h"
 #include "../stream/actcache.h"
 #include "../stream/layerio.h"
@@ -243,12 +255,14 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
 typedef struct scratch {
     float *xn, *q, *k, *v, *att, *g, *u, *o;
     float *xg;               /* MoE: gathered rows [n, H] */
+    fs_mla_buf mb;           /* DeepSeek MLA activations */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
     free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
     free(s->xg);
+    fs_mla_buf_free(&s->mb);
 }
 
 static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
@@ -268,39 +282,59 @@ static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s
         scratch_free(s);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
     }
+    if (f->mla) {
+        fs_status rc = fs_mla_buf_new(ctx, f, n, &s->mb);
+        if (rc != FS_OK) scratch_free(s);
+        return rc;
+    }
     return FS_OK;
 }
 
-/* One pass over the batches; stage decides what is computed and captured. */
+/* One pass over the batches; stage decides what is computed and captured:
+ * 0 attention input, 5 / 6 MLA q_b / kv_b inputs, 1 o_proj input, 2 the
+ * post-attention norm (x moves mid-layer), 3 the MLP's down input, 4 the
+ * rest of the layer (x moves to the next layer's input). */
+enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6 };
 static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
 {
     const fs_fwd *f = p->f;
     const fs_lw *w = p->w;
-    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[FS_G].out;
+    const int g0 = w->g0, io = g0 - 1;
+    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[g0].out;
+    const int64_t as = f->mla ? f->nh * f->vh : qs;
     fs_status rc = FS_OK;
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
         float *x = p->x + s0 * p->T * H;
-        if (stage <= 2) {
+        if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
-            if (stage == 0) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n); continue; }
-            fs_fwd_linear(s->xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, s->q);
-            fs_fwd_linear(s->xn, w->w[FS_K], w->b[FS_K], n, H, ks, s->k);
-            fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
-            if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
-            if (stage == 1) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->att, n); continue; }
-            fs_fwd_linear(s->att, w->w[FS_O], w->b[FS_O], n, qs, H, s->o);
+            if (stage == ST_ATTN_IN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n); continue; }
+            float *att = s->att;
+            if (f->mla) {
+                fs_mla_latents(f, w, s->xn, n, &s->mb);
+                if (stage == ST_QB) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->mb.cq, n); continue; }
+                if (stage == ST_KVB) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->mb.c, n); continue; }
+                if ((rc = fs_mla_attend(p->ctx, f, w, s->xn, ns, p->T, &s->mb)) != FS_OK) break;
+                att = s->mb.att;
+            } else {
+                fs_fwd_linear(s->xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, s->q);
+                fs_fwd_linear(s->xn, w->w[FS_K], w->b[FS_K], n, H, ks, s->k);
+                fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
+                if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
+            }
+            if (stage == ST_O_IN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, att, n); continue; }
+            fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
             rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n);
             continue;
         }
         fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
-        fs_fwd_linear(s->xn, w->w[FS_G], w->b[FS_G], n, H, NI, s->g);
-        fs_fwd_linear(s->xn, w->w[FS_U], w->b[FS_U], n, H, NI, s->u);
+        fs_fwd_linear(s->xn, w->w[g0], w->b[g0], n, H, NI, s->g);
+        fs_fwd_linear(s->xn, w->w[g0 + 1], w->b[g0 + 1], n, H, NI, s->u);
         fs_fwd_swiglu(s->g, s->u, n, NI, s->g);
-        if (stage == 3) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->g, n); continue; }
-        fs_fwd_linear(s->g, w->w[FS_D], w->b[FS_D], n, NI, H, s->o);
+        if (stage == ST_DOWN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->g, n); continue; }
+        fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
         for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
         if (!p->po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
     }
@@ -382,17 +416,18 @@ static fs_status moe_layer(pstate *p, scratch *s)
         goto out;
     }
     /* C: x -> mid-layer, the full-input Hessian (shared expert, policies) */
-    if ((rc = capture(p, 2, s, H, &Hx)) != FS_OK) goto out;
-    if (e0 == 7) {                                 /* qwen2_moe shared expert: gate, up, down */
-        for (int i = FS_G; rc == FS_OK && i <= FS_U; i++) rc = quantize_one(p, i, Hx, 0);
-        if (rc == FS_OK) rc = capture_and_quantize(p, 3, s, f->Is, FS_D, FS_D + 1);
+    if ((rc = capture(p, ST_POST, s, H, &Hx)) != FS_OK) goto out;
+    const int g0 = p->w->g0;
+    if (e0 > g0) {                 /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
+        for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, Hx, 0);
+        if (rc == FS_OK) rc = capture_and_quantize(p, ST_DOWN, s, f->Is, g0 + 2, g0 + 3);
         if (rc != FS_OK) goto out;
     }
     /* R: routing by the f32 router, batch by batch as the final pass does */
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
         fs_fwd_rmsnorm(p->x + s0 * p->T * H, p->w->post_norm, nb, H, f->eps, s->xn);
-        rc = fs_moe_route(ctx, f, p->w->router, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
+        rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
     }
     if (rc != FS_OK) goto out;
     for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
@@ -492,14 +527,23 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc != FS_OK) break;
         pstate p = {ctx, f, po, o, wr, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
         const int64_t qs = f->nh * f->hd;
-        rc = capture_and_quantize(&p, 0, &s, H, FS_Q, FS_V + 1);           /* q, k, v */
-        if (rc == FS_OK) rc = capture_and_quantize(&p, 1, &s, qs, FS_O, FS_O + 1);
+        const int g0 = w.g0;
+        if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
+            const int kvb = fs_mla_slot_kvb(f), io = fs_mla_slot_o(f);
+            rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, 0, 2);
+            if (rc == FS_OK && f->qr) rc = capture_and_quantize(&p, ST_QB, &s, f->qr, 2, 3);
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_KVB, &s, f->kvr, kvb, kvb + 1);
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_O_IN, &s, f->nh * f->vh, io, io + 1);
+        } else {
+            rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, FS_Q, FS_V + 1);       /* q, k, v */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_O_IN, &s, qs, FS_O, FS_O + 1);
+        }
         if (rc == FS_OK && L->moe) {
             rc = moe_layer(&p, &s);                                         /* x -> next input */
         } else {
-            if (rc == FS_OK) rc = capture_and_quantize(&p, 2, &s, H, FS_G, FS_U + 1);   /* x -> mid */
-            if (rc == FS_OK) rc = capture_and_quantize(&p, 3, &s, L->lin[FS_G].out, FS_D, FS_D + 1);
-            if (rc == FS_OK) rc = pass(&p, 4, &s, NULL);                    /* x -> next input */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_POST, &s, H, g0, g0 + 2);   /* x -> mid */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
+            if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
         }
         if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32);
         fs_lw_free(&w);
@@ -507,6 +551,26 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
                    l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
                    p.fallbacks ? "  RTN FALLBACK" : "", fs_now() - tl, fs_now() - t0);
+    }
+    /* MTP layers: never run by the forward, so never calibrated: copied as they are */
+    for (int l = m->nlayers; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+        char pre[64];
+        int cnt = 0;
+        snprintf(pre, sizeof pre, "model.layers.%d.", l);
+        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;
+        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;
+        for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+            const char *tn = c->entries[k].t->name;
+            if (!strncmp(tn, pre, strlen(pre)) && !fs_ckpt_is_scale(c, tn)) {
+                rc = queue_copy(ctx, wr, o, c, tn);
+                cnt++;
+            }
+        }
+        fs_lr_release(lr, l);
+        if (rc == FS_OK)
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer (speculative decoding only, not run by the "
+                   "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,
+                   c->fp8_block[0] ? ", FP8 dequantized to BF16" : "");
     }
     if (lr) {
         fs_prefetch_stats st;

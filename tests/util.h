@@ -127,6 +127,7 @@ Suite *fs_suite_actcache(void);
 Suite *fs_suite_prefetch(void);
 Suite *fs_suite_pipeline(void);
 Suite *fs_suite_moe(void);
+Suite *fs_suite_deepseek(void);
 Suite *fs_suite_plan(void);
 Suite *fs_suite_writer(void);
 Suite *fs_suite_cuda(void);
