@@ -36,6 +36,9 @@ static const char usage[] =
     "                       --calib runs the same pipeline (the baseline to compare with),\n"
     "                       without --calib it rounds every weight on its own\n"
     "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
+    "  --profile FILE       Chrome trace-event JSON of the run (Perfetto, chrome://tracing):\n"
+    "                       one track per stage, spans per layer with bytes and FLOPs\n"
+    "  --timings FILE       one JSON line per layer and stage: seconds, bytes, GB/s, GFLOP/s\n"
     "  --work DIR           activation cache (each layer's output, LZ4 chunks with\n"
     "                       checksums; only the latest kept; removed at the end);\n"
     "                       default OUT/.forge-work\n"
@@ -66,7 +69,7 @@ static const char usage[] =
     "\n";
 
 typedef struct qargs {
-    const char *model, *out, *method, *calib, *work;
+    const char *model, *out, *method, *calib, *work, *profile, *timings;
     int64_t samples, seq_len;
     uint64_t seed, host_mem;
     int act_f32;
@@ -102,6 +105,8 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         else if (!strcmp(f, "--out")) a->out = v;
         else if (!strcmp(f, "--calib")) a->calib = v;
         else if (!strcmp(f, "--work")) a->work = v;
+        else if (!strcmp(f, "--profile")) a->profile = v;
+        else if (!strcmp(f, "--timings")) a->timings = v;
         else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
@@ -291,9 +296,13 @@ int cmd_quantize(int argc, char **argv)
         if (!a.work) strncat(work, "/.forge-work", sizeof work - strlen(work) - 1);
         if (mkdir(work, 0755) != 0 && errno != EEXIST)
             rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", work, strerror(errno));
-        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work, a.policy, a.min_expert_tokens, &rep};
+        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work, a.policy, a.min_expert_tokens, &rep, NULL};
         po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
+        double tw = fs_now();
+        if (rc == FS_OK) rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
         if (rc == FS_OK) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+        if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);
+        fs_trace_free(po.trace);
         if (rc == FS_OK) {                       /* no boundary is needed any more */
             char last[4300];
             snprintf(last, sizeof last, "%s/act-%04d.fsa", work, m->nlayers);

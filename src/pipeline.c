@@ -53,6 +53,8 @@
 /* ---- writer jobs: everything that touches the output folder runs there ---- */
 
 typedef struct job_linear {
+    fs_trace *tr;
+    int layer;
     fs_outckpt *o;
     char *name;
     fs_layer_result r;
@@ -61,7 +63,11 @@ typedef struct job_linear {
 static fs_status run_linear(fs_ctx *ctx, void *arg)
 {
     job_linear *j = arg;
-    return fs_out_add_linear(ctx, j->o, j->name, &j->r);
+    double t0 = fs_now();
+    fs_status rc = fs_out_add_linear(ctx, j->o, j->name, &j->r);
+    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, j->name, t0, fs_now(),
+                  (uint64_t)(j->r.rows * j->r.cols), 0);
+    return rc;
 }
 
 static void free_linear(void *arg)
@@ -73,6 +79,8 @@ static void free_linear(void *arg)
 }
 
 typedef struct job_tensor {
+    fs_trace *tr;
+    int layer;
     fs_outckpt *o;
     char *name;
     fs_dtype dt;
@@ -86,7 +94,12 @@ static fs_status run_tensor(fs_ctx *ctx, void *arg)
     job_tensor *j = arg;
     void *d = j->data;
     j->data = NULL;
-    return fs_out_add(ctx, j->o, j->name, j->dt, j->ndim, j->shape, d);
+    uint64_t bytes = fs_dtype_size(j->dt);
+    for (int k = 0; k < j->ndim; k++) bytes *= (uint64_t)j->shape[k];
+    double t0 = fs_now();
+    fs_status rc = fs_out_add(ctx, j->o, j->name, j->dt, j->ndim, j->shape, d);
+    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, j->name, t0, fs_now(), bytes, 0);
+    return rc;
 }
 
 static void free_tensor(void *arg)
@@ -98,6 +111,8 @@ static void free_tensor(void *arg)
 }
 
 typedef struct job_act {
+    fs_trace *tr;
+    int layer;
     char *path, *prev;       /* write path; then remove prev (no longer needed) */
     void *rows;
     int elem;
@@ -107,6 +122,7 @@ typedef struct job_act {
 static fs_status run_act(fs_ctx *ctx, void *arg)
 {
     job_act *j = arg;
+    double t0 = fs_now();
     fs_act_writer *w = NULL;
     uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
     fs_status rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
@@ -114,6 +130,7 @@ static fs_status run_act(fs_ctx *ctx, void *arg)
     if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, NULL);
     else fs_act_writer_abort(w);
     if (rc == FS_OK && j->prev) unlink(j->prev);
+    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
     return rc;
 }
 
@@ -128,11 +145,14 @@ static void free_act(void *arg)
 
 /* Reads tensor `name` here (from the prefetched slot when acquired) and
  * queues its write. */
-static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_ckpt *c, const char *name)
+static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_ckpt *c, const char *name,
+                            fs_trace *tr, int layer)
 {
     job_tensor *j = calloc(1, sizeof *j);
     if (!j || !(j->name = strdup(name))) { free(j); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name); }
     j->o = o;
+    j->tr = tr;
+    j->layer = layer;
     fs_status rc = fs_out_read_copy(ctx, c, name, &j->dt, &j->ndim, j->shape, &j->data);
     if (rc != FS_OK) { free_tensor(j); return rc; }
     uint64_t bytes = fs_dtype_size(j->dt);
@@ -142,9 +162,10 @@ static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_
 
 /* The boundary after layer l: x [n, H] as bf16 (or f32) rows in work/act-<l+1>.fsa. */
 static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, int l, const float *x,
-                                int64_t n, int64_t H, int f32)
+                                int64_t n, int64_t H, int f32, fs_trace *tr)
 {
     job_act *j = calloc(1, sizeof *j);
+    if (j) { j->tr = tr; j->layer = l; }
     size_t pl = strlen(work) + 32;
     if (j) { j->path = malloc(pl); j->prev = l > 0 ? malloc(pl) : NULL; }
     if (j) j->elem = f32 ? 4 : 2;
@@ -207,7 +228,29 @@ typedef struct pstate {
     double worst, sum;       /* relative losses of the layer */
     const char *worst_name;
     int nq, retries, fallbacks;
+    double tfwd;             /* start of the forward time not yet traced */
+    int64_t hin;             /* width of the Hessian being accumulated */
 } pstate;
+
+/* The forward time since tfwd goes to the trace; the clock restarts. */
+static void fwd_mark(pstate *p)
+{
+    double t = fs_now();
+    if (t > p->tfwd) fs_trace_span(p->po->trace, FS_STAGE_FORWARD, p->L->index, NULL, p->tfwd, t, 0, 0);
+    p->tfwd = t;
+}
+
+/* H += x^T x through the backend, traced as the hessian stage. */
+static fs_status hadd(pstate *p, void *hess, const float *x, int64_t n)
+{
+    fwd_mark(p);
+    fs_status rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, x, n);
+    double t = fs_now();
+    fs_trace_span(p->po->trace, FS_STAGE_HESSIAN, p->L->index, NULL, p->tfwd, t,
+                  (uint64_t)(n * p->hin) * 4, (double)n * (double)p->hin * (double)p->hin);
+    p->tfwd = t;
+    return rc;
+}
 
 /* Quantizes linear i of the layer with H (round to nearest when force_rtn,
  * H then only measures the loss), writes it, swaps in the dequant. */
@@ -218,8 +261,18 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     fs_layer_result r;
     fs_quant_opts q = p->po->q;
     if (force_rtn) q.rtn = 1;
+    double tq = fs_now();
     fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
     if (rc != FS_OK) return rc;
+    /* the solver's stages, in the order they ran (grid first, then inversion, solve) */
+    fs_trace *tr = p->po->trace;
+    const int li = p->L->index;
+    const double o = (double)x->out, in = (double)x->in;
+    fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tq + r.grid_s, (uint64_t)(x->out * x->in) * 4, 0);
+    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tq + r.grid_s, tq + r.grid_s + r.chol_s,
+                  (uint64_t)(x->in * x->in) * 4, in * in * in);
+    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tq + r.grid_s + r.chol_s, tq + r.grid_s + r.chol_s + r.gptq_s,
+                  (uint64_t)(x->out * x->in) * 4, o * in * in);
     double wn = 0.0;
     if ((rc = fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn)) != FS_OK) {
         fs_layer_result_free(&r);
@@ -303,17 +356,18 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[g0].out;
     const int64_t as = f->mla ? f->nh * f->vh : qs;
     fs_status rc = FS_OK;
+    p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
         float *x = p->x + s0 * p->T * H;
         if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
-            if (stage == ST_ATTN_IN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n); continue; }
+            if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
             float *att = s->att;
             if (f->mla) {
                 fs_mla_latents(f, w, s->xn, n, &s->mb);
-                if (stage == ST_QB) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->mb.cq, n); continue; }
-                if (stage == ST_KVB) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->mb.c, n); continue; }
+                if (stage == ST_QB) { rc = hadd(p, hess, s->mb.cq, n); continue; }
+                if (stage == ST_KVB) { rc = hadd(p, hess, s->mb.c, n); continue; }
                 if ((rc = fs_mla_attend(p->ctx, f, w, s->xn, ns, p->T, &s->mb)) != FS_OK) break;
                 att = s->mb.att;
             } else {
@@ -322,22 +376,23 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
                 fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
                 if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
             }
-            if (stage == ST_O_IN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, att, n); continue; }
+            if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
             fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
-            rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->xn, n);
+            rc = hadd(p, hess, s->xn, n);
             continue;
         }
         fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
         fs_fwd_linear(s->xn, w->w[g0], w->b[g0], n, H, NI, s->g);
         fs_fwd_linear(s->xn, w->w[g0 + 1], w->b[g0 + 1], n, H, NI, s->u);
         fs_fwd_swiglu(s->g, s->u, n, NI, s->g);
-        if (stage == ST_DOWN) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, s->g, n); continue; }
+        if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
         fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
         for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
         if (!p->po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
     }
+    fwd_mark(p);
     return rc;
 }
 
@@ -345,6 +400,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
 static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H)
 {
     void *hs = NULL;
+    p->hin = in;
     *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
     fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
     if (rc == FS_OK) rc = pass(p, stage, s, hs);
@@ -375,6 +431,8 @@ static fs_status expert_hess(pstate *p, scratch *s, int e, const int32_t *rows, 
     const fs_fwd *f = p->f;
     const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, chunk = p->bseq * p->T;
     void *hs = NULL;
+    p->hin = in;
+    p->tfwd = fs_now();
     *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
     fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
     for (int64_t r0 = 0; rc == FS_OK && r0 < nr; r0 += chunk) {
@@ -382,12 +440,13 @@ static fs_status expert_hess(pstate *p, scratch *s, int e, const int32_t *rows, 
         for (int64_t r = 0; r < nb; r++)
             memcpy(s->xg + r * Hd, p->x + (int64_t)rows[r0 + r] * Hd, sizeof(float) * (size_t)Hd);
         fs_fwd_rmsnorm(s->xg, p->w->post_norm, nb, Hd, f->eps, s->xg);
-        if (!down) { rc = fs_be_hess_add(p->ctx, p->ctx->be, hs, s->xg, nb); continue; }
+        if (!down) { rc = hadd(p, hs, s->xg, nb); continue; }
         fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nb, Hd, Ie, s->g);
         fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nb, Hd, Ie, s->u);
         fs_fwd_swiglu(s->g, s->u, nb, Ie, s->g);
-        rc = fs_be_hess_add(p->ctx, p->ctx->be, hs, s->g, nb);
+        rc = hadd(p, hs, s->g, nb);
     }
+    fwd_mark(p);
     if (rc == FS_OK && nr == 0) memset(*H, 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
     else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
     fs_be_hess_free(p->ctx->be, hs);
@@ -505,12 +564,13 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     uint64_t pending = (uint64_t)(n * H) * 4 + (64ull << 20);
     if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
     for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
-        if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name);
+        if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
     int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     scratch s = {0};
     fs_layer_reader *lr = NULL;
     if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
     if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
+    double t_sub = fs_now(), busy_prev = 0.0;
     if (rc == FS_OK) rc = fs_lr_start(ctx, lr, 0);
     double t0 = fs_now(), wait_s = 0.0;
     for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
@@ -519,13 +579,21 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         double tl = fs_now();
         if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
         wait_s += fs_now() - tl;
+        /* the read track: the I/O busy time spent since the previous layer came in,
+         * placed from the layer's submission (reads run in the background) */
+        fs_prefetch_stats pst;
+        fs_lr_stats(lr, &pst);
+        fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, t_sub, t_sub + (pst.busy_s - busy_prev),
+                      fs_lr_bytes(lr, l), 0);
+        busy_prev = pst.busy_s;
+        t_sub = fs_now();
         if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
         rc = fs_lw_load(ctx, c, &none, m, f, l, &w);
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
-            if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name);
+            if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
         fs_lr_release(lr, l);
         if (rc != FS_OK) break;
-        pstate p = {ctx, f, po, o, wr, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0};
+        pstate p = {ctx, f, po, o, wr, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0, 0.0, 0};
         const int64_t qs = f->nh * f->hd;
         const int g0 = w.g0;
         if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
@@ -545,8 +613,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
             if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
         }
-        if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32);
+        if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32, po->trace);
         fs_lw_free(&w);
+        fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK)
             fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
                    l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
@@ -562,7 +631,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
             const char *tn = c->entries[k].t->name;
             if (!strncmp(tn, pre, strlen(pre)) && !fs_ckpt_is_scale(c, tn)) {
-                rc = queue_copy(ctx, wr, o, c, tn);
+                rc = queue_copy(ctx, wr, o, c, tn, po->trace, l);
                 cnt++;
             }
         }

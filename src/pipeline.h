@@ -19,6 +19,7 @@
 #include "forward.h"
 #include "moe.h"
 #include "tokens.h"
+#include "trace.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,6 +42,7 @@ typedef struct fs_pipe_opts {
     fs_expert_policy expert_policy;
     int64_t min_expert_tokens;
     fs_moe_report *moe_report;
+    fs_trace *trace;         /* (optional) where the time goes (src/trace.h) */
 } fs_pipe_opts;
 
 /* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0

@@ -455,6 +455,55 @@ START_TEST(bad_calibration_input)
 }
 END_TEST
 
+/* --profile and --timings of a real run: every stage the run has appears, one
+ * layer span per decoder layer, and the timings lines name the same stages. */
+START_TEST(profile_of_a_run)
+{
+    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    if (!bin || !sh) { printf("check_pipeline: FS_BIN/FS_SHARED unset, profile run skipped\n"); return; }
+    char *tmp = t_tmpdir(), cmd[20000], err[4096], prof[4300], tim[4300], out[4300];
+    snprintf(prof, sizeof prof, "%s/trace.json", tmp);
+    snprintf(tim, sizeof tim, "%s/timings.jsonl", tmp);
+    snprintf(out, sizeof out, "%s/out", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s/data/stories260K' --out '%s' --calib "
+             "'%s/data/wikitext2/wiki.test.stories260K.u32' --samples 8 --seq-len 128 --profile '%s' --timings '%s'",
+             bin, sh, out, sh, prof, tim);
+    ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "overlap ratio"));                 /* the end table */
+    json_error_t je;
+    json_t *root = json_load_file(prof, 0, &je);
+    ck_assert_msg(root != NULL, "%s", je.text);
+    json_t *ev = json_object_get(root, "traceEvents");
+    const char *want[] = {"read", "forward", "hessian", "cholesky", "grid", "gptq", "write"};
+    int layers = 0, found[7] = {0};
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        if (strcmp(json_string_value(json_object_get(e, "ph")), "X")) continue;
+        const char *cat = json_string_value(json_object_get(e, "cat"));
+        if (!strcmp(cat, "layer")) layers++;
+        for (int k = 0; k < 7; k++) found[k] += !strcmp(cat, want[k]);
+    }
+    ck_assert_int_eq(layers, 5);
+    for (int k = 0; k < 7; k++) ck_assert_msg(found[k] > 0, "no %s span", want[k]);
+    json_decref(root);
+    FILE *f = fopen(tim, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[1024];
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, &je);
+        ck_assert_msg(j != NULL, "%s", je.text);
+        ck_assert(json_is_number(json_object_get(j, "seconds")) && json_is_string(json_object_get(j, "stage")));
+        json_decref(j);
+        lines++;
+    }
+    fclose(f);
+    ck_assert_int_ge(lines, 5 * 7);
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_pipeline(void)
 {
     Suite *s = suite_create("pipeline");
@@ -470,6 +519,7 @@ Suite *fs_suite_pipeline(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, bad_calibration_input);
     tcase_add_test(tc, eval_reference_perplexity);
+    tcase_add_test(tc, profile_of_a_run);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -130,6 +130,7 @@ Suite *fs_suite_moe(void);
 Suite *fs_suite_deepseek(void);
 Suite *fs_suite_plan(void);
 Suite *fs_suite_writer(void);
+Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
 
 #endif

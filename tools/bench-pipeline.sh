@@ -51,3 +51,20 @@ done
 awk -v a="$(cat $D/rss2)" -v b="$(cat $D/rss16)" 'BEGIN {
     printf "peak RSS: 2 layers %.1f MB, 16 layers %.1f MB, ratio %.3f (target: equal within 5%%)\n",
            a / 1024, b / 1024, b / a }'
+
+echo
+echo "== 4. profiling overhead: quantize of stories260K, 5 runs each, with --profile/--timings and without"
+best() {                     # the fastest of 5 runs, in seconds
+    b=999999
+    for i in 1 2 3 4 5; do
+        rm -rf $D/p
+        t0=$(date +%s.%N)
+        $BIN quantize --model $SHARED/data/stories260K --out $D/p --calib $TOK --samples 32 --seq-len 256 --quiet "$@"
+        t1=$(date +%s.%N)
+        b=$(awk -v a="$t0" -v c="$t1" -v b="$b" 'BEGIN { t = c - a; print (t < b ? t : b) }')
+    done
+    echo $b
+}
+OFF=$(best)
+ON=$(best --profile $D/trace.json --timings $D/timings.jsonl)
+awk -v a="$OFF" -v b="$ON" 'BEGIN { printf "without %.3f s, with %.3f s: ratio %.3f (target <= 1.02)\n", a, b, b / a }'
