@@ -452,10 +452,25 @@ fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *
             float *row = Sc + i * T;
             int64_t j0 = f->window > 0 && i - f->window + 1 > 0 ? i - f->window + 1 : 0;
             float mx = -INFINITY;
-            for (int64_t j = j0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+            {   /* 8 running maxima: no loop-carried chain (max is exact in any order) */
+                float m8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                               -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                int64_t j = j0;
+                for (; j + 8 <= i + 1; j += 8)
+                    for (int u = 0; u < 8; u++) m8[u] = row[j + u] > m8[u] ? row[j + u] : m8[u];
+                for (; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int u = 0; u < 8; u++) mx = m8[u] > mx ? m8[u] : mx;
+            }
             for (int64_t j = j0; j <= i; j++) row[j] = exp_nonpos(row[j] - mx);
             float sum = 0.0f;
-            for (int64_t j = j0; j <= i; j++) sum += row[j];
+            {   /* 8 partial sums (a fixed order, so the result is deterministic) */
+                float s8[8] = {0};
+                int64_t j = j0;
+                for (; j + 8 <= i + 1; j += 8)
+                    for (int u = 0; u < 8; u++) s8[u] += row[j + u];
+                for (; j <= i; j++) sum += row[j];
+                for (int u = 0; u < 8; u++) sum += s8[u];
+            }
             const float inv = 1.0f / sum;
             for (int64_t j = j0; j <= i; j++) row[j] *= inv;
             for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
