@@ -41,33 +41,26 @@ static fs_status loss_of(fs_ctx *ctx, const fs_quant_opts *q, const float *W, co
     return fs_quad_loss(ctx, W, D, H, H64, rows, cols, out);
 }
 
-/* Stable order of descending diag(H). */
-static void act_order_perm(const float *H, int64_t n, int32_t *perm)
+/* Columns by descending diag(H), ties by index (a stable order), via qsort
+ * of (value, index) keys. */
+typedef struct dkey { float d; int32_t i; } dkey;
+
+static int by_diag(const void *a, const void *b)
 {
-    /* insertion into a merge sort would do; n log n with a stable merge */
-    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) perm[i] = (int32_t)i;
-    if (!tmp) {                                   /* fall back to a stable O(n^2) sort */
-        for (int64_t i = 1; i < n; i++)
-            for (int64_t j = i; j > 0 && H[perm[j] * n + perm[j]] > H[perm[j - 1] * n + perm[j - 1]]; j--) {
-                int32_t t = perm[j]; perm[j] = perm[j - 1]; perm[j - 1] = t;
-            }
-        return;
-    }
-    for (int64_t w = 1; w < n; w *= 2) {
-        for (int64_t lo = 0; lo < n; lo += 2 * w) {
-            int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-            int64_t a = lo, b = mid, o = lo;
-            while (a < mid && b < hi) {
-                float da = H[(int64_t)perm[a] * n + perm[a]], db = H[(int64_t)perm[b] * n + perm[b]];
-                tmp[o++] = db > da ? perm[b++] : perm[a++];
-            }
-            while (a < mid) tmp[o++] = perm[a++];
-            while (b < hi) tmp[o++] = perm[b++];
-        }
-        memcpy(perm, tmp, sizeof(int32_t) * (size_t)n);
-    }
-    free(tmp);
+    const dkey *x = a, *y = b;
+    if (x->d != y->d) return x->d > y->d ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static fs_status act_order_perm(fs_ctx *ctx, const float *H, int64_t n, int32_t *perm)
+{
+    dkey *k = fs_alloc2((size_t)n, sizeof *k);
+    if (!k) return fs_ctx_err(ctx, FS_ERR_NOMEM, "act-order of %lld columns", (long long)n);
+    for (int64_t i = 0; i < n; i++) k[i] = (dkey){H[i * n + i], (int32_t)i};
+    qsort(k, (size_t)n, sizeof *k, by_diag);
+    for (int64_t i = 0; i < n; i++) perm[i] = k[i].i;
+    free(k);
+    return FS_OK;
 }
 
 /* Round to nearest with grids from W itself: codes, qmeta and dequant. */
@@ -139,8 +132,11 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     memcpy(Hw, H, cc_n * sizeof(float));
     memcpy(Ww, W, rc_n * sizeof(float));
     res->dead_cols = (int)fs_hess_dead_fix(Hw, Ww, rows, cols);
-    if (q->act_order) act_order_perm(Hw, cols, perm);
-    else for (int64_t i = 0; i < cols; i++) perm[i] = (int32_t)i;
+    if (q->act_order) {
+        if ((rc = act_order_perm(ctx, Hw, cols, perm)) != FS_OK) goto out;
+    } else {
+        for (int64_t i = 0; i < cols; i++) perm[i] = (int32_t)i;
+    }
 
     /* permute into processing order: U holds the permuted H until inverted */
     for (int64_t i = 0; i < cols; i++)
