@@ -228,16 +228,6 @@ static void nm_open(nmodel *nm, const char *dir)
     nm->scale = 1.0 / sqrt((double)(nm->nope + nm->rope)) * (mad != 0 ? yarn_m(factor, mad) * yarn_m(factor, mad) : 1);
 }
 
-static void nrm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y)
-{
-    for (int64_t r = 0; r < n; r++) {
-        double s = 0;
-        for (int64_t i = 0; i < d; i++) s += x[r * d + i] * x[r * d + i];
-        double inv = 1.0 / sqrt(s / d + eps);
-        for (int64_t i = 0; i < d; i++) y[r * d + i] = w[i] * x[r * d + i] * inv;
-    }
-}
-
 static void lin(const double *x, const double *W, int64_t n, int64_t in, int64_t out, double *y)
 {
     for (int64_t r = 0; r < n; r++)
@@ -274,7 +264,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     char b[256];
     snprintf(b, sizeof b, "model.layers.%d.input_layernorm.weight", l);
     double *win = nv(nm, b);
-    nrm(x, win, n, H, nm->eps, xn);
+    t_rmsnorm(x, win, n, H, nm->eps, xn);
     double *Q = malloc(sizeof(double) * n * nh * qk), *cq = NULL;
     if (nm->qr) {
         snprintf(b, sizeof b, "model.layers.%d.self_attn.q_a_proj", l);
@@ -285,7 +275,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
         double *qn = nv(nm, b);
         cq = malloc(sizeof(double) * n * nm->qr);
         lin(xn, Wa, n, H, nm->qr, cq);
-        nrm(cq, qn, n, nm->qr, 1e-6, cq);
+        t_rmsnorm(cq, qn, n, nm->qr, 1e-6, cq);
         lin(cq, Wb, n, nm->qr, nh * qk, Q);
         free(Wa); free(Wb); free(qn);
     } else {
@@ -301,7 +291,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     for (int64_t t = 0; t < n; t++) memcpy(c + t * nm->kvr, ckv + t * kc, sizeof(double) * nm->kvr);
     snprintf(b, sizeof b, "model.layers.%d.self_attn.kv_a_layernorm.weight", l);
     double *kn = nv(nm, b);
-    nrm(c, kn, n, nm->kvr, 1e-6, c);
+    t_rmsnorm(c, kn, n, nm->kvr, 1e-6, c);
     snprintf(b, sizeof b, "model.layers.%d.self_attn.kv_b_proj", l);
     double *Wkvb = nw(nm, b, NULL, NULL), *KV = malloc(sizeof(double) * n * nh * (nope + vh));
     lin(c, Wkvb, n, nm->kvr, nh * (nope + vh), KV);
@@ -346,7 +336,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
     snprintf(b, sizeof b, "model.layers.%d.post_attention_layernorm.weight", l);
     double *wpost = nv(nm, b);
-    nrm(x, wpost, n, H, nm->eps, xn);
+    t_rmsnorm(x, wpost, n, H, nm->eps, xn);
     free(win); free(Q); free(cq); free(Wkva); free(ckv); free(c); free(kn); free(Wkvb); free(KV); free(A);
     free(Wo); free(ao); free(wpost);
 }
@@ -481,23 +471,10 @@ static void n_ffn(nmodel *nm, int l, const double *xn, double *x, int64_t n)
     free(y);
 }
 
-static double hess_rel(const float *H, const double *X, int64_t n, int64_t d)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
-            double s = 0;
-            for (int64_t r = 0; r < n; r++) s += X[r * d + i] * X[r * d + j];
-            num += (H[i * d + j] - s) * (H[i * d + j] - s);
-            den += s * s;
-        }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static void check_h(const rec *r, const char *name, const double *X, int64_t n)
 {
     int i = rec_find(r, name);
-    double rel = hess_rel(r->H[i], X, n, r->in[i]);
+    double rel = t_hess_rel(r->H[i], X, n, r->in[i]);
     ck_assert_msg(rel < HESS_REL, "%s: Hessian off by %g (%lld rows)", name, rel, (long long)n);
 }
 
@@ -507,21 +484,6 @@ static void same_h(const rec *r, const char *a, const char *b)
     ck_assert_int_eq(r->in[i], r->in[j]);
     ck_assert_msg(!memcmp(r->H[i], r->H[j], sizeof(float) * (size_t)(r->in[i] * r->in[i])), "%s and %s: Hessians differ",
                   a, b);
-}
-
-static int run_cmd(const char *cmd, char *err, size_t errn)
-{
-    char full[12000], path[] = "/tmp/fs-ds-err-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    snprintf(full, sizeof full, "%s 2> %s", cmd, path);
-    int st = system(full);
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(err, 1, errn - 1, f) : 0;
-    err[k] = '\0';
-    if (f) fclose(f);
-    unlink(path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* ---- (a), (b), (c), (e): Hessians, losses, decode, MTP ------------------- */
@@ -681,7 +643,7 @@ static void family(const char *type, const char *extra)
         fclose(f);
         snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/cli' --calib '%s' --samples 4 --seq-len 32 "
                  "--backend cpu", bin, src, tmp, tok);
-        ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+        ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 0);
         snprintf(nmx, sizeof nmx, "model.layers.%d: MTP layer", nm.nl);
         ck_assert_msg(strstr(err, nmx) && strstr(err, "copied unquantized"), "log: %s", err);
     }
@@ -778,7 +740,7 @@ static void eval_family(const char *type, const char *extra)
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s' eval --model '%s' --tokens '%s' --seq-len %lld --act-dtype f32 --json --quiet > '%s'",
              bin, src, tok, (long long)T, outp);
-    ck_assert_msg(run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
     json_t *j = json_load_file(outp, 0, NULL);
     ck_assert_ptr_nonnull(j);
     double nll = json_number_value(json_object_get(j, "nll_mean"));
@@ -796,7 +758,7 @@ static void eval_family(const char *type, const char *extra)
     }
     double *fn = nv(&nm, "model.norm.weight"), *Wh = nv(&nm, "lm_head.weight");
     double *lg = malloc(sizeof(double) * V), tot = 0;
-    nrm(x, fn, n, H, nm.eps, xn);
+    t_rmsnorm(x, fn, n, H, nm.eps, xn);
     for (int64_t s = 0; s < nseq; s++)
         for (int64_t t = 0; t + 1 < T; t++) {
             lin(xn + (s * T + t) * H, Wh, 1, H, V, lg);

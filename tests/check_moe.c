@@ -194,16 +194,6 @@ static int is_moe_layer(const nmodel *nm, int l)
     return 1;
 }
 
-static void nrm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y)
-{
-    for (int64_t r = 0; r < n; r++) {
-        double s = 0;
-        for (int64_t i = 0; i < d; i++) s += x[r * d + i] * x[r * d + i];
-        double inv = 1.0 / sqrt(s / d + eps);
-        for (int64_t i = 0; i < d; i++) y[r * d + i] = w[i] * x[r * d + i] * inv;
-    }
-}
-
 static void lin(const double *x, const double *W, const double *b, int64_t n, int64_t in, int64_t out, double *y)
 {
     for (int64_t r = 0; r < n; r++)
@@ -221,7 +211,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     char b[256];
     snprintf(b, sizeof b, "model.layers.%d.input_layernorm.weight", l);
     double *win = nv(nm, b);
-    nrm(x, win, n, H, nm->eps, xn);
+    t_rmsnorm(x, win, n, H, nm->eps, xn);
     double *Q = malloc(sizeof(double) * n * nh * hd), *Kk = malloc(sizeof(double) * n * nkv * hd);
     double *Vv = malloc(sizeof(double) * n * nkv * hd), *A = calloc(n * nh * hd, sizeof(double));
     double *P[3] = {Q, Kk, Vv};
@@ -245,7 +235,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
         int64_t p = t % T;
         for (int64_t h = 0; h < nh + nkv; h++) {
             double *v = h < nh ? Q + t * nh * hd + h * hd : Kk + t * nkv * hd + (h - nh) * hd;
-            if (qn) nrm(v, h < nh ? qn : kn, 1, hd, nm->eps, v);
+            if (qn) t_rmsnorm(v, h < nh ? qn : kn, 1, hd, nm->eps, v);
             for (int64_t i = 0; i < hd / 2; i++) {
                 double a = v[i], c = v[i + hd / 2], cs = cos(p * nm->inv[i]), sn = sin(p * nm->inv[i]);
                 v[i] = a * cs - c * sn;
@@ -277,7 +267,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
     snprintf(b, sizeof b, "model.layers.%d.post_attention_layernorm.weight", l);
     double *wpost = nv(nm, b);
-    nrm(x, wpost, n, H, nm->eps, xn);
+    t_rmsnorm(x, wpost, n, H, nm->eps, xn);
     free(win); free(Q); free(Kk); free(Vv); free(A); free(qn); free(kn); free(Wo); free(ao); free(wpost);
 }
 
@@ -386,19 +376,6 @@ static void n_ffn(nmodel *nm, int l, const double *xn, double *x, int64_t n)
     free(idx); free(wt); free(out); free(y);
 }
 
-static double hess_rel(const float *H, const double *X, int64_t n, int64_t d)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
-            double s = 0;
-            for (int64_t r = 0; r < n; r++) s += X[r * d + i] * X[r * d + j];
-            num += (H[i * d + j] - s) * (H[i * d + j] - s);
-            den += s * s;
-        }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* ---- (a), (b), (e): Hessians, losses, decode ---------------------------- */
 
 static void family(const char *type)
@@ -437,7 +414,7 @@ static void family(const char *type)
     char pre[256], nmx[300];
     if (nm.q2m) {
         snprintf(nmx, sizeof nmx, "model.layers.%d.mlp.shared_expert.gate_proj", lm);
-        double rel = hess_rel(r.H[rec_find(&r, nmx)], xn, n, H);
+        double rel = t_hess_rel(r.H[rec_find(&r, nmx)], xn, n, H);
         ck_assert_msg(rel < HESS_REL, "%s: shared expert gate/up Hessian off by %g", type, rel);
     }
     int64_t total = 0;
@@ -454,14 +431,14 @@ static void family(const char *type)
         snprintf(nmx, sizeof nmx, "%s.%s", pre, nm.mixtral ? "w3" : "up_proj");
         int iu = rec_find(&r, nmx);
         ck_assert_msg(!memcmp(r.H[ig], r.H[iu], sizeof(float) * H * H), "%s: gate and up Hessians differ", pre);
-        double rel = hess_rel(r.H[ig], Xe, ne, H);
+        double rel = t_hess_rel(r.H[ig], Xe, ne, H);
         ck_assert_msg(rel < HESS_REL, "%s: gate/up Hessian off by %g (%lld tokens)", pre, rel, (long long)ne);
         double *act = NULL, *y = malloc(sizeof(double) * (ne + 1) * H);
         n_mlp(&nm, pre, nm.mixtral ? "w1" : "gate_proj", nm.mixtral ? "w3" : "up_proj",
               nm.mixtral ? "w2" : "down_proj", Xe, ne, y, &act);
         snprintf(nmx, sizeof nmx, "%s.%s", pre, nm.mixtral ? "w2" : "down_proj");
         int id = rec_find(&r, nmx);
-        rel = hess_rel(r.H[id], act, ne, r.in[id]);
+        rel = t_hess_rel(r.H[id], act, ne, r.in[id]);
         ck_assert_msg(rel < HESS_REL, "%s: down Hessian off by %g", pre, rel);
         free(act); free(y);
     }
@@ -498,21 +475,6 @@ START_TEST(qwen3_moe_hessians) { family("qwen3_moe"); }
 END_TEST
 
 /* ---- (c) an expert without tokens follows each policy --------------------- */
-
-static int run_cmd(const char *cmd, char *err, size_t errn)
-{
-    char full[12000], path[] = "/tmp/fs-moe-err-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    snprintf(full, sizeof full, "%s 2> %s", cmd, path);
-    int st = system(full);
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(err, 1, errn - 1, f) : 0;
-    err[k] = '\0';
-    if (f) fclose(f);
-    unlink(path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 START_TEST(starved_expert_policies)
 {
@@ -600,12 +562,12 @@ START_TEST(starved_expert_policies)
         fclose(f);
         snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/cli' --calib '%s' --samples 2 --seq-len 16 "
                  "--expert-policy rtn --min-expert-tokens 1 --backend cpu", bin, src, tmp, tok);
-        ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+        ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 0);
         ck_assert_msg(strstr(err, "under-calibrated expert model.layers.0.block_sparse_moe.experts.") &&
                       strstr(err, "0 tokens (< 1): policy rtn"), "log: %s", err);
         ck_assert_msg(strstr(err, "calibration tokens per expert min 0"), "log: %s", err);
         snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/cli2' --calib '%s' --expert-policy bogus", bin, src, tmp, tok);
-        ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 2);
+        ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 2);
         ck_assert_ptr_nonnull(strstr(err, "--expert-policy 'bogus'"));
     }
     t_rmdir(tmp);
@@ -635,7 +597,7 @@ static void eval_family(const char *type)
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s' eval --model '%s' --tokens '%s' --seq-len %lld --act-dtype f32 --json --quiet > '%s'",
              bin, src, tok, (long long)T, outp);
-    ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 0);
     json_t *j = json_load_file(outp, 0, NULL);
     ck_assert_ptr_nonnull(j);
     double nll = json_number_value(json_object_get(j, "nll_mean"));
@@ -654,7 +616,7 @@ static void eval_family(const char *type)
     }
     double *fn = nv(&nm, "model.norm.weight"), *Wh = nv(&nm, "lm_head.weight");
     double *lg = malloc(sizeof(double) * V), tot = 0;
-    nrm(x, fn, n, H, nm.eps, xn);
+    t_rmsnorm(x, fn, n, H, nm.eps, xn);
     for (int64_t s = 0; s < nseq; s++)
         for (int64_t t = 0; t + 1 < T; t++) {
             lin(xn + (s * T + t) * H, Wh, NULL, 1, H, V, lg);

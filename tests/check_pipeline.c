@@ -137,16 +137,6 @@ static double *load_v(fs_ckpt *c, const char *name, int64_t n)
     return d;
 }
 
-static void nrm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y)
-{
-    for (int64_t r = 0; r < n; r++) {
-        double s = 0;
-        for (int64_t i = 0; i < d; i++) s += x[r * d + i] * x[r * d + i];
-        double inv = 1.0 / sqrt(s / d + eps);
-        for (int64_t i = 0; i < d; i++) y[r * d + i] = w[i] * x[r * d + i] * inv;
-    }
-}
-
 static void lin(const double *x, const double *W, int64_t n, int64_t in, int64_t out, double *y)
 {
     for (int64_t r = 0; r < n; r++)
@@ -158,19 +148,6 @@ static void lin(const double *x, const double *W, int64_t n, int64_t in, int64_t
 }
 
 /* relative Frobenius distance of the pipeline's f32 H and X^T X of double X */
-static double hess_rel(const float *H, const double *X, int64_t n, int64_t d)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
-            double s = 0;
-            for (int64_t r = 0; r < n; r++) s += X[r * d + i] * X[r * d + j];
-            num += (H[i * d + j] - s) * (H[i * d + j] - s);
-            den += s * s;
-        }
-    return sqrt(num / den);
-}
-
 START_TEST(hessians_match_naive_forward)
 {
     char *tmp = t_tmpdir(), src[4200], dst[4200];
@@ -223,8 +200,8 @@ START_TEST(hessians_match_naive_forward)
     for (int64_t t = 0; t < n; t++) memcpy(x + t * H, E + ids[t] * H, sizeof(double) * H);
     double *win = load_v(c, "model.layers.0.input_layernorm.weight", H);
     double *wpost = load_v(c, "model.layers.0.post_attention_layernorm.weight", H);
-    nrm(x, win, n, H, eps, xn);
-    double rel = hess_rel(rec_H(&r, "model.layers.0.self_attn.q_proj"), xn, n, H);
+    t_rmsnorm(x, win, n, H, eps, xn);
+    double rel = t_hess_rel(rec_H(&r, "model.layers.0.self_attn.q_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "q/k/v Hessian off by %g", rel);
     int64_t o1, i1;
     double *Wq = load_w(q, &qi, "model.layers.0.self_attn.q_proj", &o1, &i1);
@@ -264,14 +241,14 @@ START_TEST(hessians_match_naive_forward)
                         A[(s * T + i) * nh * hd + h * hd + e] += sc[j] / sum * V[(s * T + j) * nkv * hd + kh * hd + e];
             }
         }
-    rel = hess_rel(rec_H(&r, "model.layers.0.self_attn.o_proj"), A, n, nh * hd);
+    rel = t_hess_rel(rec_H(&r, "model.layers.0.self_attn.o_proj"), A, n, nh * hd);
     ck_assert_msg(rel < HESS_REL, "o_proj Hessian off by %g", rel);
     double *Wo = load_w(q, &qi, "model.layers.0.self_attn.o_proj", &o1, &i1);
     double *ao = malloc(sizeof(double) * n * H);
     lin(A, Wo, n, nh * hd, H, ao);
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
-    nrm(x, wpost, n, H, eps, xn);
-    rel = hess_rel(rec_H(&r, "model.layers.0.mlp.gate_proj"), xn, n, H);
+    t_rmsnorm(x, wpost, n, H, eps, xn);
+    rel = t_hess_rel(rec_H(&r, "model.layers.0.mlp.gate_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "gate/up Hessian off by %g", rel);
     int64_t I;
     double *Wg = load_w(q, &qi, "model.layers.0.mlp.gate_proj", &I, &i1);
@@ -280,7 +257,7 @@ START_TEST(hessians_match_naive_forward)
     lin(xn, Wg, n, H, I, G);
     lin(xn, Wu, n, H, I, U);
     for (int64_t i = 0; i < n * I; i++) G[i] = G[i] / (1 + exp(-G[i])) * U[i];
-    rel = hess_rel(rec_H(&r, "model.layers.0.mlp.down_proj"), G, n, I);
+    rel = t_hess_rel(rec_H(&r, "model.layers.0.mlp.down_proj"), G, n, I);
     ck_assert_msg(rel < HESS_REL, "down Hessian off by %g", rel);
     free(E); free(x); free(xn); free(win); free(wpost); free(Wq); free(Wk); free(Wv); free(Q); free(K);
     free(V); free(A); free(Wo); free(ao); free(Wg); free(Wu); free(G); free(U);
@@ -357,21 +334,6 @@ END_TEST
 
 /* ---- through the binary ---------------------------------------------------- */
 
-static int run_cmd(const char *cmd, char *err, size_t errn)
-{
-    char full[12000], path[] = "/tmp/fs-pipe-err-XXXXXX";
-    int fd = mkstemp(path);
-    close(fd);
-    snprintf(full, sizeof full, "%s 2> %s", cmd, path);
-    int st = system(full);
-    FILE *f = fopen(path, "r");
-    size_t k = f ? fread(err, 1, errn - 1, f) : 0;
-    err[k] = '\0';
-    if (f) fclose(f);
-    unlink(path);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 START_TEST(eval_reference_perplexity)
 {
     const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
@@ -380,7 +342,7 @@ START_TEST(eval_reference_perplexity)
     snprintf(js, sizeof js, "%s/eval.json", tmp);       /* per run: suites may run side by side */
     snprintf(cmd, sizeof cmd, "'%s' eval --model '%s/data/stories260K' --tokens '%s/data/wikitext2/wiki.test.stories260K.u32' "
              "--act-dtype f32 --json --quiet > '%s'", bin, sh, sh, js);
-    ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 0);
     FILE *f = fopen(js, "r");
     ck_assert_ptr_nonnull(f);
     size_t k = fread(out, 1, sizeof out - 1, f);
@@ -430,7 +392,7 @@ START_TEST(bad_calibration_input)
         }
         snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s/data/stories260K' --out '%s' --calib '%s' %s",
                  bin, sh, outd, p, cases[i].flags);
-        int code = run_cmd(cmd, err, sizeof err);
+        int code = t_run_cmd(cmd, err, sizeof err);
         ck_assert_msg(code == 2, "%s: exit %d (%s)", cases[i].what, code, err);
         ck_assert_msg(strstr(err, "forge-stream: error:") && strstr(err, cases[i].expect), "%s: '%s'", cases[i].what, err);
         struct stat st;
@@ -444,7 +406,7 @@ START_TEST(bad_calibration_input)
     fclose(f);
     snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s/data/stories260K' --out '%s' --calib '%s/data/wikitext2/wiki.test.stories260K.u32' "
              "--samples 2 --seq-len 64", bin, sh, outd, sh);
-    ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 2);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 2);
     ck_assert_ptr_nonnull(strstr(err, "not empty"));
     struct stat st;
     ck_assert_int_eq(stat(p, &st), 0);
@@ -468,7 +430,7 @@ START_TEST(profile_of_a_run)
     snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s/data/stories260K' --out '%s' --calib "
              "'%s/data/wikitext2/wiki.test.stories260K.u32' --samples 8 --seq-len 128 --profile '%s' --timings '%s'",
              bin, sh, out, sh, prof, tim);
-    ck_assert_int_eq(run_cmd(cmd, err, sizeof err), 0);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 0);
     ck_assert_ptr_nonnull(strstr(err, "overlap ratio"));                 /* the end table */
     json_error_t je;
     json_t *root = json_load_file(prof, 0, &je);

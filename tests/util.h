@@ -108,6 +108,14 @@ static inline double t_loss(const float *W, const float *D, const float *H, int 
     return (double)tot;
 }
 
+/* tests/helpers.c: runs cmd through the shell with stderr captured into err
+ * (NUL-terminated, truncated to errn); returns the exit code, -1 if killed. */
+int t_run_cmd(const char *cmd, char *err, size_t errn);
+/* y = w * x / sqrt(mean(x^2) + eps) per row of x [n, d], in double. */
+void t_rmsnorm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y);
+/* ||H - X^T X||_F / ||X^T X||_F for the f32 H [d, d] and double X [n, d]. */
+double t_hess_rel(const float *H, const double *X, int64_t n, int64_t d);
+
 /* A fresh temporary folder (mkdtemp under $TMPDIR or /tmp); caller frees. */
 char *t_tmpdir(void);
 /* rm -rf of a folder made by t_tmpdir. */
