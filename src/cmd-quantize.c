@@ -7,6 +7,7 @@
  *    nearest from its weights alone, one linear resident at a time.
  * Output in the forge or gptq format; everything else is copied (FP8
  * dequantized to BF16). */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <sys/stat.h>
@@ -146,6 +147,29 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
     return fs_quant_opts_check(ctx, &a->q);
 }
 
+/* Removes what a run left in its work folder (activation boundaries, the
+ * lock file) and the folder itself when it is the default one: without
+ * resume (a later issue) nothing there can be used again. */
+static void clean_work(const char *work, int is_default, const char *out)
+{
+    DIR *d = work[0] ? opendir(work) : NULL;
+    struct dirent *e;
+    char path[4500];
+    while (d && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        int ours = !strcmp(e->d_name, "lock") ||
+                   (!strncmp(e->d_name, "act-", 4) && (strstr(e->d_name, ".fsa") != NULL));
+        if (!ours || n > 255) continue;
+        snprintf(path, sizeof path, "%s/%s", work, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    if (is_default) {
+        rmdir(work);
+        rmdir(out);                              /* only if this run left it empty */
+    }
+}
+
 /* Is `name` described by the model (a linear weight or another tensor)? */
 static int described(const fs_model *m, const char *name)
 {
@@ -226,6 +250,8 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
 
 int cmd_quantize(int argc, char **argv)
 {
+    int lock_fd = -1;                            /* the work folder's lock, held to the end */
+    char work[4200] = "";                        /* the work folder, once chosen */
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     qargs a = {0};
@@ -280,6 +306,13 @@ int cmd_quantize(int argc, char **argv)
             fs_plan_free(&pl);
         }
     }
+    /* an explicit work folder is locked before anything is written (the default
+     * one lives inside --out, which must be empty anyway) */
+    if (rc == FS_OK && a.calib && a.work) {
+        if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
+            rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
+        if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
+    }
     if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
     if (rc != FS_OK) { fs_fwd_free(&fw); fs_tokens_free(&tk); free(ids); goto out; }
     code = FS_EXIT_RUNTIME;
@@ -287,15 +320,16 @@ int cmd_quantize(int argc, char **argv)
            m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.rtn ? "rtn" : "gptq", a.q.bits,
            (long long)a.q.group_size, a.q.sym ? "sym" : "asym", a.q.act_order ? " act-order" : "",
            a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
-    char work[4200] = "";
+    fs_signals_install();                        /* SIGINT/SIGTERM: stop between linears */
     fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
         snprintf(work, sizeof work, "%s", a.work ? a.work : a.out);
         if (!a.work) strncat(work, "/.forge-work", sizeof work - strlen(work) - 1);
-        if (mkdir(work, 0755) != 0 && errno != EEXIST)
+        if (lock_fd < 0 && mkdir(work, 0755) != 0 && errno != EEXIST)
             rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", work, strerror(errno));
+        if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, work, &lock_fd);   /* one run per folder */
         fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work, a.policy, a.min_expert_tokens, &rep, NULL};
         po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
         double tw = fs_now();
@@ -303,12 +337,7 @@ int cmd_quantize(int argc, char **argv)
         if (rc == FS_OK) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
         if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);
         fs_trace_free(po.trace);
-        if (rc == FS_OK) {                       /* no boundary is needed any more */
-            char last[4300];
-            snprintf(last, sizeof last, "%s/act-%04d.fsa", work, m->nlayers);
-            unlink(last);
-            rmdir(work);
-        }
+        if (rc == FS_OK) clean_work(work, !a.work, a.out);   /* no boundary is needed any more */
     } else {
         rc = run(&ctx, &a, c, m, o);
     }
@@ -331,8 +360,14 @@ int cmd_quantize(int argc, char **argv)
     json_decref(extra);
     if (rc == FS_OK) code = FS_EXIT_OK;
 out:
-    fs_out_abort(o);
-    if (rc != FS_OK) {
+    fs_out_abort(o);                             /* removes staged and partial shards */
+    if (rc != FS_OK && work[0] && lock_fd >= 0) clean_work(work, !a.work, a.out);   /* ours only */
+    if (lock_fd >= 0) close(lock_fd);
+    if (rc == FS_ERR_ABORTED) {
+        fprintf(stderr, "forge-stream: %s: stopped; %s holds no finished checkpoint (its partial shards were "
+                "removed). This version cannot resume a run yet: run the same command again.\n", ctx.errmsg, a.out);
+        code = 128 + fs_interrupted();           /* 130 for SIGINT, 143 for SIGTERM */
+    } else if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
         if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
     }

@@ -1,6 +1,7 @@
 /* ctx.c: the context struct, status names, error recording, logging, checked
  * size arithmetic.  The context is the only mutable state a run has. */
 #define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,29 @@
 #include <time.h>
 
 #include "fs.h"
+
+/* The one global: a signal handler can reach nothing else (see fs.h). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+void fs_signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int fs_interrupted(void)
+{
+    return (int)stop_signal;
+}
 
 const char *fs_status_str(fs_status st)
 {

@@ -12,6 +12,32 @@
 
 #include "fs.h"
 
+fs_status fs_lock_folder(fs_ctx *ctx, const char *dir, int *fd_out)
+{
+    char path[4200];
+    *fd_out = -1;
+    snprintf(path, sizeof path, "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &fl) != 0) {
+        int e = errno;
+        struct flock who = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+        long pid = (e == EAGAIN || e == EACCES) && fcntl(fd, F_GETLK, &who) == 0 && who.l_type != F_UNLCK
+                       ? (long)who.l_pid : -1;
+        close(fd);
+        if (pid > 0)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "--work %s is in use by process %ld (another quantize run); "
+                              "wait for it or choose another folder", dir, pid);
+        return fs_ctx_err(ctx, FS_ERR_IO, "%s: cannot lock: %s", path, strerror(e));
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) { /* informative only */ }
+    *fd_out = fd;
+    return FS_OK;
+}
+
 fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path)
 {
     char *copy = strdup(path);

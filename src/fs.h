@@ -69,6 +69,18 @@ fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path);
  * naming the file, FS_ERR_NOMEM. */
 fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n);
 
+/* Takes an exclusive fcntl lock on dir/lock (held until *fd_out is closed,
+ * or the process ends).  FS_ERR_USAGE naming the holder's pid when another
+ * process holds it; FS_ERR_IO. */
+fs_status fs_lock_folder(fs_ctx *ctx, const char *dir, int *fd_out);
+
+/* Signals: SIGINT / SIGTERM set a process-wide flag (the only state outside
+ * fs_ctx, since a handler can reach nothing else); long loops poll it and stop
+ * with FS_ERR_ABORTED.  fs_signals_install cannot fail. */
+void fs_signals_install(void);
+/* The signal received (SIGINT, SIGTERM), or 0. */
+int fs_interrupted(void);
+
 /* Checked size arithmetic: return 0 and set *out, or return -1 on overflow. */
 int fs_mul_size(size_t a, size_t b, size_t *out);
 /* malloc of a*b bytes with overflow check; NULL on overflow or failure. */

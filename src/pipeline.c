@@ -257,6 +257,9 @@ static fs_status hadd(pstate *p, void *hess, const float *x, int64_t n)
 static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
 {
     const fs_mlinear *x = &p->L->lin[i];
+    if (fs_interrupted())
+        return fs_ctx_err(p->ctx, FS_ERR_ABORTED, "interrupted by signal %d in model.layers.%d", fs_interrupted(),
+                          p->L->index);
     float *W = *fs_lw_weight(p->w, i);
     fs_layer_result r;
     fs_quant_opts q = p->po->q;
@@ -575,6 +578,10 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     double t0 = fs_now(), wait_s = 0.0;
     for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
+        if (fs_interrupted()) {
+            rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
+            break;
+        }
         fs_lw w;
         double tl = fs_now();
         if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */

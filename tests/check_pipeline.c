@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "util.h"
 #include "../src/backend.h"
@@ -466,6 +469,67 @@ START_TEST(profile_of_a_run)
 }
 END_TEST
 
+/* A work folder in use is refused naming the holder; SIGTERM in the middle of
+ * a run stops it with 143 and leaves no output folder behind. */
+START_TEST(lock_and_signal)
+{
+    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    char *tmp = t_tmpdir(), model[4300], cmd[20000], err[4096], p[4400];
+    snprintf(model, sizeof model, "%s/m", tmp);
+    int g = gen("llama", model, "--layers 6 --hidden 768 --intermediate 2048 --heads 12 --vocab 512");
+    if (g < 0 || !bin || !sh) {
+        printf("check_pipeline: FS_GEN_TINY/FS_BIN/FS_SHARED unset, lock and signal skipped\n");
+        t_rmdir(tmp); free(tmp); return;
+    }
+    ck_assert_int_eq(g, 0);
+    /* the lock: held here, so the binary (another process) must refuse */
+    snprintf(p, sizeof p, "%s/w", tmp);
+    ck_assert_int_eq(mkdir(p, 0755), 0);
+    snprintf(p, sizeof p, "%s/w/lock", tmp);
+    int fd = open(p, O_RDWR | O_CREAT, 0644);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    ck_assert_int_eq(fcntl(fd, F_SETLK, &fl), 0);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/o1' --work '%s/w' --calib "
+             "'%s/data/wikitext2/wiki.test.stories260K.u32' --samples 4 --seq-len 128", bin, model, tmp, tmp, sh);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 2);
+    char want[64];
+    snprintf(want, sizeof want, "in use by process %ld", (long)getpid());
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    struct stat st;
+    snprintf(p, sizeof p, "%s/o1", tmp);
+    ck_assert_int_ne(stat(p, &st), 0);
+    close(fd);
+    /* SIGTERM once the first layer boundary exists */
+    snprintf(cmd, sizeof cmd, "exec '%s' quantize --model '%s' --out '%s/o2' --calib "
+             "'%s/data/wikitext2/wiki.test.stories260K.u32' --samples 16 --seq-len 256 2> '%s/err'",
+             bin, model, tmp, sh, tmp);
+    pid_t pid = fork();
+    if (pid == 0) { execl("/bin/sh", "sh", "-c", cmd, (char *)NULL); _exit(127); }
+    snprintf(p, sizeof p, "%s/o2/.forge-work/act-0001.fsa", tmp);
+    int seen = 0;
+    for (int i = 0; i < 3000 && !seen; i++) {         /* up to 30 s */
+        seen = stat(p, &st) == 0;
+        if (!seen) usleep(10000);
+    }
+    ck_assert_msg(seen, "the run never reached its first layer boundary");
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 143);
+    snprintf(p, sizeof p, "%s/o2", tmp);
+    ck_assert_msg(stat(p, &st) != 0, "an interrupted run left %s behind", p);
+    snprintf(p, sizeof p, "%s/err", tmp);
+    FILE *f = fopen(p, "r");
+    size_t k = f ? fread(err, 1, sizeof err - 1, f) : 0;
+    err[k] = '\0';
+    if (f) fclose(f);
+    ck_assert_msg(strstr(err, "interrupted by signal 15"), "%s", err);
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_pipeline(void)
 {
     Suite *s = suite_create("pipeline");
@@ -482,6 +546,7 @@ Suite *fs_suite_pipeline(void)
     tcase_add_test(tc, bad_calibration_input);
     tcase_add_test(tc, eval_reference_perplexity);
     tcase_add_test(tc, profile_of_a_run);
+    tcase_add_test(tc, lock_and_signal);
     suite_add_tcase(s, tc);
     return s;
 }
