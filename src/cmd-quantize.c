@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +171,38 @@ static void clean_work(const char *work, int is_default, const char *out)
     }
 }
 
+/* Pre-flight: the disk of --out (and of --work) must hold the output and two
+ * activation boundaries (the next is written before the previous is removed).
+ * An obvious shortfall is refused before any work, with the bytes needed. */
+static fs_status preflight_disk(fs_ctx *ctx, const qargs *a, const fs_plan *pl)
+{
+    uint64_t out = pl->global_bytes, act = 0;
+    for (int l = 0; l < pl->nlayers; l++) {
+        const fs_plan_layer *r = &pl->layers[l];
+        out += r->write_bytes > r->act_bytes ? r->write_bytes - r->act_bytes : 0;
+        act = r->act_bytes > act ? r->act_bytes : act;
+    }
+    const char *dirs[2] = {a->out, a->work ? a->work : a->out};
+    uint64_t need[2] = {out + (a->work ? 0 : 2 * act), 2 * act};
+    for (int i = 0; i < (a->work ? 2 : 1); i++) {
+        char probe[4200], b1[32], b2[32];
+        struct statvfs sv;
+        snprintf(probe, sizeof probe, "%s", dirs[i]);
+        while (statvfs(probe, &sv) != 0) {           /* not created yet: ask its parent */
+            char *slash = strrchr(probe, '/');
+            if (!slash) { snprintf(probe, sizeof probe, "."); continue; }
+            if (slash == probe) { probe[1] = '\0'; if (statvfs(probe, &sv) != 0) return FS_OK; break; }
+            *slash = '\0';
+        }
+        uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+        if (need[i] > avail)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s: the disk has %s free, this run needs about %s "
+                              "(the output and two activation boundaries)", i ? "--work" : "--out", dirs[i],
+                              fs_plan_fmt_bytes(b1, sizeof b1, avail), fs_plan_fmt_bytes(b2, sizeof b2, need[i]));
+    }
+    return FS_OK;
+}
+
 /* Is `name` described by the model (a linear weight or another tensor)? */
 static int described(const fs_model *m, const char *name)
 {
@@ -294,6 +327,7 @@ int cmd_quantize(int argc, char **argv)
         po.bits = a.q.bits;
         po.group_size = a.q.group_size;
         if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
+            rc = preflight_disk(&ctx, &a, &pl);
             for (int l = 0; rc == FS_OK && l < pl.nlayers; l++)
                 if (pl.layers[l].spilled) {
                     char b1[32], b2[32];

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -229,8 +230,25 @@ typedef struct pstate {
     const char *worst_name;
     int nq, retries, fallbacks;
     double tfwd;             /* start of the forward time not yet traced */
+    double t_start;          /* when the first layer started (for the ETA) */
+    int nlayers;
     int64_t hin;             /* width of the Hessian being accumulated */
 } pstate;
+
+/* On a terminal (and not --quiet): one line redrawn in place with the layer,
+ * the stage, the ETA from the layers done so far and the peak memory.  The
+ * per-layer log lines stay, so a log file gets only those. */
+static void progress(const pstate *p, const char *what)
+{
+    if (p->ctx->quiet || !isatty(2)) return;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const int l = p->L->index, n = p->nlayers;
+    double el = fs_now() - p->t_start, eta = l > 0 ? el / l * (n - l) : 0.0;
+    fprintf(stderr, "\r[%3d/%3d] model.layers.%d  %-22s  ETA %s%.0f s  peak RSS %.2f GB\033[K", l + 1, n, l, what,
+            l > 0 ? "" : "~", eta, (double)ru.ru_maxrss / 1e6);
+    fflush(stderr);
+}
 
 /* The forward time since tfwd goes to the trace; the clock restarts. */
 static void fwd_mark(pstate *p)
@@ -416,6 +434,10 @@ static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H
 /* A pass that captures, then the quantization of linears [i0, i1) with it. */
 static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
 {
+    char what[64];
+    const char *nm = strrchr(p->L->lin[i0].name, '.');
+    snprintf(what, sizeof what, "%s%s", nm ? nm + 1 : p->L->lin[i0].name, i1 - i0 > 1 ? " ..." : "");
+    progress(p, what);
     float *H = NULL;
     fs_status rc = capture(p, stage, s, in, &H);
     for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H, 0);
@@ -600,7 +622,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
         fs_lr_release(lr, l);
         if (rc != FS_OK) break;
-        pstate p = {ctx, f, po, o, wr, L, &w, x, nseq, T, bseq, 0, 0, "", 0, 0, 0, 0.0, 0};
+        pstate p = {.ctx = ctx, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+                    .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers};
         const int64_t qs = f->nh * f->hd;
         const int g0 = w.g0;
         if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
@@ -623,10 +646,12 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32, po->trace);
         fs_lw_free(&w);
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
-        if (rc == FS_OK)
+        if (rc == FS_OK) {
+            if (!ctx->quiet && isatty(2)) fputs("\r\033[K", stderr);   /* the progress line gives way */
             fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
                    l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
                    p.fallbacks ? "  RTN FALLBACK" : "", fs_now() - tl, fs_now() - t0);
+        }
     }
     /* MTP layers: never run by the forward, so never calibrated: copied as they are */
     for (int l = m->nlayers; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {

@@ -530,6 +530,37 @@ START_TEST(lock_and_signal)
 }
 END_TEST
 
+/* Pre-flight: a disk that obviously cannot hold the output is refused before
+ * any work (a 1 MB tmpfs when this test may mount one; skipped otherwise). */
+START_TEST(preflight_full_disk)
+{
+    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    if (!bin || !sh) { printf("check_pipeline: FS_BIN/FS_SHARED unset, pre-flight skipped\n"); return; }
+    char *tmp = t_tmpdir(), mnt[4300], cmd[20000], err[4096];
+    snprintf(mnt, sizeof mnt, "%s/small", tmp);
+    ck_assert_int_eq(mkdir(mnt, 0755), 0);
+    snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=1M tmpfs '%s' 2>/dev/null", mnt);
+    if (system(cmd) != 0) {
+        printf("check_pipeline: cannot mount a small tmpfs here, pre-flight disk test skipped\n");
+        t_rmdir(tmp); free(tmp); return;
+    }
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s/data/stories260K' --out '%s/out' --calib "
+             "'%s/data/wikitext2/wiki.test.stories260K.u32' --samples 64 --seq-len 256", bin, sh, mnt, sh);
+    int code = t_run_cmd(cmd, err, sizeof err);
+    char probe[4400];
+    snprintf(probe, sizeof probe, "%s/out", mnt);
+    struct stat st;
+    int created = stat(probe, &st) == 0;
+    snprintf(cmd, sizeof cmd, "umount '%s'", mnt);
+    if (system(cmd) != 0) printf("check_pipeline: could not unmount %s\n", mnt);
+    ck_assert_int_eq(code, 2);
+    ck_assert_msg(strstr(err, "free") && strstr(err, "needs about"), "%s", err);
+    ck_assert_msg(!created, "the refused run created its output folder");
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_pipeline(void)
 {
     Suite *s = suite_create("pipeline");
@@ -547,6 +578,7 @@ Suite *fs_suite_pipeline(void)
     tcase_add_test(tc, eval_reference_perplexity);
     tcase_add_test(tc, profile_of_a_run);
     tcase_add_test(tc, lock_and_signal);
+    tcase_add_test(tc, preflight_full_disk);
     suite_add_tcase(s, tc);
     return s;
 }
