@@ -35,7 +35,7 @@ static const char usage[] =
     "  --gpu-mem SIZE       GPU memory budget; plans the GPU backend (Hessians, solver and\n"
     "                       expert waves on the GPU).  Without it the CPU backend is planned\n"
     "  --disk-gbps F        disk rate in GB/s, shared by reads and writes (default 7)\n"
-    "  --tflops F           effective compute rate (default 0.2 on CPU, 400 with --gpu-mem)\n"
+    "  --tflops F           effective compute rate (default 0.2 on CPU, 50 with --gpu-mem: F32 work)\n"
     "  --pcie-gbps F        host <-> GPU rate in GB/s (default 25)\n"
     "  --bits N             output bits, for the bytes written (default 4)\n"
     "  --group-size N       output group size, a multiple of 32 or -1 (default 128)\n"

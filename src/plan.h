@@ -60,7 +60,7 @@ extern "C" {
 
 #define FS_PLAN_HOST_MARGIN 0.10      /* detected host memory less this fraction */
 #define FS_PLAN_CPU_TFLOPS 0.2        /* default effective rates */
-#define FS_PLAN_GPU_TFLOPS 400.0
+#define FS_PLAN_GPU_TFLOPS 50.0        /* F32 GEMMs: the solver and Hessians are F32, TF32 off */
 
 typedef struct fs_plan_opts {
     int64_t samples, seq_len;  /* calibration windows, tokens per window */
