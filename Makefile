@@ -95,9 +95,6 @@ $(BUILD)/bench-prefetch: $(BUILD)/tools/bench-prefetch.o $(LIB)
 $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/demo-input: $(BUILD)/tools/demo-input.o $(LIB)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
-
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
 
