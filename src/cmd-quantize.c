@@ -322,7 +322,7 @@ int cmd_quantize(int argc, char **argv)
         fs_plan_opts_default(&po);
         po.samples = a.samples;
         po.seq_len = a.seq_len;
-        po.act_bytes = 4;              /* this version keeps the boundary in f32 (bf16-rounded) */
+        po.act_bytes = a.act_f32 ? 4 : 2;  /* calibration activations: bf16 by default, f32 on request */
         po.host_mem = a.host_mem;
         po.bits = a.q.bits;
         po.group_size = a.q.group_size;

@@ -161,8 +161,38 @@ static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_
     return fs_writer_submit(ctx, wr, run_tensor, j, free_tensor, bytes);
 }
 
+/* The calibration activations of every token, between layers and mid-layer:
+ * BF16 (default: what the design budgets, half the memory) or F32.  Passes
+ * load a batch of rows into F32 scratch and store back what they changed. */
+typedef struct acts {
+    float *f;                /* [n, H] when act_f32 */
+    uint16_t *b;             /* [n, H] BF16 otherwise */
+    int64_t H;
+} acts;
+
+static void acts_load(const acts *a, int64_t row0, int64_t n, float *dst)
+{
+    const size_t k = (size_t)(n * a->H);
+    if (a->f) { memcpy(dst, a->f + row0 * a->H, sizeof(float) * k); return; }
+    const uint16_t *src = a->b + row0 * a->H;
+    for (size_t i = 0; i < k; i++) dst[i] = fs_bf16_to_f32(src[i]);
+}
+
+/* Stores rows (rounded to BF16 in BF16 mode; src is rounded in place too, so
+ * the caller goes on with exactly what later passes will load). */
+static void acts_store(acts *a, int64_t row0, int64_t n, float *src)
+{
+    const size_t k = (size_t)(n * a->H);
+    if (a->f) { memcpy(a->f + row0 * a->H, src, sizeof(float) * k); return; }
+    uint16_t *dst = a->b + row0 * a->H;
+    for (size_t i = 0; i < k; i++) {
+        dst[i] = fs_f32_to_bf16(src[i]);
+        src[i] = fs_bf16_to_f32(dst[i]);
+    }
+}
+
 /* The boundary after layer l: x [n, H] as bf16 (or f32) rows in work/act-<l+1>.fsa. */
-static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, int l, const float *x,
+static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, int l, const acts *x,
                                 int64_t n, int64_t H, int f32, fs_trace *tr)
 {
     job_act *j = calloc(1, sizeof *j);
@@ -179,11 +209,8 @@ static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, in
     if (j->prev) snprintf(j->prev, pl, "%s/act-%04d.fsa", work, l);
     j->nrows = (uint64_t)n;
     j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
-    if (f32) memcpy(j->rows, x, sizeof(float) * (size_t)(n * H));
-    else {
-        uint16_t *b = j->rows;
-        for (int64_t i = 0; i < n * H; i++) b[i] = fs_f32_to_bf16(x[i]);   /* exact: x is bf16-rounded */
-    }
+    if (f32) memcpy(j->rows, x->f, sizeof(float) * (size_t)(n * H));
+    else memcpy(j->rows, x->b, sizeof(uint16_t) * (size_t)(n * H));
     return fs_writer_submit(ctx, wr, run_act, j, free_act, (uint64_t)n * j->row_bytes);
 }
 
@@ -224,7 +251,7 @@ typedef struct pstate {
     fs_writer *wr;
     const fs_mlayer *L;
     fs_lw *w;
-    float *x;
+    acts *x;
     int64_t nseq, T, bseq;
     double worst, sum;       /* relative losses of the layer */
     const char *worst_name;
@@ -329,6 +356,7 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
 typedef struct scratch {
     float *xn, *q, *k, *v, *att, *g, *u, *o;
     float *xg;               /* MoE: gathered rows [n, H] */
+    float *xb;               /* the batch's activations in F32 [n, H] */
     fs_mla_buf mb;           /* DeepSeek MLA activations */
 } scratch;
 
@@ -337,6 +365,7 @@ static void scratch_free(scratch *s)
     free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
     free(s->xg);
     fs_mla_buf_free(&s->mb);
+    free(s->xb);
 }
 
 static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
@@ -352,7 +381,8 @@ static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s
     s->u = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
     s->o = fs_alloc2((size_t)n, (size_t)f->H * 4);
     s->xg = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o || !s->xg) {
+    s->xb = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o || !s->xg || !s->xb) {
         scratch_free(s);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
     }
@@ -380,7 +410,8 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
-        float *x = p->x + s0 * p->T * H;
+        float *x = s->xb;
+        acts_load(p->x, s0 * p->T, n, x);
         if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
             if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
@@ -400,6 +431,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
             if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
             fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
+            acts_store(p->x, s0 * p->T, n, x);                              /* (rounded as stored) */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
             rc = hadd(p, hess, s->xn, n);
             continue;
@@ -411,7 +443,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
         if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
         fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
         for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
-        if (!p->po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+        acts_store(p->x, s0 * p->T, n, x);                                  /* the next layer's input */
     }
     fwd_mark(p);
     return rc;
@@ -462,8 +494,7 @@ static fs_status expert_hess(pstate *p, scratch *s, int e, const int32_t *rows, 
     fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
     for (int64_t r0 = 0; rc == FS_OK && r0 < nr; r0 += chunk) {
         const int64_t nb = nr - r0 < chunk ? nr - r0 : chunk;
-        for (int64_t r = 0; r < nb; r++)
-            memcpy(s->xg + r * Hd, p->x + (int64_t)rows[r0 + r] * Hd, sizeof(float) * (size_t)Hd);
+        for (int64_t r = 0; r < nb; r++) acts_load(p->x, rows[r0 + r], 1, s->xg + r * Hd);
         fs_fwd_rmsnorm(s->xg, p->w->post_norm, nb, Hd, f->eps, s->xg);
         if (!down) { rc = hadd(p, hs, s->xg, nb); continue; }
         fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nb, Hd, Ie, s->g);
@@ -510,7 +541,8 @@ static fs_status moe_layer(pstate *p, scratch *s)
     /* R: routing by the f32 router, batch by batch as the final pass does */
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        fs_fwd_rmsnorm(p->x + s0 * p->T * H, p->w->post_norm, nb, H, f->eps, s->xn);
+        acts_load(p->x, s0 * p->T, nb, s->xb);
+        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, H, f->eps, s->xn);
         rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
     }
     if (rc != FS_OK) goto out;
@@ -562,11 +594,12 @@ static fs_status moe_layer(pstate *p, scratch *s)
     /* E: x += MoE(norm(x)) with the quantized experts */
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        float *x = p->x + s0 * p->T * H;
+        float *x = s->xb;
+        acts_load(p->x, s0 * p->T, nb, x);
         fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
         if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
         for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
-        if (!po->act_f32) fs_fwd_round_bf16(x, (size_t)(nb * H));
+        acts_store(p->x, s0 * p->T, nb, x);
     }
 out:
     free(Hx); free(idx); free(rows); free(wt); free(count); free(under);
@@ -579,12 +612,22 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
 {
     const int64_t H = f->H, n = nseq * T;
     fs_qinfo none = {0};
-    float *E = NULL, *x = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
-    if (!x) return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
+    float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
+    acts xs = {NULL, NULL, H};
+    acts *x = &xs;
+    if (po->act_f32) xs.f = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
+    else xs.b = fs_alloc2((size_t)n, (size_t)H * sizeof(uint16_t));
+    if ((!xs.f && !xs.b) || !row) {
+        free(xs.f); free(xs.b); free(row);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
+    }
     fs_status rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
-    for (int64_t i = 0; rc == FS_OK && i < n; i++) memcpy(x + i * H, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
+    for (int64_t i = 0; rc == FS_OK && i < n; i++) {
+        memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
+        acts_store(x, i, 1, row);
+    }
     free(E);
-    if (rc == FS_OK && !po->act_f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+    free(row);
     fs_writer *wr = NULL;
     uint64_t pending = (uint64_t)(n * H) * 4 + (64ull << 20);
     if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
@@ -689,6 +732,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     fs_writer_free(NULL, wr);      /* after an error: drops what is queued */
     scratch_free(&s);
-    free(x);
+    free(xs.f);
+    free(xs.b);
     return rc;
 }
