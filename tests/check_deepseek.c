@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "util.h"
 #include "../src/backend.h"
 #include "../src/moe.h"
@@ -33,7 +34,6 @@
 #define HESS_REL 1e-5    /* f32 pipeline vs double naive forward, Frobenius relative */
 #define ROUTE_GAP 1e-5   /* the naive routing must not hinge on a closer score gap */
 #define NLL_TOL 1e-5     /* eval (f32 activations) vs naive double NLL, absolute in nats */
-#define MAXREC 96
 
 static int gen(const char *type, const char *extra, const char *dir)
 {
@@ -43,90 +43,6 @@ static int gen(const char *type, const char *extra, const char *dir)
     snprintf(cmd, sizeof cmd, "'%s' --type %s %s --out '%s' --shards 2 --dtype f32 > /dev/null", bin, type, extra,
              dir);
     return system(cmd) == 0 ? 0 : 1;
-}
-
-typedef struct rec {
-    int n;
-    char name[MAXREC][128];
-    int layer[MAXREC];
-    double loss[MAXREC], rtn[MAXREC];
-    float *H[MAXREC];
-    int64_t in[MAXREC];
-    float *dq[MAXREC];
-    int64_t dqn[MAXREC];
-} rec;
-
-static void on_linear(void *arg, int layer, const char *name, const float *H, int64_t in,
-                      const fs_layer_result *r)
-{
-    rec *c = arg;
-    ck_assert_int_lt(c->n, MAXREC);
-    int i = c->n++;
-    snprintf(c->name[i], sizeof c->name[i], "%s", name);
-    c->layer[i] = layer;
-    c->loss[i] = r->loss;
-    c->rtn[i] = r->rtn_loss;
-    c->in[i] = in;
-    c->H[i] = malloc(sizeof(float) * (size_t)(in * in));
-    memcpy(c->H[i], H, sizeof(float) * (size_t)(in * in));
-    c->dqn[i] = r->rows * r->cols;
-    c->dq[i] = malloc(sizeof(float) * (size_t)c->dqn[i]);
-    memcpy(c->dq[i], r->dequant, sizeof(float) * (size_t)c->dqn[i]);
-}
-
-static void rec_free(rec *c)
-{
-    for (int i = 0; i < c->n; i++) { free(c->H[i]); free(c->dq[i]); }
-}
-
-static int rec_find(const rec *c, const char *name)
-{
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->name[i], name)) return i;
-    ck_abort_msg("no record of %s", name);
-    return -1;
-}
-
-static void run_pipeline(const char *src, const char *dst, int64_t nseq, int64_t T, const uint32_t *ids,
-                         rec *r, int64_t minr, fs_moe_report *rep)
-{
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    ctx.quiet = 1;
-    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, &ctx.be), FS_OK);
-    fs_ckpt *c = NULL;
-    fs_model *m = NULL;
-    fs_fwd f;
-    ck_assert_msg(fs_ckpt_open(&ctx, src, &c) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_model_from_config(&ctx, c->config, "config.json", &m) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_fwd_init(&ctx, c->config, m, &f) == FS_OK, "%s", ctx.errmsg);
-    fs_pipe_opts po;
-    memset(&po, 0, sizeof po);
-    fs_quant_opts_default(&po.q);
-    po.q.bits = 4;
-    po.q.group_size = 32;
-    po.q.sym = 0;
-    po.q.act_order = 1;
-    po.act_f32 = 1;
-    po.batch_tokens = 2 * T;                 /* several batches, several expert chunks */
-    po.on_linear = on_linear;
-    po.arg = r;
-    po.expert_policy = FS_EXPERT_ALL_TOKENS;
-    po.min_expert_tokens = minr;
-    po.moe_report = rep;
-    rep->policy = FS_EXPERT_ALL_TOKENS;
-    rep->min_tokens = minr;
-    fs_outckpt *o = NULL;
-    ck_assert_int_eq(fs_out_open(&ctx, dst, 0, 0, FS_FMT_FORGE, &po.q, &o), FS_OK);
-    ck_assert_msg(fs_pipeline_run(&ctx, c, m, &f, ids, nseq, T, &po, o) == FS_OK, "%s", ctx.errmsg);
-    json_t *extra = fs_moe_report_json(rep, m);
-    ck_assert_ptr_nonnull(extra);
-    ck_assert_msg(fs_out_finish(&ctx, o, c->config, c->dir, extra) == FS_OK, "%s", ctx.errmsg);
-    json_decref(extra);
-    fs_fwd_free(&f);
-    fs_model_free(m);
-    fs_ckpt_close(c);
-    fs_backend_free(ctx.be);
 }
 
 /* ---- a naive DeepSeek forward in double ---------------------------------- */
@@ -228,16 +144,6 @@ static void nm_open(nmodel *nm, const char *dir)
     nm->scale = 1.0 / sqrt((double)(nm->nope + nm->rope)) * (mad != 0 ? yarn_m(factor, mad) * yarn_m(factor, mad) : 1);
 }
 
-static void lin(const double *x, const double *W, int64_t n, int64_t in, int64_t out, double *y)
-{
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t o = 0; o < out; o++) {
-            double s = 0;
-            for (int64_t i = 0; i < in; i++) s += x[r * in + i] * W[o * in + i];
-            y[r * out + o] = s;
-        }
-}
-
 /* Interleaved rope on v[rope] at position p. */
 static void nrope(const nmodel *nm, double *v, int64_t p)
 {
@@ -274,19 +180,19 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
         snprintf(b, sizeof b, "model.layers.%d.self_attn.q_a_layernorm.weight", l);
         double *qn = nv(nm, b);
         cq = malloc(sizeof(double) * n * nm->qr);
-        lin(xn, Wa, n, H, nm->qr, cq);
+        t_lin(xn, Wa, NULL, n, H, nm->qr, cq);
         t_rmsnorm(cq, qn, n, nm->qr, 1e-6, cq);
-        lin(cq, Wb, n, nm->qr, nh * qk, Q);
+        t_lin(cq, Wb, NULL, n, nm->qr, nh * qk, Q);
         free(Wa); free(Wb); free(qn);
     } else {
         snprintf(b, sizeof b, "model.layers.%d.self_attn.q_proj", l);
         double *Wq = nw(nm, b, NULL, NULL);
-        lin(xn, Wq, n, H, nh * qk, Q);
+        t_lin(xn, Wq, NULL, n, H, nh * qk, Q);
         free(Wq);
     }
     snprintf(b, sizeof b, "model.layers.%d.self_attn.kv_a_proj_with_mqa", l);
     double *Wkva = nw(nm, b, NULL, NULL), *ckv = malloc(sizeof(double) * n * kc);
-    lin(xn, Wkva, n, H, kc, ckv);
+    t_lin(xn, Wkva, NULL, n, H, kc, ckv);
     double *c = malloc(sizeof(double) * n * nm->kvr);
     for (int64_t t = 0; t < n; t++) memcpy(c + t * nm->kvr, ckv + t * kc, sizeof(double) * nm->kvr);
     snprintf(b, sizeof b, "model.layers.%d.self_attn.kv_a_layernorm.weight", l);
@@ -294,7 +200,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     t_rmsnorm(c, kn, n, nm->kvr, 1e-6, c);
     snprintf(b, sizeof b, "model.layers.%d.self_attn.kv_b_proj", l);
     double *Wkvb = nw(nm, b, NULL, NULL), *KV = malloc(sizeof(double) * n * nh * (nope + vh));
-    lin(c, Wkvb, n, nm->kvr, nh * (nope + vh), KV);
+    t_lin(c, Wkvb, NULL, n, nm->kvr, nh * (nope + vh), KV);
     for (int64_t t = 0; t < n; t++) {
         for (int64_t h = 0; h < nh; h++) nrope(nm, Q + t * nh * qk + h * qk + nope, t % T);
         nrope(nm, ckv + t * kc + nm->kvr, t % T);
@@ -332,7 +238,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
     }
     snprintf(b, sizeof b, "model.layers.%d.self_attn.o_proj", l);
     double *Wo = nw(nm, b, NULL, NULL), *ao = malloc(sizeof(double) * n * H);
-    lin(A, Wo, n, nh * vh, H, ao);
+    t_lin(A, Wo, NULL, n, nh * vh, H, ao);
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
     snprintf(b, sizeof b, "model.layers.%d.post_attention_layernorm.weight", l);
     double *wpost = nv(nm, b);
@@ -353,10 +259,10 @@ static void n_mlp(nmodel *nm, const char *pre, const double *xn, int64_t n, doub
     snprintf(b, sizeof b, "%s.down_proj", pre);
     double *Wd = nw(nm, b, NULL, NULL);
     double *G = malloc(sizeof(double) * (n * I + 1)), *U = malloc(sizeof(double) * (n * I + 1));
-    lin(xn, Wg, n, nm->H, I, G);
-    lin(xn, Wu, n, nm->H, I, U);
+    t_lin(xn, Wg, NULL, n, nm->H, I, G);
+    t_lin(xn, Wu, NULL, n, nm->H, I, U);
     for (int64_t i = 0; i < n * I; i++) G[i] = G[i] / (1 + exp(-G[i])) * U[i];
-    lin(G, Wd, n, I, nm->H, y);
+    t_lin(G, Wd, NULL, n, I, nm->H, y);
     if (act) *act = G;
     else free(G);
     free(Wg); free(Wu); free(Wd); free(U);
@@ -373,7 +279,7 @@ static double n_route_core(const nmodel *nm, const double *R, const double *bias
     double *s = malloc(sizeof(double) * E), *sel = malloc(sizeof(double) * E), gs[64];
     int *used = malloc(sizeof(int) * E), keep[64];
     for (int64_t t = 0; t < n; t++) {
-        lin(xn + t * nm->H, R, 1, nm->H, E, s);
+        t_lin(xn + t * nm->H, R, NULL, 1, nm->H, E, s);
         if (nm->v3) {
             for (int64_t e = 0; e < E; e++) {
                 s[e] = 1 / (1 + exp(-s[e]));
@@ -471,16 +377,16 @@ static void n_ffn(nmodel *nm, int l, const double *xn, double *x, int64_t n)
     free(y);
 }
 
-static void check_h(const rec *r, const char *name, const double *X, int64_t n)
+static void check_h(const t_rec *r, const char *name, const double *X, int64_t n)
 {
-    int i = rec_find(r, name);
+    int i = t_rec_find(r, name);
     double rel = t_hess_rel(r->H[i], X, n, r->in[i]);
     ck_assert_msg(rel < HESS_REL, "%s: Hessian off by %g (%lld rows)", name, rel, (long long)n);
 }
 
-static void same_h(const rec *r, const char *a, const char *b)
+static void same_h(const t_rec *r, const char *a, const char *b)
 {
-    int i = rec_find(r, a), j = rec_find(r, b);
+    int i = t_rec_find(r, a), j = t_rec_find(r, b);
     ck_assert_int_eq(r->in[i], r->in[j]);
     ck_assert_msg(!memcmp(r->H[i], r->H[j], sizeof(float) * (size_t)(r->in[i] * r->in[i])), "%s and %s: Hessians differ",
                   a, b);
@@ -500,10 +406,10 @@ static void family(const char *type, const char *extra)
     uint32_t ids[4 * 32];
     t_rng rg = {17};
     for (int i = 0; i < n; i++) ids[i] = t_next(&rg) % 90;
-    rec r;
+    t_rec r;
     memset(&r, 0, sizeof r);
     fs_moe_report rep = {0};
-    run_pipeline(src, dst, nseq, T, ids, &r, minr, &rep);
+    t_run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, FS_EXPERT_ALL_TOKENS, minr, &rep);
 
     nmodel nm;
     nm_open(&nm, dst);                            /* the quantized weights, read back */
@@ -650,7 +556,7 @@ static void family(const char *type, const char *extra)
     free(x); free(xn); free(E); free(Xe); free(idx); free(wt);
     fs_ckpt_close(nm.c);
     fs_moe_report_free(&rep);
-    rec_free(&r);
+    t_rec_free(&r);
     t_rmdir(tmp);
     free(tmp);
 }
@@ -761,7 +667,7 @@ static void eval_family(const char *type, const char *extra)
     t_rmsnorm(x, fn, n, H, nm.eps, xn);
     for (int64_t s = 0; s < nseq; s++)
         for (int64_t t = 0; t + 1 < T; t++) {
-            lin(xn + (s * T + t) * H, Wh, 1, H, V, lg);
+            t_lin(xn + (s * T + t) * H, Wh, NULL, 1, H, V, lg);
             double mx = -1e300, z = 0;
             for (int64_t v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
             for (int64_t v = 0; v < V; v++) z += exp(lg[v] - mx);

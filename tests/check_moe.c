@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "util.h"
 #include "../src/backend.h"
 #include "../src/moe.h"
@@ -25,7 +26,6 @@
 #define HESS_REL 1e-4    /* f32 pipeline vs double naive forward, Frobenius relative */
 #define ROUTE_GAP 1e-5   /* the naive routing must not hinge on a closer probability gap */
 #define NLL_TOL 2e-5     /* eval (f32 activations) vs naive double NLL, absolute in nats */
-#define MAXREC 128
 
 static int gen(const char *type, const char *dir)
 {
@@ -34,89 +34,6 @@ static int gen(const char *type, const char *dir)
     char cmd[9000];
     snprintf(cmd, sizeof cmd, "'%s' --type %s --out '%s' --shards 2 --dtype f32 > /dev/null", bin, type, dir);
     return system(cmd) == 0 ? 0 : 1;
-}
-
-typedef struct rec {
-    int n;
-    char name[MAXREC][128];
-    double loss[MAXREC], rtn[MAXREC];
-    float *H[MAXREC];
-    int64_t in[MAXREC];
-    float *dq[MAXREC];
-    int64_t dqn[MAXREC];
-} rec;
-
-static void on_linear(void *arg, int layer, const char *name, const float *H, int64_t in,
-                      const fs_layer_result *r)
-{
-    (void)layer;
-    rec *c = arg;
-    if (c->n >= MAXREC) return;
-    int i = c->n++;
-    snprintf(c->name[i], sizeof c->name[i], "%s", name);
-    c->loss[i] = r->loss;
-    c->rtn[i] = r->rtn_loss;
-    c->in[i] = in;
-    c->H[i] = malloc(sizeof(float) * (size_t)(in * in));
-    memcpy(c->H[i], H, sizeof(float) * (size_t)(in * in));
-    c->dqn[i] = r->rows * r->cols;
-    c->dq[i] = malloc(sizeof(float) * (size_t)c->dqn[i]);
-    memcpy(c->dq[i], r->dequant, sizeof(float) * (size_t)c->dqn[i]);
-}
-
-static void rec_free(rec *c)
-{
-    for (int i = 0; i < c->n; i++) { free(c->H[i]); free(c->dq[i]); }
-}
-
-static int rec_find(const rec *c, const char *name)
-{
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->name[i], name)) return i;
-    ck_abort_msg("no record of %s", name);
-    return -1;
-}
-
-static void run_pipeline(const char *src, const char *dst, int64_t nseq, int64_t T, const uint32_t *ids,
-                         rec *r, fs_expert_policy pol, int64_t minr, fs_moe_report *rep)
-{
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    ctx.quiet = 1;
-    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, &ctx.be), FS_OK);
-    fs_ckpt *c = NULL;
-    fs_model *m = NULL;
-    fs_fwd f;
-    ck_assert_msg(fs_ckpt_open(&ctx, src, &c) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_model_from_config(&ctx, c->config, "config.json", &m) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_fwd_init(&ctx, c->config, m, &f) == FS_OK, "%s", ctx.errmsg);
-    fs_pipe_opts po;
-    memset(&po, 0, sizeof po);
-    fs_quant_opts_default(&po.q);
-    po.q.bits = 4;
-    po.q.group_size = 32;
-    po.q.sym = 0;
-    po.q.act_order = 1;
-    po.act_f32 = 1;
-    po.batch_tokens = 2 * T;                 /* several batches, several expert chunks */
-    po.on_linear = on_linear;
-    po.arg = r;
-    po.expert_policy = pol;
-    po.min_expert_tokens = minr;
-    po.moe_report = rep;
-    rep->policy = pol;
-    rep->min_tokens = minr;
-    fs_outckpt *o = NULL;
-    ck_assert_int_eq(fs_out_open(&ctx, dst, 0, 0, FS_FMT_FORGE, &po.q, &o), FS_OK);
-    ck_assert_msg(fs_pipeline_run(&ctx, c, m, &f, ids, nseq, T, &po, o) == FS_OK, "%s", ctx.errmsg);
-    json_t *extra = fs_moe_report_json(rep, m);
-    ck_assert_ptr_nonnull(extra);
-    ck_assert_msg(fs_out_finish(&ctx, o, c->config, c->dir, extra) == FS_OK, "%s", ctx.errmsg);
-    json_decref(extra);
-    fs_fwd_free(&f);
-    fs_model_free(m);
-    fs_ckpt_close(c);
-    fs_backend_free(ctx.be);
 }
 
 /* ---- a naive forward in double ------------------------------------------- */
@@ -194,16 +111,6 @@ static int is_moe_layer(const nmodel *nm, int l)
     return 1;
 }
 
-static void lin(const double *x, const double *W, const double *b, int64_t n, int64_t in, int64_t out, double *y)
-{
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t o = 0; o < out; o++) {
-            double s = b ? b[o] : 0;
-            for (int64_t i = 0; i < in; i++) s += x[r * in + i] * W[o * in + i];
-            y[r * out + o] = s;
-        }
-}
-
 /* x += attention of layer l (in place); xn gets norm(x) after it (post-norm). */
 static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, int64_t T)
 {
@@ -221,7 +128,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
         snprintf(b, sizeof b, "model.layers.%d.self_attn.%s", l, nmz[j]);
         double *W = nw(nm, b, &o, &in), *bias = NULL;
         if (nm->q2m) { strcat(b, ".bias"); bias = nv(nm, b); }
-        lin(xn, W, bias, n, H, o, P[j]);
+        t_lin(xn, W, bias, n, H, o, P[j]);
         free(W); free(bias);
     }
     double *qn = NULL, *kn = NULL;
@@ -263,7 +170,7 @@ static void n_attention(nmodel *nm, int l, double *x, double *xn, int64_t nseq, 
         }
     snprintf(b, sizeof b, "model.layers.%d.self_attn.o_proj", l);
     double *Wo = nw(nm, b, NULL, NULL), *ao = malloc(sizeof(double) * n * H);
-    lin(A, Wo, NULL, n, nh * hd, H, ao);
+    t_lin(A, Wo, NULL, n, nh * hd, H, ao);
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
     snprintf(b, sizeof b, "model.layers.%d.post_attention_layernorm.weight", l);
     double *wpost = nv(nm, b);
@@ -285,10 +192,10 @@ static void n_mlp(nmodel *nm, const char *pre, const char *gn, const char *un, c
     snprintf(b, sizeof b, "%s.%s", pre, dn);
     double *Wd = nw(nm, b, NULL, NULL);
     double *G = malloc(sizeof(double) * (n * I + 1)), *U = malloc(sizeof(double) * (n * I + 1));
-    lin(xn, Wg, NULL, n, nm->H, I, G);
-    lin(xn, Wu, NULL, n, nm->H, I, U);
+    t_lin(xn, Wg, NULL, n, nm->H, I, G);
+    t_lin(xn, Wu, NULL, n, nm->H, I, U);
     for (int64_t i = 0; i < n * I; i++) G[i] = G[i] / (1 + exp(-G[i])) * U[i];
-    lin(G, Wd, NULL, n, I, nm->H, y);
+    t_lin(G, Wd, NULL, n, I, nm->H, y);
     if (act) *act = G;
     else free(G);
     free(Wg); free(Wu); free(Wd); free(U);
@@ -310,7 +217,7 @@ static double n_route(nmodel *nm, int l, const double *xn, int64_t n, int *idx, 
     double *p = malloc(sizeof(double) * E);
     int *used = malloc(sizeof(int) * E);
     for (int64_t t = 0; t < n; t++) {
-        lin(xn + t * nm->H, R, NULL, 1, nm->H, E, p);
+        t_lin(xn + t * nm->H, R, NULL, 1, nm->H, E, p);
         double mx = -1e300, s = 0, tot = 0;
         for (int64_t e = 0; e < E; e++) mx = p[e] > mx ? p[e] : mx;
         for (int64_t e = 0; e < E; e++) { p[e] = exp(p[e] - mx); s += p[e]; }
@@ -390,10 +297,10 @@ static void family(const char *type)
     uint32_t ids[4 * 32];
     t_rng rg = {11};
     for (int i = 0; i < n; i++) ids[i] = t_next(&rg) % 90;
-    rec r;
+    t_rec r;
     memset(&r, 0, sizeof r);
     fs_moe_report rep = {0};
-    run_pipeline(src, dst, nseq, T, ids, &r, FS_EXPERT_ALL_TOKENS, 8, &rep);
+    t_run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, FS_EXPERT_ALL_TOKENS, 8, &rep);
 
     nmodel nm;
     nm_open(&nm, dst);                            /* the quantized weights, read back */
@@ -414,7 +321,7 @@ static void family(const char *type)
     char pre[256], nmx[300];
     if (nm.q2m) {
         snprintf(nmx, sizeof nmx, "model.layers.%d.mlp.shared_expert.gate_proj", lm);
-        double rel = t_hess_rel(r.H[rec_find(&r, nmx)], xn, n, H);
+        double rel = t_hess_rel(r.H[t_rec_find(&r, nmx)], xn, n, H);
         ck_assert_msg(rel < HESS_REL, "%s: shared expert gate/up Hessian off by %g", type, rel);
     }
     int64_t total = 0;
@@ -427,9 +334,9 @@ static void family(const char *type)
         total += ne;
         expert_prefix(&nm, lm, e, pre, sizeof pre);
         snprintf(nmx, sizeof nmx, "%s.%s", pre, nm.mixtral ? "w1" : "gate_proj");
-        int ig = rec_find(&r, nmx);
+        int ig = t_rec_find(&r, nmx);
         snprintf(nmx, sizeof nmx, "%s.%s", pre, nm.mixtral ? "w3" : "up_proj");
-        int iu = rec_find(&r, nmx);
+        int iu = t_rec_find(&r, nmx);
         ck_assert_msg(!memcmp(r.H[ig], r.H[iu], sizeof(float) * H * H), "%s: gate and up Hessians differ", pre);
         double rel = t_hess_rel(r.H[ig], Xe, ne, H);
         ck_assert_msg(rel < HESS_REL, "%s: gate/up Hessian off by %g (%lld tokens)", pre, rel, (long long)ne);
@@ -437,7 +344,7 @@ static void family(const char *type)
         n_mlp(&nm, pre, nm.mixtral ? "w1" : "gate_proj", nm.mixtral ? "w3" : "up_proj",
               nm.mixtral ? "w2" : "down_proj", Xe, ne, y, &act);
         snprintf(nmx, sizeof nmx, "%s.%s", pre, nm.mixtral ? "w2" : "down_proj");
-        int id = rec_find(&r, nmx);
+        int id = t_rec_find(&r, nmx);
         rel = t_hess_rel(r.H[id], act, ne, r.in[id]);
         ck_assert_msg(rel < HESS_REL, "%s: down Hessian off by %g", pre, rel);
         free(act); free(y);
@@ -462,7 +369,7 @@ static void family(const char *type)
     free(x); free(xn); free(E); free(idx); free(wt); free(Xe);
     fs_ckpt_close(nm.c);
     fs_moe_report_free(&rep);
-    rec_free(&r);
+    t_rec_free(&r);
     t_rmdir(tmp);
     free(tmp);
 }
@@ -491,10 +398,10 @@ START_TEST(starved_expert_policies)
     const fs_expert_policy pols[3] = {FS_EXPERT_RTN, FS_EXPERT_ALL_TOKENS, FS_EXPERT_SHARED};
     for (int pi = 0; pi < 3; pi++) {
         snprintf(dst, sizeof dst, "%s/out%d", tmp, pi);
-        rec r;
+        t_rec r;
         memset(&r, 0, sizeof r);
         fs_moe_report rep = {0};
-        run_pipeline(src, dst, nseq, T, ids, &r, pols[pi], 0, &rep);
+        t_run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, pols[pi], 0, &rep);
         ck_assert_int_eq(rep.n, 2);
         int starved = -1, fed = -1;
         for (int e = 0; e < 4; e++) {
@@ -507,11 +414,11 @@ START_TEST(starved_expert_policies)
         char nm[300], base[200];
         snprintf(base, sizeof base, "model.layers.0.block_sparse_moe.experts.%d", starved);
         snprintf(nm, sizeof nm, "%s.w1", base);
-        int ig = rec_find(&r, nm);
+        int ig = t_rec_find(&r, nm);
         snprintf(nm, sizeof nm, "%s.w2", base);
-        int id = rec_find(&r, nm);
+        int id = t_rec_find(&r, nm);
         snprintf(nm, sizeof nm, "model.layers.0.block_sparse_moe.experts.%d.w1", fed);
-        const float *Hfed = r.H[rec_find(&r, nm)];       /* = X^T X of every token */
+        const float *Hfed = r.H[t_rec_find(&r, nm)];       /* = X^T X of every token */
         double num = 0, den = 0;
         for (int64_t i = 0; i < 64 * 64; i++) {
             num += ((double)r.H[ig][i] - Hfed[i]) * ((double)r.H[ig][i] - Hfed[i]);
@@ -549,7 +456,7 @@ START_TEST(starved_expert_policies)
         ck_assert_int_eq(json_integer_value(json_array_get(c0, starved)), 0);
         json_decref(cfg);
         fs_moe_report_free(&rep);
-        rec_free(&r);
+        t_rec_free(&r);
     }
     (void)K;
     /* through the binary: the log names the expert and the policy */
@@ -619,7 +526,7 @@ static void eval_family(const char *type)
     t_rmsnorm(x, fn, n, H, nm.eps, xn);
     for (int64_t s = 0; s < nseq; s++)
         for (int64_t t = 0; t + 1 < T; t++) {
-            lin(xn + (s * T + t) * H, Wh, NULL, 1, H, V, lg);
+            t_lin(xn + (s * T + t) * H, Wh, NULL, 1, H, V, lg);
             double mx = -1e300, z = 0;
             for (int64_t v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
             for (int64_t v = 0; v < V; v++) z += exp(lg[v] - mx);

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "record.h"
 #include "util.h"
 #include "../src/backend.h"
 #include "../src/pipeline.h"
@@ -34,84 +35,6 @@ static int gen(const char *type, const char *dir, const char *extra)
     char cmd[9000];
     snprintf(cmd, sizeof cmd, "'%s' --type %s --out '%s' --shards 2 %s > /dev/null", bin, type, dir, extra);
     return system(cmd) == 0 ? 0 : 1;
-}
-
-typedef struct rec {
-    int n;
-    char name[64][128];
-    int layer[64];
-    double loss[64], rtn[64];
-    float *H[64];
-    int64_t in[64];
-    float *dq[64];
-    int64_t dqn[64];
-} rec;
-
-static void on_linear(void *arg, int layer, const char *name, const float *H, int64_t in,
-                      const fs_layer_result *r)
-{
-    rec *c = arg;
-    if (c->n >= 64) return;
-    int i = c->n++;
-    snprintf(c->name[i], sizeof c->name[i], "%s", name);
-    c->layer[i] = layer;
-    c->loss[i] = r->loss;
-    c->rtn[i] = r->rtn_loss;
-    c->in[i] = in;
-    c->H[i] = malloc(sizeof(float) * (size_t)(in * in));
-    memcpy(c->H[i], H, sizeof(float) * (size_t)(in * in));
-    c->dqn[i] = r->rows * r->cols;
-    c->dq[i] = malloc(sizeof(float) * (size_t)c->dqn[i]);
-    memcpy(c->dq[i], r->dequant, sizeof(float) * (size_t)c->dqn[i]);
-}
-
-static void rec_free(rec *c)
-{
-    for (int i = 0; i < c->n; i++) { free(c->H[i]); free(c->dq[i]); }
-}
-
-static const float *rec_H(const rec *c, const char *name)
-{
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->name[i], name)) return c->H[i];
-    return NULL;
-}
-
-/* Quantizes a generated model through the pipeline into dst. */
-static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
-                         uint32_t *ids, rec *r, const char *work)
-{
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    ctx.quiet = 1;
-    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, &ctx.be), FS_OK);
-    fs_ckpt *c = NULL;
-    fs_model *m = NULL;
-    fs_fwd f;
-    ck_assert_msg(fs_ckpt_open(&ctx, src, &c) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_model_from_config(&ctx, c->config, "config.json", &m) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_fwd_init(&ctx, c->config, m, &f) == FS_OK, "%s", ctx.errmsg);
-    fs_pipe_opts po;
-    memset(&po, 0, sizeof po);
-    fs_quant_opts_default(&po.q);
-    po.q.bits = 4;
-    po.q.group_size = 32;
-    po.q.sym = 0;
-    po.q.act_order = 1;
-    po.q.gptq_v1 = fmt == FS_FMT_GPTQ;
-    po.act_f32 = 1;
-    po.batch_tokens = 2 * T;                 /* several batches: accumulation across them */
-    po.on_linear = on_linear;
-    po.arg = r;
-    po.work = work;
-    fs_outckpt *o = NULL;
-    ck_assert_int_eq(fs_out_open(&ctx, dst, 0, 0, fmt, &po.q, &o), FS_OK);
-    ck_assert_msg(fs_pipeline_run(&ctx, c, m, &f, ids, nseq, T, &po, o) == FS_OK, "%s", ctx.errmsg);
-    ck_assert_msg(fs_out_finish(&ctx, o, c->config, c->dir, NULL) == FS_OK, "%s", ctx.errmsg);
-    fs_fwd_free(&f);
-    fs_model_free(m);
-    fs_ckpt_close(c);
-    fs_backend_free(ctx.be);
 }
 
 /* ---- a naive forward in double ------------------------------------------- */
@@ -140,17 +63,6 @@ static double *load_v(fs_ckpt *c, const char *name, int64_t n)
     return d;
 }
 
-static void lin(const double *x, const double *W, int64_t n, int64_t in, int64_t out, double *y)
-{
-    for (int64_t r = 0; r < n; r++)
-        for (int64_t o = 0; o < out; o++) {
-            double s = 0;
-            for (int64_t i = 0; i < in; i++) s += x[r * in + i] * W[o * in + i];
-            y[r * out + o] = s;
-        }
-}
-
-/* relative Frobenius distance of the pipeline's f32 H and X^T X of double X */
 START_TEST(hessians_match_naive_forward)
 {
     char *tmp = t_tmpdir(), src[4200], dst[4200];
@@ -163,9 +75,9 @@ START_TEST(hessians_match_naive_forward)
     uint32_t ids[5 * 24];
     t_rng rg = {5};
     for (int i = 0; i < n; i++) ids[i] = t_next(&rg) % 90;
-    rec r;
+    t_rec r;
     memset(&r, 0, sizeof r);
-    run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL);
+    t_run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, FS_EXPERT_ALL_TOKENS, 0, NULL);
 
     /* the model: config values read here from config.json */
     fs_ctx ctx;
@@ -204,7 +116,7 @@ START_TEST(hessians_match_naive_forward)
     double *win = load_v(c, "model.layers.0.input_layernorm.weight", H);
     double *wpost = load_v(c, "model.layers.0.post_attention_layernorm.weight", H);
     t_rmsnorm(x, win, n, H, eps, xn);
-    double rel = t_hess_rel(rec_H(&r, "model.layers.0.self_attn.q_proj"), xn, n, H);
+    double rel = t_hess_rel(t_rec_H(&r, "model.layers.0.self_attn.q_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "q/k/v Hessian off by %g", rel);
     int64_t o1, i1;
     double *Wq = load_w(q, &qi, "model.layers.0.self_attn.q_proj", &o1, &i1);
@@ -212,9 +124,9 @@ START_TEST(hessians_match_naive_forward)
     double *Wv = load_w(q, &qi, "model.layers.0.self_attn.v_proj", &o1, &i1);
     double *Q = malloc(sizeof(double) * n * nh * hd), *K = malloc(sizeof(double) * n * nkv * hd);
     double *V = malloc(sizeof(double) * n * nkv * hd), *A = calloc(n * nh * hd, sizeof(double));
-    lin(xn, Wq, n, H, nh * hd, Q);
-    lin(xn, Wk, n, H, nkv * hd, K);
-    lin(xn, Wv, n, H, nkv * hd, V);
+    t_lin(xn, Wq, NULL, n, H, nh * hd, Q);
+    t_lin(xn, Wk, NULL, n, H, nkv * hd, K);
+    t_lin(xn, Wv, NULL, n, H, nkv * hd, V);
     for (int64_t t = 0; t < n; t++) {             /* rotate half */
         int64_t p = t % T;
         for (int64_t h = 0; h < nh + nkv; h++) {
@@ -244,29 +156,29 @@ START_TEST(hessians_match_naive_forward)
                         A[(s * T + i) * nh * hd + h * hd + e] += sc[j] / sum * V[(s * T + j) * nkv * hd + kh * hd + e];
             }
         }
-    rel = t_hess_rel(rec_H(&r, "model.layers.0.self_attn.o_proj"), A, n, nh * hd);
+    rel = t_hess_rel(t_rec_H(&r, "model.layers.0.self_attn.o_proj"), A, n, nh * hd);
     ck_assert_msg(rel < HESS_REL, "o_proj Hessian off by %g", rel);
     double *Wo = load_w(q, &qi, "model.layers.0.self_attn.o_proj", &o1, &i1);
     double *ao = malloc(sizeof(double) * n * H);
-    lin(A, Wo, n, nh * hd, H, ao);
+    t_lin(A, Wo, NULL, n, nh * hd, H, ao);
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
     t_rmsnorm(x, wpost, n, H, eps, xn);
-    rel = t_hess_rel(rec_H(&r, "model.layers.0.mlp.gate_proj"), xn, n, H);
+    rel = t_hess_rel(t_rec_H(&r, "model.layers.0.mlp.gate_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "gate/up Hessian off by %g", rel);
     int64_t I;
     double *Wg = load_w(q, &qi, "model.layers.0.mlp.gate_proj", &I, &i1);
     double *Wu = load_w(q, &qi, "model.layers.0.mlp.up_proj", &I, &i1);
     double *G = malloc(sizeof(double) * n * I), *U = malloc(sizeof(double) * n * I);
-    lin(xn, Wg, n, H, I, G);
-    lin(xn, Wu, n, H, I, U);
+    t_lin(xn, Wg, NULL, n, H, I, G);
+    t_lin(xn, Wu, NULL, n, H, I, U);
     for (int64_t i = 0; i < n * I; i++) G[i] = G[i] / (1 + exp(-G[i])) * U[i];
-    rel = t_hess_rel(rec_H(&r, "model.layers.0.mlp.down_proj"), G, n, I);
+    rel = t_hess_rel(t_rec_H(&r, "model.layers.0.mlp.down_proj"), G, n, I);
     ck_assert_msg(rel < HESS_REL, "down Hessian off by %g", rel);
     free(E); free(x); free(xn); free(win); free(wpost); free(Wq); free(Wk); free(Wv); free(Q); free(K);
     free(V); free(A); free(Wo); free(ao); free(Wg); free(Wu); free(G); free(U);
     fs_ckpt_close(c);
     fs_ckpt_close(q);
-    rec_free(&r);
+    t_rec_free(&r);
     t_rmdir(tmp);
     free(tmp);
 }
@@ -284,12 +196,12 @@ static void family(const char *type, fs_format fmt)
     uint32_t ids[8 * 48];
     t_rng rg = {9};
     for (int i = 0; i < nseq * T; i++) ids[i] = t_next(&rg) % 90;
-    rec r;
+    t_rec r;
     memset(&r, 0, sizeof r);
     char work[4300];
     snprintf(work, sizeof work, "%s/work", tmp);
     ck_assert_int_eq(mkdir(work, 0755), 0);
-    run_pipeline(src, dst, fmt, nseq, T, ids, &r, work);
+    t_run_pipeline(src, dst, fmt, nseq, T, ids, &r, work, FS_EXPERT_ALL_TOKENS, 0, NULL);
     ck_assert_int_eq(r.n, 14);                       /* 2 layers x 7 linears */
     /* the activation cache holds the last boundary only, complete and intact */
     char a1[4400], a2[4400];
@@ -321,7 +233,7 @@ static void family(const char *type, fs_format fmt)
         free(D);
     }
     fs_ckpt_close(q);
-    rec_free(&r);
+    t_rec_free(&r);
     t_rmdir(tmp);
     free(tmp);
 }

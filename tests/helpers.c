@@ -33,6 +33,16 @@ void t_rmsnorm(const double *x, const double *w, int64_t n, int64_t d, double ep
     }
 }
 
+void t_lin(const double *x, const double *W, const double *b, int64_t n, int64_t in, int64_t out, double *y)
+{
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t o = 0; o < out; o++) {
+            double s = b ? b[o] : 0;
+            for (int64_t i = 0; i < in; i++) s += x[r * in + i] * W[o * in + i];
+            y[r * out + o] = s;
+        }
+}
+
 double t_hess_rel(const float *H, const double *X, int64_t n, int64_t d)
 {
     double num = 0, den = 0;

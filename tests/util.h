@@ -113,6 +113,8 @@ static inline double t_loss(const float *W, const float *D, const float *H, int 
 int t_run_cmd(const char *cmd, char *err, size_t errn);
 /* y = w * x / sqrt(mean(x^2) + eps) per row of x [n, d], in double. */
 void t_rmsnorm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y);
+/* y [n, out] = x [n, in] W^T (+ b when b is not NULL), W [out, in], in double. */
+void t_lin(const double *x, const double *W, const double *b, int64_t n, int64_t in, int64_t out, double *y);
 /* ||H - X^T X||_F / ||X^T X||_F for the f32 H [d, d] and double X [n, d]. */
 double t_hess_rel(const float *H, const double *X, int64_t n, int64_t d);
 
