@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@
 #include "pipeline.h"
 #include "moe.h"
 #include "plan.h"
+#include "journal.h"
+#include "resume.h"
 
 static const char usage[] =
     "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
@@ -41,9 +44,9 @@ static const char usage[] =
     "  --profile FILE       Chrome trace-event JSON of the run (Perfetto, chrome://tracing):\n"
     "                       one track per stage, spans per layer with bytes and FLOPs\n"
     "  --timings FILE       one JSON line per layer and stage: seconds, bytes, GB/s, GFLOP/s\n"
-    "  --work DIR           activation cache (each layer's output, LZ4 chunks with\n"
-    "                       checksums; only the latest kept; removed at the end);\n"
-    "                       default OUT/.forge-work\n"
+    "  --work DIR           the run's journal and activation cache (each layer's\n"
+    "                       output, LZ4 chunks with checksums; only the latest kept);\n"
+    "                       removed at the end; default OUT/.forge-work\n"
     "  --host-mem SIZE      host memory budget (default: physical memory less 10%%); a\n"
     "                       budget that cannot hold the largest layer is refused up front\n"
     "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
@@ -52,6 +55,14 @@ static const char usage[] =
     "  --overwrite          replace a checkpoint already in --out\n"
     "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
     "  --quiet              no log lines\n"
+    "\n"
+    "Resume: a run with --calib keeps a journal in its work folder; killed at any\n"
+    "moment (kill -9, power loss, a full disk), it goes on where it stopped with\n"
+    "  forge-stream --resume --work DIR   (or: forge-stream quantize --resume --out OUT\n"
+    "                       for the default OUT/.forge-work); every option comes from\n"
+    "                       the journal (a conflicting flag is an error), committed\n"
+    "                       files are checked, and the output is byte-identical to\n"
+    "                       an uninterrupted run on the same backend\n"
     "\n"
     "MoE models (each expert's gate/up Hessian comes from the tokens routed to it,\n"
     "its down Hessian from its own intermediate activations; the counts per expert\n"
@@ -71,7 +82,9 @@ static const char usage[] =
     "\n";
 
 typedef struct qargs {
-    const char *model, *out, *method, *calib, *work, *profile, *timings;
+    const char *model, *out, *method, *calib, *work, *profile, *timings, *backend_name;
+    int resume, finished;
+    uint64_t need_out, need_work;   /* disk the plan says the run needs (for ENOSPC messages) */
     int64_t samples, seq_len;
     uint64_t seed, host_mem;
     int act_f32;
@@ -101,6 +114,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { *help = 1; return FS_OK; }
         if (!strcmp(f, "--quiet")) { ctx->quiet = 1; continue; }
         if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
+        if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
@@ -126,7 +140,10 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
             if (fs_expert_policy_parse(v, &a->policy))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--expert-policy '%s': must be rtn, all-tokens or shared", v);
         }
-        else if (!strcmp(f, "--backend")) { if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc; }
+        else if (!strcmp(f, "--backend")) {
+            if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc;
+            a->backend_name = v;
+        }
         else if (!strcmp(f, "--method")) {
             if (strcmp(v, "rtn") && strcmp(v, "gptq"))
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--method '%s': must be rtn or gptq", v);
@@ -139,6 +156,9 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
             if ((rc = fs_arg_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
         } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);
     }
+    a->q.rtn = strcmp(a->method, "rtn") == 0;
+    a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
+    if (a->resume) return fs_quant_opts_check(ctx, &a->q);   /* the rest comes from the journal */
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
     if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");
     if (strcmp(a->method, "rtn") != 0 && !a->calib)
@@ -148,23 +168,15 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
     return fs_quant_opts_check(ctx, &a->q);
 }
 
-/* Removes what a run left in its work folder (activation boundaries, the
- * lock file) and the folder itself when it is the default one: without
- * resume (a later issue) nothing there can be used again. */
+/* Removes the work folder's files (journal, boundaries, lock) and the
+ * folder itself when it is the default one (the run is over). */
 static void clean_work(const char *work, int is_default, const char *out)
 {
-    DIR *d = work[0] ? opendir(work) : NULL;
-    struct dirent *e;
+    if (!work[0]) return;
     char path[4500];
-    while (d && (e = readdir(d))) {
-        size_t n = strlen(e->d_name);
-        int ours = !strcmp(e->d_name, "lock") ||
-                   (!strncmp(e->d_name, "act-", 4) && (strstr(e->d_name, ".fsa") != NULL));
-        if (!ours || n > 255) continue;
-        snprintf(path, sizeof path, "%s/%s", work, e->d_name);
-        unlink(path);
-    }
-    if (d) closedir(d);
+    fs_rj_remove(work);
+    snprintf(path, sizeof path, "%s/lock", work);
+    unlink(path);
     if (is_default) {
         rmdir(work);
         rmdir(out);                              /* only if this run left it empty */
@@ -174,7 +186,7 @@ static void clean_work(const char *work, int is_default, const char *out)
 /* Pre-flight: the disk of --out (and of --work) must hold the output and two
  * activation boundaries (the next is written before the previous is removed).
  * An obvious shortfall is refused before any work, with the bytes needed. */
-static fs_status preflight_disk(fs_ctx *ctx, const qargs *a, const fs_plan *pl)
+static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
 {
     uint64_t out = pl->global_bytes, act = 0;
     for (int l = 0; l < pl->nlayers; l++) {
@@ -184,6 +196,9 @@ static fs_status preflight_disk(fs_ctx *ctx, const qargs *a, const fs_plan *pl)
     }
     const char *dirs[2] = {a->out, a->work ? a->work : a->out};
     uint64_t need[2] = {out + (a->work ? 0 : 2 * act), 2 * act};
+    a->need_out = need[0];
+    a->need_work = a->work ? need[1] : 0;
+    if (a->resume) return FS_OK;                 /* the disk already holds part of the run */
     for (int i = 0; i < (a->work ? 2 : 1); i++) {
         char probe[4200], b1[32], b2[32];
         struct statvfs sv;
@@ -281,29 +296,251 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
     return rc;
 }
 
+/* ---- the journal's view of the options ------------------------------------ */
+
+/* Every option that shapes the output, defaults filled in: two runs with the
+ * same config write the same bytes (on one backend). */
+static json_t *config_json(const qargs *a)
+{
+    const fs_quant_opts *q = &a->q;
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
+                     " s:b, s:b, s:i, s:f, s:s, s:I}",
+                     "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
+                     "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
+                     "calib_seed", (json_int_t)a->seed, "method", a->method, "act_dtype", a->act_f32 ? "f32" : "bf16",
+                     "format", a->fmt == FS_FMT_GPTQ ? "gptq" : "forge",
+                     "max_shard_size", (json_int_t)(a->max_shard ? a->max_shard : FS_DEFAULT_MAX_SHARD),
+                     "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
+                     "grid", q->grid == FS_GRID_MSE ? "mse" : "absmax", "grid_shrink", (double)q->shrink,
+                     "grid_n", q->grid_n, "grid_norm", (double)q->norm, "act_order", q->act_order,
+                     "static_groups", q->static_groups, "block", q->block, "damp", q->damp,
+                     "expert_policy", fs_expert_policy_name(a->policy), "min_expert_tokens",
+                     (json_int_t)a->min_expert_tokens);
+}
+
+/* Flags that do not touch the output: free to differ on --resume. */
+static int free_flag(const char *f, int *has_value)
+{
+    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend"};
+    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h"};
+    for (size_t i = 0; i < sizeof with / sizeof *with; i++)
+        if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
+    for (size_t i = 0; i < sizeof without / sizeof *without; i++)
+        if (!strcmp(f, without[i])) { *has_value = 0; return 1; }
+    return 0;
+}
+
+/* The user's flags as the journal keeps them: free flags dropped, the paths
+ * of --model, --out and --calib made absolute (a resume may run elsewhere). */
+static json_t *argv_json(int argc, char **argv, const qargs *a)
+{
+    json_t *j = json_array();
+    for (int i = 1; j && i < argc; i++) {
+        int hv = 0;
+        if (free_flag(argv[i], &hv)) { i += hv; continue; }
+        const char *v = argv[i];
+        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib")))
+            v = !strcmp(argv[i - 1], "--model") ? a->model : !strcmp(argv[i - 1], "--out") ? a->out : a->calib;
+        if (json_array_append_new(j, json_string(v))) { json_decref(j); return NULL; }
+    }
+    return j;
+}
+
+/* --model, --out and --calib as absolute paths (buffers of PATH_MAX). */
+static fs_status absolute_paths(fs_ctx *ctx, qargs *a, char *model, char *out, char *calib)
+{
+    if (!realpath(a->model, model)) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model %s: %s", a->model, strerror(errno));
+    if (a->calib && !realpath(a->calib, calib)) return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib %s: %s", a->calib, strerror(errno));
+    if (!realpath(a->out, out)) {                 /* not created yet: its parent then */
+        char tmp[PATH_MAX + 8];
+        snprintf(tmp, sizeof tmp, "%s", a->out);
+        char *slash = strrchr(tmp, '/');
+        const char *base = slash ? slash + 1 : tmp;
+        if (strlen(base) >= PATH_MAX - 1) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
+        if (slash == tmp) {
+            out[0] = '/';
+            memcpy(out + 1, base, strlen(base) + 1);
+        } else {
+            if (slash) *slash = '\0';
+            char parent[PATH_MAX];
+            if (!realpath(slash ? tmp : ".", parent))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: %s", a->out, strerror(errno));
+            if (snprintf(out, PATH_MAX, "%s/%s", parent, base) >= PATH_MAX)
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
+        }
+    }
+    a->model = model;
+    a->out = out;
+    if (a->calib) a->calib = calib;
+    return FS_OK;
+}
+
+/* --resume: the options come from the journal of the work folder (locked
+ * first); a flag given now that would change them is an error naming it. */
+static fs_status resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_run_journal *rj, int *lock_fd)
+{
+    qargs u = *a;                                  /* what was given now */
+    if (u.work) snprintf(rj->work, sizeof rj->work, "%s", u.work);
+    else if (u.out) snprintf(rj->work, sizeof rj->work, "%s/.forge-work", u.out);
+    else return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume needs --work DIR (or --out OUT for the default OUT/.forge-work)");
+    struct stat sb;
+    char fin[4400], *slash = strrchr(rj->work, '/');
+    if (slash && !strcmp(slash, "/.forge-work") && stat(rj->work, &sb) != 0) {
+        /* the default work folder is removed when the run finishes */
+        snprintf(fin, sizeof fin, "%.*s/model.safetensors.index.json", (int)(slash - rj->work), rj->work);
+        int done = access(fin, F_OK) == 0;
+        snprintf(fin, sizeof fin, "%.*s/model.safetensors", (int)(slash - rj->work), rj->work);
+        if (done || access(fin, F_OK) == 0) {
+            fs_log(ctx, "resume: nothing to do: %.*s holds a finished checkpoint", (int)(slash - rj->work), rj->work);
+            a->finished = 1;
+            return FS_OK;
+        }
+    }
+    if (stat(rj->work, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume: %s is not a work folder (%s)", rj->work,
+                          errno ? strerror(errno) : "not a folder");
+    fs_status rc = fs_lock_folder(ctx, rj->work, lock_fd);
+    char jp[4400];
+    snprintf(jp, sizeof jp, "%s/%s", rj->work, FS_JOURNAL_NAME);
+    if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
+        /* killed before its first commit: nothing was done, so with the
+         * run's flags given again it simply starts over */
+        if (!u.model || !u.out || !u.calib)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal: the run was stopped before its first commit, so "
+                              "nothing is done yet; start it again with its flags and --overwrite (or add them to "
+                              "--resume)", rj->work);
+        fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
+               rj->work);
+        close(*lock_fd);
+        *lock_fd = -1;
+        a->resume = 0;
+        a->overwrite = 1;
+        rj->work[0] = '\0';
+        return FS_OK;
+    }
+    if (rc == FS_OK) rc = fs_journal_read(ctx, rj->work, &rj->root);
+    if (rc != FS_OK) return rc;
+    json_t *jargv = json_object_get(rj->root, "argv"), *jcfg = json_object_get(rj->root, "config");
+    size_t n = json_array_size(jargv);
+    char **av = calloc(n + 4, sizeof *av);
+    if (!av) return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal argv");
+    av[0] = "quantize";
+    for (size_t i = 0; i < n; i++) av[i + 1] = (char *)json_string_value(json_array_get(jargv, i));
+    int help = 0;
+    qargs j = {0};
+    fs_ctx pc;
+    fs_ctx_init(&pc);
+    if (parse(&pc, (int)n + 1, av, &j, &help) != FS_OK)
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: its flags do not parse: %s", rj->work, FS_JOURNAL_NAME, pc.errmsg);
+    json_t *mine = rc == FS_OK ? config_json(&j) : NULL;
+    if (rc == FS_OK && !json_equal(mine, jcfg))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: this forge-stream (%s) reads its flags differently from the one that "
+                        "wrote it (%s): finish the run with that version", rj->work, FS_JOURNAL_NAME, FS_VERSION,
+                        json_string_value(json_object_get(rj->root, "forge_stream")));
+    /* each flag given now, applied on top of the journal's: it must change nothing */
+    for (int i = 1; rc == FS_OK && i < argc; i++) {
+        int hv = 0;
+        if (free_flag(argv[i], &hv)) { i += hv; continue; }
+        hv = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0;
+        av[n + 1] = argv[i];
+        av[n + 2] = hv ? argv[i + 1] : NULL;
+        qargs t = {0};
+        fs_ctx_init(&pc);
+        fs_status prc = parse(&pc, (int)n + 2 + hv, av, &t, &help);
+        json_t *theirs = prc == FS_OK ? config_json(&t) : NULL;
+        char model[PATH_MAX], out[PATH_MAX], calib[PATH_MAX];
+        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib")) && hv) {
+            /* a path given again: the same place, however written, is no conflict */
+            qargs t2 = t;
+            if (absolute_paths(&pc, &t2, model, out, calib) == FS_OK) {
+                json_decref(theirs);
+                theirs = config_json(&t2);
+            }
+        }
+        if (prc != FS_OK) rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s", pc.errmsg);
+        else if (!json_equal(theirs, mine))
+            rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s%s%s conflicts with the run being resumed in %s (--resume takes every "
+                            "option from its journal: leave %s out, or start a new run)", argv[i], hv ? " " : "",
+                            hv ? argv[i + 1] : "", rj->work, argv[i]);
+        json_decref(theirs);
+        i += hv;
+    }
+    json_decref(mine);
+    free(av);
+    if (rc != FS_OK) return rc;
+    /* the backend must be the run's: another one would not give the same bytes */
+    const char *be = json_string_value(json_object_get(rj->root, "backend"));
+    fs_backend_kind want;
+    if (fs_arg_backend(ctx, be, &want) != FS_OK)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: unknown backend '%s'", rj->work, FS_JOURNAL_NAME, be);
+    if (u.backend_name && u.backend != FS_BE_AUTO && u.backend != want)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--backend %s conflicts with the run being resumed, which ran on %s "
+                          "(another backend would not write the same bytes)", u.backend_name, be);
+    j.backend = want;
+    j.resume = 1;
+    j.work = rj->work;
+    j.profile = u.profile;
+    j.timings = u.timings;
+    j.host_mem = u.host_mem;
+    *a = j;
+    return FS_OK;
+}
+
+/* Is work the default OUT/.forge-work (removed with the run's end)? */
+static int is_default_work(const qargs *a, const char *work)
+{
+    char w[PATH_MAX], d[PATH_MAX + 16], o[PATH_MAX];
+    if (!work[0] || !a->out || !realpath(work, w) || !realpath(a->out, o)) return 0;
+    snprintf(d, sizeof d, "%s/.forge-work", o);
+    return strcmp(w, d) == 0;
+}
+
+/* Says how to go on after a failure or a signal once the journal exists. */
+static void resume_hint(const qargs *a, const fs_run_journal *rj, int failed_on_space)
+{
+    char b1[32], b2[32];
+    if (failed_on_space)
+        fprintf(stderr, "forge-stream: the whole run needs about %s free on %s%s%s%s; free some space, then\n",
+                fs_plan_fmt_bytes(b1, sizeof b1, a->need_out), a->out, a->need_work ? " and " : "",
+                a->need_work ? fs_plan_fmt_bytes(b2, sizeof b2, a->need_work) : "", a->need_work ? " on --work" : "");
+    fprintf(stderr, "forge-stream: %d layer(s) are committed; continue with:\n  forge-stream --resume --work %s\n",
+            rj->root ? fs_rj_layers_done(rj) : 0, rj->work);
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     int lock_fd = -1;                            /* the work folder's lock, held to the end */
-    char work[4200] = "";                        /* the work folder, once chosen */
     fs_ctx ctx;
     fs_ctx_init(&ctx);
+    fs_crash crash;
     qargs a = {0};
-    int help = 0, code = FS_EXIT_USAGE;
+    int help = 0, code = FS_EXIT_USAGE, journal_live = 0, total = 0;
     fs_ckpt *c = NULL;
     fs_model *m = NULL;
     fs_outckpt *o = NULL;
+    fs_run_journal rj;
+    memset(&rj, 0, sizeof rj);
+    char model_abs[PATH_MAX], out_abs[PATH_MAX], calib_abs[PATH_MAX], act[4400] = "";
+    int start_layer = 0;
     fs_status rc = parse(&ctx, argc, argv, &a, &help);
     if (rc == FS_OK && help) {
         fputs(usage, stdout);
         fputs(fs_quant_flags_help, stdout);
         return FS_EXIT_OK;
     }
+    int hook = rc == FS_OK ? fs_crash_from_env(&ctx, &crash) : 0;
+    if (hook < 0) rc = ctx.err;
+    else if (hook > 0) ctx.crash = &crash;
+    if (rc == FS_OK && a.resume) rc = resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
+    if (rc == FS_OK && a.finished) return FS_EXIT_OK;
+    if (rc == FS_OK && !a.resume && a.calib) rc = absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK && !c->config)
         rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
     if (rc == FS_OK) rc = fs_model_check(&ctx, m, c);
+    if (rc == FS_OK) total = m->nlayers + m->nmtp;
     /* calibration: every input check before the output folder is touched */
     fs_fwd fw = {0};
     fs_tokens tk = {0};
@@ -340,38 +577,66 @@ int cmd_quantize(int argc, char **argv)
             fs_plan_free(&pl);
         }
     }
-    /* an explicit work folder is locked before anything is written (the default
-     * one lives inside --out, which must be empty anyway) */
-    if (rc == FS_OK && a.calib && a.work) {
-        if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
-            rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
-        if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
+    fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
+    rj.rep = &rep;
+    rj.m = m;
+    if (rc == FS_OK && a.resume) {
+        /* everything committed is checked; a damaged file restarts the run from layer 0 */
+        rc = fs_rj_restore(&ctx, &rj, c, a.calib, ids, (size_t)(a.samples * a.seq_len), a.out, a.max_shard, a.fmt,
+                           &a.q, &rep, &o, &start_layer, act, sizeof act);
+        journal_live = rc == FS_OK;
+    } else if (rc == FS_OK) {
+        /* a new run: the work folder is locked before anything is written (the
+         * default one lives inside --out, which must be empty anyway) */
+        if (a.calib && a.work) {
+            if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
+                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
+            if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
+            char jp[4400];
+            snprintf(jp, sizeof jp, "%s/%s", a.work, FS_JOURNAL_NAME);
+            if (rc == FS_OK && access(jp, F_OK) == 0 && !a.overwrite)
+                rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--work %s holds an unfinished run (%s): continue it with "
+                                "'forge-stream --resume --work %s', or pass --overwrite to start over", a.work,
+                                FS_JOURNAL_NAME, a.work);
+        }
+        if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
+        if (rc == FS_OK && a.calib) {
+            snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);
+            if (!a.work) strncat(rj.work, "/.forge-work", sizeof rj.work - strlen(rj.work) - 1);
+            if (lock_fd < 0 && mkdir(rj.work, 0755) != 0 && errno != EEXIST)
+                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", rj.work, strerror(errno));
+            if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, rj.work, &lock_fd);   /* one run per folder */
+            if (rc == FS_OK) fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
+            if (rc == FS_OK) {
+                fs_out_journal(o);
+                rj.o = o;
+                rc = fs_rj_create(&ctx, &rj, argv_json(argc, argv, &a), config_json(&a), fs_backend_name(ctx.be), c,
+                                  a.calib, ids, (size_t)(a.samples * a.seq_len));
+                journal_live = rc == FS_OK;
+            }
+        }
     }
-    if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
     if (rc != FS_OK) { fs_fwd_free(&fw); fs_tokens_free(&tk); free(ids); goto out; }
     code = FS_EXIT_RUNTIME;
-    fs_log(&ctx, "quantize %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s", a.model,
-           m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out, a.q.rtn ? "rtn" : "gptq", a.q.bits,
-           (long long)a.q.group_size, a.q.sym ? "sym" : "asym", a.q.act_order ? " act-order" : "",
-           a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+    fs_log(&ctx, "%s %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s",
+           a.resume ? "resume" : "quantize", a.model, m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out,
+           a.q.rtn ? "rtn" : "gptq", a.q.bits, (long long)a.q.group_size, a.q.sym ? "sym" : "asym",
+           a.q.act_order ? " act-order" : "", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
     fs_signals_install();                        /* SIGINT/SIGTERM: stop between linears */
-    fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
     if (a.calib) {
-        fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu)", (long long)a.samples,
-               (long long)a.seq_len, a.calib, (unsigned long long)a.seed);
-        snprintf(work, sizeof work, "%s", a.work ? a.work : a.out);
-        if (!a.work) strncat(work, "/.forge-work", sizeof work - strlen(work) - 1);
-        if (lock_fd < 0 && mkdir(work, 0755) != 0 && errno != EEXIST)
-            rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", work, strerror(errno));
-        if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, work, &lock_fd);   /* one run per folder */
-        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, work, a.policy, a.min_expert_tokens, &rep, NULL};
+        fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
+               (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
+        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, rj.work, a.policy, a.min_expert_tokens, &rep, NULL,
+                           start_layer, act[0] ? act : NULL, fs_rj_commit_prep, fs_rj_commit, fs_rj_snap_free, &rj};
         po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
         double tw = fs_now();
-        if (rc == FS_OK) rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
-        if (rc == FS_OK) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+        rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
+        if (rc == FS_OK && !fs_rj_sealed(&rj)) {
+            if (start_layer < total) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+            if (rc == FS_OK) rc = fs_rj_seal(&ctx, &rj);
+        }
         if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);
         fs_trace_free(po.trace);
-        if (rc == FS_OK) clean_work(work, !a.work, a.out);   /* no boundary is needed any more */
     } else {
         rc = run(&ctx, &a, c, m, o);
     }
@@ -386,25 +651,35 @@ int cmd_quantize(int argc, char **argv)
         if (!mj || !extra || json_object_update(extra, mj)) rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "expert report");
         json_decref(mj);
     }
-    fs_moe_report_free(&rep);
     if (rc == FS_OK) {
         rc = fs_out_finish(&ctx, o, c->config, c->dir, extra);
         o = NULL;
     }
     json_decref(extra);
-    if (rc == FS_OK) code = FS_EXIT_OK;
+    if (rc == FS_OK) {
+        code = FS_EXIT_OK;
+        if (journal_live) clean_work(rj.work, is_default_work(&a, rj.work), a.out);
+    }
 out:
-    fs_out_abort(o);                             /* removes staged and partial shards */
-    if (rc != FS_OK && work[0] && lock_fd >= 0) clean_work(work, !a.work, a.out);   /* ours only */
-    if (lock_fd >= 0) close(lock_fd);
+    fs_moe_report_free(&rep);
+    if (journal_live) fs_out_detach(o);          /* kept for --resume */
+    else fs_out_abort(o);                        /* removes staged and partial shards */
+    fs_crash_report(&ctx);
     if (rc == FS_ERR_ABORTED) {
-        fprintf(stderr, "forge-stream: %s: stopped; %s holds no finished checkpoint (its partial shards were "
-                "removed). This version cannot resume a run yet: run the same command again.\n", ctx.errmsg, a.out);
+        fprintf(stderr, "forge-stream: %s: stopped cleanly.\n", ctx.errmsg);
+        if (journal_live) resume_hint(&a, &rj, 0);
+        else fprintf(stderr, "forge-stream: %s holds no finished checkpoint; run the same command again.\n", a.out);
         code = 128 + fs_interrupted();           /* 130 for SIGINT, 143 for SIGTERM */
     } else if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
         if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
+        int space = strstr(ctx.errmsg, "o space left") || strstr(ctx.errmsg, "too large") ||
+                    strstr(ctx.errmsg, "quota") || strstr(ctx.errmsg, "No space");
+        if (journal_live) resume_hint(&a, &rj, space);
     }
+    if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, is_default_work(&a, rj.work), a.out);
+    if (lock_fd >= 0) close(lock_fd);
+    fs_rj_free(&rj);
     fs_model_free(m);
     fs_ckpt_close(c);
     fs_backend_free(ctx.be);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fs.h"
 
@@ -31,6 +32,49 @@ void fs_signals_install(void)
 int fs_interrupted(void)
 {
     return (int)stop_signal;
+}
+
+int fs_crash_from_env(fs_ctx *ctx, fs_crash *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *v = getenv("FORGE_STREAM_CRASH_AT");
+    int on = getenv("FORGE_STREAM_CRASH_REPORT") != NULL;
+    if (v && *v) {
+        const char *colon = strrchr(v, ':');
+        char *end = NULL;
+        long at = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == v || (size_t)(colon - v) >= sizeof c->point || !end || *end || at < 1) {
+            fs_ctx_err(ctx, FS_ERR_USAGE, "FORGE_STREAM_CRASH_AT '%s': must be POINT:N with N >= 1", v);
+            return -1;
+        }
+        memcpy(c->point, v, (size_t)(colon - v));
+        c->at = at;
+        const char *sg = getenv("FORGE_STREAM_CRASH_SIGNAL");
+        c->sig = sg ? atoi(sg) : 0;
+        on = 1;
+    }
+    return on;
+}
+
+void fs_crashpoint(const fs_ctx *ctx, const char *point)
+{
+    fs_crash *c = ctx ? ctx->crash : NULL;
+    if (!c) return;
+    long all = __atomic_add_fetch(&c->passed, 1, __ATOMIC_SEQ_CST);
+    if (c->at <= 0) return;
+    long n = -1;
+    if (!strcmp(c->point, "*")) n = all;
+    else if (!strcmp(c->point, point)) n = __atomic_add_fetch(&c->hits, 1, __ATOMIC_SEQ_CST);
+    if (n == c->at) {
+        fprintf(stderr, "forge-stream: crash point %s (#%ld): signal %d\n", point, n, c->sig > 0 ? c->sig : SIGKILL);
+        kill(getpid(), c->sig > 0 ? c->sig : SIGKILL);
+    }
+}
+
+void fs_crash_report(const fs_ctx *ctx)
+{
+    if (ctx->crash && getenv("FORGE_STREAM_CRASH_REPORT"))
+        fprintf(stderr, "forge-stream: crash points passed: %ld\n", __atomic_load_n(&ctx->crash->passed, __ATOMIC_SEQ_CST));
 }
 
 const char *fs_status_str(fs_status st)

@@ -68,10 +68,14 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
     }
     if (rc == FS_OK && fsync(fd) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && rc == FS_OK) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", tmp, strerror(errno));
+    if (rc == FS_OK) fs_crashpoint(ctx, "atomic-written");
     if (rc == FS_OK && rename(tmp, path) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
     if (rc != FS_OK) unlink(tmp);
-    else rc = fs_fsync_dir_of(ctx, path);
+    else {
+        fs_crashpoint(ctx, "atomic-renamed");
+        rc = fs_fsync_dir_of(ctx, path);
+    }
     free(tmp);
     return rc;
 }

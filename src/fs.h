@@ -48,6 +48,7 @@ typedef struct fs_ctx {
     int quiet;                /* no log lines on stderr */
     int threads;              /* CPU threads for BLAS (0 = library default) */
     struct fs_backend *be;    /* the compute backend of this run */
+    struct fs_crash *crash;   /* test hook (fs_crashpoint), NULL in normal runs */
 } fs_ctx;
 
 void fs_ctx_init(fs_ctx *ctx);
@@ -81,6 +82,28 @@ void fs_signals_install(void);
 /* The signal received (SIGINT, SIGTERM), or 0. */
 int fs_interrupted(void);
 
+/* Crash points, for the kill-and-resume tests: with FORGE_STREAM_CRASH_AT=
+ * "POINT:N" in the environment, the N-th time any thread passes
+ * fs_crashpoint(ctx, POINT) the process sends itself SIGKILL (POINT "*"
+ * counts every point).  The counter is shared by the contexts that point at
+ * the same fs_crash (the writer thread's copies the run's).  With
+ * FORGE_STREAM_CRASH_REPORT set, fs_crash_report prints how many points
+ * were passed, so a test can spread its kills over a whole run; with
+ * FORGE_STREAM_CRASH_SIGNAL=S the point sends signal S (e.g. SIGTERM, to
+ * test a clean stop) instead. */
+typedef struct fs_crash {
+    char point[48];
+    long at;
+    long passed;             /* every point passed (updated atomically) */
+    long hits;               /* passes of the named point */
+    int sig;                 /* FORGE_STREAM_CRASH_SIGNAL: send this instead of SIGKILL */
+} fs_crash;
+/* Reads the environment into c; returns 1 when a crash hook is set (point
+ * or report), 0 otherwise; FS_ERR_USAGE for a malformed value is reported
+ * as -1 with the message in ctx. */
+int fs_crash_from_env(fs_ctx *ctx, fs_crash *c);
+void fs_crashpoint(const fs_ctx *ctx, const char *point);
+void fs_crash_report(const fs_ctx *ctx);
 /* Checked size arithmetic: return 0 and set *out, or return -1 on overflow. */
 int fs_mul_size(size_t a, size_t b, size_t *out);
 /* malloc of a*b bytes with overflow check; NULL on overflow or failure. */

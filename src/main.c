@@ -10,11 +10,11 @@ static const char usage[] =
     "commands:\n"
     "  layer      quantize one linear layer given its weight and Hessian (or inputs)\n"
     "  inspect    list a checkpoint's tensors and quantized linears; --verify checksums\n"
-    "  quantize   quantize a whole checkpoint (this version: --method rtn, no calibration)\n"
+    "  quantize   quantize a whole checkpoint: GPTQ through calibration, or RTN\n"
     "  eval       streaming perplexity of an original, forge or gptq checkpoint\n"
     "  plan       per-layer memory, I/O and time of a quantize run, without running it\n"
     "\n"
-    "planned (see ROADMAP.md): --resume (continue an interrupted quantize)\n";
+    "  --resume --work DIR   continue an interrupted quantize run (its journal is in DIR)\n";
 
 int main(int argc, char **argv)
 {
@@ -31,13 +31,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 1, argv + 1);
-    const char *planned[] = {"--resume"};
-    for (size_t i = 0; i < sizeof planned / sizeof planned[0]; i++)
-        if (strcmp(argv[1], planned[i]) == 0) {
-            fprintf(stderr, "forge-stream: error: '%s' is not implemented yet in this version (see ROADMAP.md)\n",
-                    argv[1]);
-            return FS_EXIT_USAGE;
-        }
+    if (strcmp(argv[1], "--resume") == 0) return cmd_quantize(argc, argv);   /* quantize --resume ... */
     fprintf(stderr, "forge-stream: error: unknown command '%s'\n%s", argv[1], usage);
     return FS_EXIT_USAGE;
 }

@@ -17,36 +17,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "outckpt.h"
+#include "outckpt-impl.h"
 #include "pack.h"
 #include "quant-math.h"
-
-typedef struct pend {
-    char *name;
-    fs_dtype dt;
-    int ndim;
-    int64_t shape[FS_ST_MAX_DIMS];
-    uint64_t off;            /* in the shard's staging file */
-    uint64_t nbytes;
-    uint64_t xxh;            /* XXH3-64 of the bytes */
-    char *in_features;       /* forge: "<in>" for a .qweight, else NULL */
-} pend;
-
-struct fs_outckpt {
-    char *dir;
-    uint64_t max_shard;
-    fs_format fmt;
-    fs_quant_opts q;
-    pend *p;
-    int np, cap;
-    uint64_t cur_bytes, total_bytes;
-    int data_fd;             /* staging file of the shard being gathered, -1 if none: the
-                                bytes go to disk as they come, so memory stays flat */
-    int nshards;
-    char **tname;            /* every tensor written, and its shard (1-based) */
-    int *tshard;
-    size_t nt, tcap;
-};
 
 static const char *tokenizer_files[] = {
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -55,7 +28,7 @@ static const char *tokenizer_files[] = {
 
 /* A file this writer produces (or its temporary / partial form): what
  * --overwrite may remove.  Anything else in the folder is left alone. */
-static int is_ckpt_file(const char *n)
+int fs_out_is_ckpt_file(const char *n)
 {
     char base[512];
     size_t l = strlen(n);
@@ -73,34 +46,56 @@ static int is_ckpt_file(const char *n)
     return 0;
 }
 
-static void partial_path(const fs_outckpt *o, int shard, char *buf, size_t n)
+void fs_out_partial_path(const fs_outckpt *o, int shard, char *buf, size_t n)
 {
     snprintf(buf, n, "%s/.shard-%05d.partial", o->dir, shard);
 }
 
-static void staging_path(const fs_outckpt *o, int shard, char *buf, size_t n)
+void fs_out_staging_path(const fs_outckpt *o, int shard, char *buf, size_t n)
 {
     snprintf(buf, n, "%s/.shard-%05d.data", o->dir, shard);
 }
+
+static void free_state(fs_outckpt *o);
 
 void fs_out_abort(fs_outckpt *o)
 {
     if (!o) return;
     char path[4200];
     for (int s = 1; s <= o->nshards; s++) {
-        partial_path(o, s, path, sizeof path);
+        fs_out_partial_path(o, s, path, sizeof path);
+        unlink(path);
+    }
+    for (int s = o->kept_lo; o->journaled && s >= 1 && s <= o->nshards; s++) {
+        fs_out_staging_path(o, s, path, sizeof path);
         unlink(path);
     }
     if (o->data_fd >= 0) {
         close(o->data_fd);
-        staging_path(o, o->nshards + 1, path, sizeof path);
+        o->data_fd = -1;
+        fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
         unlink(path);
     }
+    free_state(o);
+}
+
+void fs_out_detach(fs_outckpt *o)
+{
+    if (!o) return;
+    if (o->data_fd >= 0) close(o->data_fd);
+    o->data_fd = -1;
+    free_state(o);
+}
+
+static void free_state(fs_outckpt *o)
+{
     for (int i = 0; i < o->np; i++) { free(o->p[i].name); free(o->p[i].in_features); }
     for (size_t i = 0; i < o->nt; i++) free(o->tname[i]);
     free(o->p);
     free(o->tname);
     free(o->tshard);
+    free(o->shard_size);
+    free(o->shard_xxh);
     free(o->dir);
     free(o);
 }
@@ -122,7 +117,7 @@ fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_
         rewinddir(d);
         char path[4400];
         while (overwrite && (e = readdir(d)))
-            if (is_ckpt_file(e->d_name)) {
+            if (fs_out_is_ckpt_file(e->d_name)) {
                 snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
                 if (unlink(path) != 0 && errno != ENOENT) {
                     closedir(d);
@@ -149,11 +144,11 @@ fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_
     return FS_OK;
 }
 
-static fs_status flush_shard(fs_ctx *ctx, fs_outckpt *o)
+fs_status fs_out_seal(fs_ctx *ctx, fs_outckpt *o)
 {
     if (o->np == 0) return FS_OK;
     char path[4200], key[1100], val[32];
-    partial_path(o, o->nshards + 1, path, sizeof path);
+    fs_out_partial_path(o, o->nshards + 1, path, sizeof path);
     fs_st_writer *w = NULL;
     fs_status rc = fs_st_writer_new(ctx, path, &w);
     if (rc != FS_OK) return rc;
@@ -173,8 +168,8 @@ static fs_status flush_shard(fs_ctx *ctx, fs_outckpt *o)
     if ((rc = fs_st_writer_commit(ctx, w)) != FS_OK) return rc;
     close(o->data_fd);
     o->data_fd = -1;
-    staging_path(o, o->nshards + 1, path, sizeof path);
-    unlink(path);
+    fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
+    if (!o->journaled) unlink(path);   /* else kept until the journal has the seal */
     o->nshards++;
     for (int i = 0; i < o->np; i++) {
         if (o->nt == o->tcap) {
@@ -201,7 +196,7 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
     uint64_t nb = fs_dtype_size(dt);
     for (int i = 0; i < ndim; i++) nb *= (uint64_t)shape[i];
     if (o->cur_bytes > 0 && o->cur_bytes + nb > o->max_shard) {
-        fs_status rc = flush_shard(ctx, o);
+        fs_status rc = fs_out_seal(ctx, o);
         if (rc != FS_OK) { free(data); return rc; }
     }
     if (o->np == o->cap) {
@@ -213,7 +208,7 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
     }
     char path[4200];
     if (o->data_fd < 0) {
-        staging_path(o, o->nshards + 1, path, sizeof path);
+        fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
         o->data_fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (o->data_fd < 0) {
             free(data);
@@ -224,13 +219,18 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
     memset(t, 0, sizeof *t);
     t->off = o->cur_bytes;
     for (uint64_t done = 0; done < nb;) {              /* staged now: memory stays flat */
-        ssize_t k = pwrite(o->data_fd, (const uint8_t *)data + done, (size_t)(nb - done > (1u << 30) ? (1u << 30) : nb - done),
-                           (off_t)(t->off + done));
+        uint64_t want = nb - done > (1u << 30) ? (1u << 30) : nb - done;
+        if (done == 0 && nb > 1) want = nb / 2;         /* two halves: a crash point between */
+        else if (done > 0 && done == nb / 2) fs_crashpoint(ctx, "tensor-write");
+        ssize_t k = pwrite(o->data_fd, (const uint8_t *)data + done, (size_t)want, (off_t)(t->off + done));
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
             int e = errno;
             free(data);
-            staging_path(o, o->nshards + 1, path, sizeof path);
+            fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
+            if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+                return fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing %s ('%s', %llu bytes): %s",
+                                  path, name, (unsigned long long)nb, strerror(e));
             return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of '%s' (%llu bytes): %s", path, name,
                               (unsigned long long)nb, strerror(e));
         }
@@ -432,7 +432,7 @@ static json_t *quant_config(const fs_outckpt *o, const json_t *extra)
 fs_status fs_out_finish(fs_ctx *ctx, fs_outckpt *o, const void *config, const char *src_dir,
                         const void *extra)
 {
-    fs_status rc = flush_shard(ctx, o);
+    fs_status rc = fs_out_seal(ctx, o);
     char from[4200], to[4400], fname[64];
     json_t *cfg = NULL, *index = NULL;
     char *text = NULL;
@@ -453,7 +453,7 @@ fs_status fs_out_finish(fs_ctx *ctx, fs_outckpt *o, const void *config, const ch
     if (o->nshards == 0) { rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no tensors were written", o->dir); goto out; }
     /* shards to their final names; the index (or the single shard) last */
     if (o->nshards == 1) {
-        partial_path(o, 1, from, sizeof from);
+        fs_out_partial_path(o, 1, from, sizeof from);
         snprintf(to, sizeof to, "%s/model.safetensors", o->dir);
         if (rename(from, to) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s: %s", from, strerror(errno));
         goto out;
@@ -463,10 +463,11 @@ fs_status fs_out_finish(fs_ctx *ctx, fs_outckpt *o, const void *config, const ch
     json_object_set_new(index, "metadata", json_pack("{s:I}", "total_size", (json_int_t)o->total_bytes));
     json_object_set_new(index, "weight_map", map);
     for (int s = 1; rc == FS_OK && s <= o->nshards; s++) {
-        partial_path(o, s, from, sizeof from);
+        fs_out_partial_path(o, s, from, sizeof from);
         snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", s, o->nshards);
         snprintf(to, sizeof to, "%s/%s", o->dir, fname);
         if (rename(from, to) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s: %s", from, strerror(errno));
+        fs_crashpoint(ctx, "finish-rename");
     }
     for (size_t i = 0; rc == FS_OK && i < o->nt; i++) {
         snprintf(fname, sizeof fname, "model-%05d-of-%05d.safetensors", o->tshard[i], o->nshards);

@@ -52,6 +52,33 @@ fs_status fs_out_finish(fs_ctx *ctx, fs_outckpt *o, const void *config, const ch
                         const void *extra);
 /* Drops everything not yet finished, removing partial files; accepts NULL. */
 void fs_out_abort(fs_outckpt *o);
+/* Frees o and leaves its files for a later --resume; accepts NULL. */
+void fs_out_detach(fs_outckpt *o);
+/* Writes the shard being gathered (when it holds tensors) to its partial
+ * file now; fs_out_finish does it too.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */
+fs_status fs_out_seal(fs_ctx *ctx, fs_outckpt *o);
+
+/* ---- resume (outstate.c) ---------------------------------------------------
+ * A journaled writer keeps each sealed shard's staging file until
+ * fs_out_release, so the state a journal recorded stays restorable until the
+ * next one is committed.  Use: fs_out_journal once after open; at each
+ * commit fs_out_state, write the journal durably, then fs_out_release. */
+void fs_out_journal(fs_outckpt *o);
+/* The state to record (a new json_t *): fsyncs the staging file and checksums
+ * the shards sealed since the last call.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */
+fs_status fs_out_state(fs_ctx *ctx, fs_outckpt *o, void **state);
+/* Removes the staging files of shards the last state recorded as sealed. */
+void fs_out_release(fs_outckpt *o);
+/* Reopens dir at a recorded state (json_t *): checks the size and XXH3-64 of
+ * every sealed shard (putting back one that a killed run had already given
+ * its final name) and of every pending tensor in the staging file, cuts the
+ * staging file to its committed length, and removes what the state does not
+ * name (later partials, temporary files, an unfinished index).  Errors:
+ * FS_ERR_CORRUPT naming the file that does not match (nothing is trusted
+ * then: the caller starts over), FS_ERR_FORMAT for a malformed state,
+ * FS_ERR_IO, FS_ERR_NOMEM. */
+fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_format fmt,
+                        const fs_quant_opts *q, const void *state, fs_outckpt **out);
 
 #ifdef __cplusplus
 }

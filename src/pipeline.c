@@ -111,33 +111,49 @@ static void free_tensor(void *arg)
     free(j);
 }
 
+/* A layer's end: writes its boundary (when there is one), then commits the
+ * layer to the journal (when there is one), then removes the previous
+ * boundary, which the journal no longer names. */
 typedef struct job_act {
     fs_trace *tr;
     int layer;
-    char *path, *prev;       /* write path; then remove prev (no longer needed) */
+    char *path, *prev;       /* write path (NULL: no boundary); then remove prev */
     void *rows;
     int elem;
     uint64_t nrows, row_bytes;
+    const fs_pipe_opts *po;  /* commit, snap_free, commit_arg */
+    void *snap;
 } job_act;
 
 static fs_status run_act(fs_ctx *ctx, void *arg)
 {
     job_act *j = arg;
     double t0 = fs_now();
-    fs_act_writer *w = NULL;
-    uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
-    fs_status rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
-    if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, j->rows, j->nrows);
-    if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, NULL);
-    else fs_act_writer_abort(w);
+    fs_status rc = FS_OK;
+    fs_commit_info ci = {j->layer + 1, j->path, 0, j->nrows, j->row_bytes, j->snap};
+    if (j->path) {
+        fs_act_writer *w = NULL;
+        uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
+        rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
+        if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, j->rows, j->nrows);
+        if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, &ci.act_sum);
+        else fs_act_writer_abort(w);
+        fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
+    }
+    if (rc == FS_OK && j->po->commit) {
+        double t1 = fs_now();
+        rc = j->po->commit(ctx, j->po->commit_arg, &ci);
+        fs_trace_span(j->tr, FS_STAGE_JOURNAL, j->layer, "commit", t1, fs_now(), 0, 0);
+        if (rc == FS_OK) fs_crashpoint(ctx, "committed");
+    }
     if (rc == FS_OK && j->prev) unlink(j->prev);
-    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
     return rc;
 }
 
 static void free_act(void *arg)
 {
     job_act *j = arg;
+    if (j->snap && j->po->snap_free) j->po->snap_free(j->snap);
     free(j->path);
     free(j->prev);
     free(j->rows);
@@ -191,27 +207,55 @@ static void acts_store(acts *a, int64_t row0, int64_t n, float *src)
     }
 }
 
-/* The boundary after layer l: x [n, H] as bf16 (or f32) rows in work/act-<l+1>.fsa. */
-static fs_status queue_boundary(fs_ctx *ctx, fs_writer *wr, const char *work, int l, const acts *x,
-                                int64_t n, int64_t H, int f32, fs_trace *tr)
+/* The end of layer l: the boundary after it (x [n, H] as bf16 or f32 rows in
+ * work/act-<l+1>.fsa; none when x is NULL) and the journal commit. */
+static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts *po, int l, const acts *x,
+                                 int64_t n, int64_t H)
 {
     job_act *j = calloc(1, sizeof *j);
-    if (j) { j->tr = tr; j->layer = l; }
-    size_t pl = strlen(work) + 32;
-    if (j) { j->path = malloc(pl); j->prev = l > 0 ? malloc(pl) : NULL; }
-    if (j) j->elem = f32 ? 4 : 2;
-    if (j) j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
-    if (!j || !j->path || (l > 0 && !j->prev) || !j->rows) {
-        if (j) free_act(j);
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
+    if (!j) return fs_ctx_err(ctx, FS_ERR_NOMEM, "end of layer %d", l);
+    j->tr = po->trace;
+    j->layer = l;
+    j->po = po;
+    fs_status rc = FS_OK;
+    if (po->commit_prep && (rc = po->commit_prep(ctx, po->commit_arg, l + 1, &j->snap)) != FS_OK) {
+        free_act(j);
+        return rc;
     }
-    snprintf(j->path, pl, "%s/act-%04d.fsa", work, l + 1);
-    if (j->prev) snprintf(j->prev, pl, "%s/act-%04d.fsa", work, l);
-    j->nrows = (uint64_t)n;
-    j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
-    if (f32) memcpy(j->rows, x->f, sizeof(float) * (size_t)(n * H));
-    else memcpy(j->rows, x->b, sizeof(uint16_t) * (size_t)(n * H));
-    return fs_writer_submit(ctx, wr, run_act, j, free_act, (uint64_t)n * j->row_bytes);
+    if (x && po->work) {
+        size_t pl = strlen(po->work) + 32;
+        j->path = malloc(pl);
+        j->prev = malloc(pl);
+        j->elem = po->act_f32 ? 4 : 2;
+        j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
+        if (!j->path || !j->prev || !j->rows) {
+            free_act(j);
+            return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
+        }
+        snprintf(j->path, pl, "%s/act-%04d.fsa", po->work, l + 1);
+        snprintf(j->prev, pl, "%s/act-%04d.fsa", po->work, l);
+        j->nrows = (uint64_t)n;
+        j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
+        if (po->act_f32) memcpy(j->rows, x->f, sizeof(float) * (size_t)(n * H));
+        else memcpy(j->rows, x->b, sizeof(uint16_t) * (size_t)(n * H));
+    }
+    return fs_writer_submit(ctx, wr, run_act, j, free_act, j->nrows * j->row_bytes);
+}
+
+/* The input of layer po->start_layer from its boundary file, checked chunk by chunk. */
+static fs_status load_boundary(fs_ctx *ctx, const fs_pipe_opts *po, acts *x, int64_t n, int64_t H)
+{
+    fs_act_file *af = NULL;
+    fs_status rc = fs_act_open(ctx, po->start_act, &af);
+    const int elem = po->act_f32 ? 4 : 2;
+    if (rc == FS_OK && (fs_act_rows(af) != (uint64_t)n || fs_act_row_bytes(af) != (uint64_t)(H * elem) ||
+                        fs_act_elem_size(af) != elem))
+        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: %llu rows of %llu bytes, the run needs %lld of %lld", po->start_act,
+                        (unsigned long long)fs_act_rows(af), (unsigned long long)fs_act_row_bytes(af), (long long)n,
+                        (long long)(H * elem));
+    if (rc == FS_OK) rc = fs_act_read_rows(ctx, af, 0, (uint64_t)n, po->act_f32 ? (void *)x->f : (void *)x->b);
+    fs_act_close(af);
+    return rc;
 }
 
 fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
@@ -311,6 +355,7 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     if (force_rtn) q.rtn = 1;
     double tq = fs_now();
     fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
+    fs_crashpoint(p->ctx, "gptq");
     if (rc != FS_OK) return rc;
     /* the solver's stages, in the order they ran (grid first, then inversion, solve) */
     fs_trace *tr = p->po->trace;
@@ -411,6 +456,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
         float *x = s->xb;
+        fs_crashpoint(p->ctx, "forward");
         acts_load(p->x, s0 * p->T, n, x);
         if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
@@ -621,17 +667,24 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         free(xs.f); free(xs.b); free(row);
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
     }
-    fs_status rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
-    for (int64_t i = 0; rc == FS_OK && i < n; i++) {
-        memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
-        acts_store(x, i, 1, row);
+    const int l0 = po->start_layer;
+    fs_status rc = FS_OK;
+    if (l0 == 0) {                                   /* the embeddings of the calibration tokens */
+        rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
+        for (int64_t i = 0; rc == FS_OK && i < n; i++) {
+            memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
+            acts_store(x, i, 1, row);
+        }
+    } else if (l0 <= m->nlayers) {                   /* resumed: the boundary the journal names */
+        rc = load_boundary(ctx, po, x, n, H);
+        if (rc == FS_OK) fs_log(ctx, "resumed at model.layers.%d from %s", l0, po->start_act);
     }
     free(E);
     free(row);
     fs_writer *wr = NULL;
     uint64_t pending = (uint64_t)(n * H) * 4 + (64ull << 20);
     if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
-    for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
+    for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)   /* committed with layer 0 */
         if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
     int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     scratch s = {0};
@@ -639,9 +692,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
     if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
     double t_sub = fs_now(), busy_prev = 0.0;
-    if (rc == FS_OK) rc = fs_lr_start(ctx, lr, 0);
+    if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
     double t0 = fs_now(), wait_s = 0.0;
-    for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
+    for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         if (fs_interrupted()) {
             rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
@@ -651,6 +704,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         double tl = fs_now();
         if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
         wait_s += fs_now() - tl;
+        fs_crashpoint(ctx, "read");
         /* the read track: the I/O busy time spent since the previous layer came in,
          * placed from the layer's submission (reads run in the background) */
         fs_prefetch_stats pst;
@@ -686,7 +740,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
             if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
         }
-        if (rc == FS_OK && po->work) rc = queue_boundary(ctx, wr, po->work, l, x, n, H, po->act_f32, po->trace);
+        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, x, n, H);
         fs_lw_free(&w);
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
@@ -697,7 +751,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         }
     }
     /* MTP layers: never run by the forward, so never calibrated: copied as they are */
-    for (int l = m->nlayers; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+    for (int l = l0 > m->nlayers ? l0 : m->nlayers; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
         char pre[64];
         int cnt = 0;
         snprintf(pre, sizeof pre, "model.layers.%d.", l);
@@ -711,6 +765,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             }
         }
         fs_lr_release(lr, l);
+        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, NULL, 0, H);
         if (rc == FS_OK)
             fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer (speculative decoding only, not run by the "
                    "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,

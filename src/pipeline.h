@@ -25,6 +25,16 @@
 extern "C" {
 #endif
 
+/* What a layer commit hands to the journal (fs_pipe_opts.commit). */
+typedef struct fs_commit_info {
+    int layers_done;         /* layers 0 .. layers_done-1 are written (MTP layers count) */
+    const char *act_path;    /* the boundary written with this commit (the input of layer
+                                layers_done), or NULL when this layer wrote none */
+    uint64_t act_sum;        /* its journal checksum (stream/actcache.h) */
+    uint64_t act_rows, act_row_bytes;
+    void *snap;              /* what commit_prep returned for this layer */
+} fs_commit_info;
+
 typedef struct fs_pipe_opts {
     fs_quant_opts q;         /* q.rtn: round to nearest (the baseline), same pipeline */
     int act_f32;             /* keep activations in f32 between layers (default bf16) */
@@ -43,6 +53,20 @@ typedef struct fs_pipe_opts {
     int64_t min_expert_tokens;
     fs_moe_report *moe_report;
     fs_trace *trace;         /* (optional) where the time goes (src/trace.h) */
+    /* Resume: layers before start_layer are done; their outputs (and the
+     * global tensors) are already in o, and start_act names the boundary file
+     * holding the input of start_layer (NULL when start_layer is 0). */
+    int start_layer;
+    const char *start_act;
+    /* (optional) the journal: after each layer, once everything it wrote is
+     * on disk, commit runs on the writer thread (in order with the writes)
+     * with a snapshot commit_prep took on the compute thread when the layer
+     * ended (e.g. the MoE counts so far; freed by snap_free).  The previous
+     * boundary file is removed only after commit returned FS_OK. */
+    fs_status (*commit_prep)(fs_ctx *ctx, void *arg, int layers_done, void **snap);
+    fs_status (*commit)(fs_ctx *ctx, void *arg, const fs_commit_info *ci);
+    void (*snap_free)(void *snap);
+    void *commit_arg;
 } fs_pipe_opts;
 
 /* Calibration windows: nsamples non-overlapping windows of L tokens; seed 0

@@ -492,13 +492,14 @@ fs_status fs_st_writer_commit(fs_ctx *ctx, fs_st_writer *w)
     for (int i = 0; i < 8; i++) lenb[i] = (uint8_t)(hlen >> (8 * i));
     rc = write_full(ctx, fd, w->tmp, lenb, 8);
     if (rc == FS_OK) rc = write_full(ctx, fd, w->tmp, hdr, hlen);
-    for (int i = 0; rc == FS_OK && i < w->n; i++)
+    for (int i = 0; rc == FS_OK && i < w->n; i++, fs_crashpoint(ctx, "shard-data"))
         rc = w->e[i].fd >= 0 ? copy_range(ctx, w->e[i].fd, w->e[i].foff, fd, w->tmp, w->e[i].nbytes)
                              : write_full(ctx, fd, w->tmp, w->e[i].data, w->e[i].nbytes);
     if (rc == FS_OK && fsync(fd) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", w->tmp, strerror(errno));
     if (close(fd) != 0 && rc == FS_OK)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", w->tmp, strerror(errno));
+    if (rc == FS_OK) fs_crashpoint(ctx, "shard-written");
     if (rc == FS_OK && rename(w->tmp, w->path) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", w->tmp, w->path, strerror(errno));
     if (rc == FS_OK) rc = fs_fsync_dir_of(ctx, w->path);

@@ -347,6 +347,7 @@ static fs_status write_chunk(fs_ctx *ctx, fs_act_writer *w, const uint8_t *raw, 
     w->sums[w->chunk] = sum;
     w->next_off += stored;
     w->chunk++;
+    fs_crashpoint(ctx, "act-chunk");   /* tests: killed with the file half written */
     return FS_OK;
 }
 
@@ -428,6 +429,7 @@ fs_status fs_act_writer_close(fs_ctx *ctx, fs_act_writer *w, uint64_t *checksum_
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", w->tmp, strerror(errno));
         goto fail;
     }
+    fs_crashpoint(ctx, "act-written");
     if (rename(w->tmp, w->path) != 0) {
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", w->tmp, w->path, strerror(errno));
         goto fail;

@@ -177,6 +177,7 @@ fs_status fs_writer_new(fs_ctx *ctx, uint64_t max_pending_bytes, fs_writer **out
     fs_ctx_init(&w->jctx);
     w->jctx.quiet = ctx->quiet;
     w->jctx.threads = ctx->threads;
+    w->jctx.crash = ctx->crash;
     w->jctx.be = NULL;
     if (pthread_mutex_init(&w->mu, NULL)) {
         free(w);

@@ -382,7 +382,7 @@ START_TEST(profile_of_a_run)
 END_TEST
 
 /* A work folder in use is refused naming the holder; SIGTERM in the middle of
- * a run stops it with 143 and leaves no output folder behind. */
+ * a run stops it with 143, keeps what is committed and says how to resume. */
 START_TEST(lock_and_signal)
 {
     const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
@@ -429,14 +429,18 @@ START_TEST(lock_and_signal)
     waitpid(pid, &status, 0);
     ck_assert(WIFEXITED(status));
     ck_assert_int_eq(WEXITSTATUS(status), 143);
-    snprintf(p, sizeof p, "%s/o2", tmp);
-    ck_assert_msg(stat(p, &st) != 0, "an interrupted run left %s behind", p);
+    /* the run is kept for --resume (check_resume.c compares the bytes): the
+     * journal is there, no finished checkpoint is, and the log says how to go on */
+    snprintf(p, sizeof p, "%s/o2/.forge-work/journal.json", tmp);
+    ck_assert_msg(stat(p, &st) == 0, "an interrupted run left no journal");
+    snprintf(p, sizeof p, "%s/o2/model.safetensors", tmp);
+    ck_assert_msg(stat(p, &st) != 0, "an interrupted run left %s, as if finished", p);
     snprintf(p, sizeof p, "%s/err", tmp);
     FILE *f = fopen(p, "r");
     size_t k = f ? fread(err, 1, sizeof err - 1, f) : 0;
     err[k] = '\0';
     if (f) fclose(f);
-    ck_assert_msg(strstr(err, "interrupted by signal 15"), "%s", err);
+    ck_assert_msg(strstr(err, "interrupted by signal 15") && strstr(err, "--resume --work"), "%s", err);
     t_rmdir(tmp);
     free(tmp);
 }

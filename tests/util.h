@@ -142,5 +142,6 @@ Suite *fs_suite_plan(void);
 Suite *fs_suite_writer(void);
 Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
+Suite *fs_suite_resume(void);
 
 #endif

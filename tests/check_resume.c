@@ -1,0 +1,369 @@
+/* check_resume.c: kill -9 at any instant, resume, byte-identical output.
+ *
+ * The harness quantizes generated multi-layer models (dense llama, MoE
+ * qwen3_moe) once without interruption, then again many times, each run
+ * killed by SIGKILL at a different moment, and resumed with --resume; the
+ * resumed output folder must equal the uninterrupted one byte for byte.
+ * The moments come from the binary's crash points (fs.h, fs_crashpoint):
+ * FORGE_STREAM_CRASH_AT=POINT:N kills the process the N-th time it passes
+ * POINT, "*" counting every point, so the kills spread over reading,
+ * forward, GPTQ, tensor writes (between the two halves of a write), shard
+ * sealing (between tensors of the file being written), activation-cache
+ * chunks, journal commits (after the temporary file is written, after the
+ * rename) and the final renames.  Also: a resume killed again, a corrupted
+ * activation chunk and a corrupted output shard (detected, recomputed, same
+ * bytes), a changed model file and conflicting flags (refused), malformed
+ * journals (refused, naming the file and key), a full disk through
+ * RLIMIT_FSIZE (clear error, then --resume completes), SIGTERM (exit 143,
+ * resume hint, then --resume completes) and a locked work folder. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util.h"
+
+typedef struct rt {
+    char *tmp;
+    const char *bin;
+    char model[4200], flags[9000], ref[4200];
+    long points;             /* crash points an uninterrupted run passes */
+} rt;
+
+static char err[16384];
+
+static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int run(const char *fmt, ...)
+{
+    char cmd[12000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return t_run_cmd(cmd, err, sizeof err);
+}
+
+static int killed(int code)
+{
+    return code == -1 || code == 128 + 9;
+}
+
+/* 1 when every file under a is in b with the same bytes and b has no other. */
+static int same_tree(const char *a, const char *b, char *why, size_t whyn)
+{
+    DIR *d = opendir(a);
+    if (!d) { snprintf(why, whyn, "%s: cannot open", a); return 0; }
+    struct dirent *e;
+    int ok = 1, na = 0;
+    char pa[4400], pb[4400];
+    while (ok && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        na++;
+        snprintf(pa, sizeof pa, "%s/%s", a, e->d_name);
+        snprintf(pb, sizeof pb, "%s/%s", b, e->d_name);
+        FILE *fa = fopen(pa, "rb"), *fb = fopen(pb, "rb");
+        if (!fa || !fb) { snprintf(why, whyn, "%s missing", fb ? pa : pb); ok = 0; }
+        for (int ca = 0, cb = 0; ok;) {
+            ca = fgetc(fa);
+            cb = fgetc(fb);
+            if (ca != cb) { snprintf(why, whyn, "%s differs from %s", pb, pa); ok = 0; }
+            if (ca == EOF) break;
+        }
+        if (fa) fclose(fa);
+        if (fb) fclose(fb);
+    }
+    closedir(d);
+    if (ok && (d = opendir(b))) {
+        int nb = 0;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) nb++;
+        closedir(d);
+        if (nb != na) { snprintf(why, whyn, "%s holds %d entries, %s %d", b, nb, a, na); ok = 0; }
+    }
+    return ok;
+}
+
+/* A generated model, a calibration file, the reference output and the
+ * number of crash points it passes.  0 when FS_BIN/FS_GEN_TINY are unset. */
+static int setup(rt *r, const char *type, const char *extra)
+{
+    memset(r, 0, sizeof *r);
+    const char *gen = getenv("FS_GEN_TINY");
+    r->bin = getenv("FS_BIN");
+    if (!gen || !r->bin) { printf("check_resume: FS_BIN/FS_GEN_TINY unset, skipped (run via make test)\n"); return 0; }
+    r->tmp = t_tmpdir();
+    ck_assert_ptr_nonnull(r->tmp);
+    snprintf(r->model, sizeof r->model, "%s/model", r->tmp);
+    ck_assert_int_eq(run("'%s' --type %s --layers 3 --out '%s' %s > /dev/null", gen, type, r->model, extra), 0);
+    char calib[4300];
+    snprintf(calib, sizeof calib, "%s/calib.u32", r->tmp);
+    FILE *f = fopen(calib, "wb");
+    t_rng g = {7};
+    for (int i = 0; i < 1000; i++) {
+        uint32_t id = t_next(&g) % 96;
+        fwrite(&id, 4, 1, f);
+    }
+    fclose(f);
+    /* small shards: several are sealed during the run, so kills land around seals */
+    snprintf(r->flags, sizeof r->flags, "--model '%s' --calib '%s' --samples 4 --seq-len 32 --max-shard-size 40K",
+             r->model, calib);
+    snprintf(r->ref, sizeof r->ref, "%s/ref", r->tmp);
+    ck_assert_msg(run("FORGE_STREAM_CRASH_REPORT=1 '%s' quantize %s --out '%s' --quiet", r->bin, r->flags, r->ref) == 0,
+                  "reference run failed: %s", err);
+    const char *p = strstr(err, "crash points passed: ");
+    ck_assert_ptr_nonnull(p);
+    r->points = atol(p + strlen("crash points passed: "));
+    ck_assert_int_ge(r->points, 60);
+    return 1;
+}
+
+static void teardown(rt *r)
+{
+    if (r->tmp) t_rmdir(r->tmp);
+    free(r->tmp);
+}
+
+/* Killed at `point` (POINT:N), then resumed (bare: --resume --work only)
+ * until it finishes; the output must equal the reference. */
+static void kill_and_resume(rt *r, const char *point, int bare)
+{
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r->tmp);
+    run("rm -rf '%s'", out);
+    int code = run("FORGE_STREAM_CRASH_AT='%s' '%s' quantize %s --out '%s' --quiet", point, r->bin, r->flags, out);
+    ck_assert_msg(killed(code), "%s: the run was not killed (exit %d): %s", point, code, err);
+    if (bare) code = run("'%s' --resume --work '%s/.forge-work' --quiet", r->bin, out);
+    else code = run("'%s' quantize --resume %s --out '%s' --quiet", r->bin, r->flags, out);
+    ck_assert_msg(code == 0, "%s: resume failed (exit %d): %s", point, code, err);
+    ck_assert_msg(same_tree(r->ref, out, why, sizeof why), "%s: %s", point, why);
+}
+
+/* The named points every stage has, then points spread evenly over the run. */
+static void harness(rt *r, int spread)
+{
+    static const char *named[] = {
+        "read:2", "forward:5", "gptq:7", "tensor-write:3", "tensor-write:20", "shard-data:2", "shard-written:1",
+        "act-chunk:2", "act-written:1", "atomic-written:2", "atomic-renamed:3", "committed:2", "sealed:1",
+        "finish-rename:2", "atomic-written:1",
+    };
+    int n = 0;
+    for (size_t i = 0; i < sizeof named / sizeof *named; i++, n++) kill_and_resume(r, named[i], i % 3 == 0 && i > 0);
+    for (int k = 0; k < spread; k++, n++) {
+        char p[32];
+        snprintf(p, sizeof p, "*:%ld", 1 + (long)k * (r->points - 1) / (spread - 1));
+        kill_and_resume(r, p, k % 2 == 1 && k > 0);
+    }
+    printf("check_resume: %d kill points resumed byte-identical (%ld crash points per run)\n", n, r->points);
+}
+
+START_TEST(kill_anywhere_dense)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    harness(&r, 20);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(kill_anywhere_moe)
+{
+    rt r;
+    if (!setup(&r, "qwen3_moe", "")) return;
+    harness(&r, 8);
+    teardown(&r);
+}
+END_TEST
+
+/* Killed, resumed and killed again during the resume, resumed again. */
+START_TEST(killed_twice)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=tensor-write:4 '%s' --resume --work '%s/.forge-work'", r.bin, out)));
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    /* a finished run: nothing to resume, said, exit 0 */
+    ck_assert_int_eq(run("'%s' quantize --resume --out '%s'", r.bin, out), 0);
+    ck_assert_ptr_nonnull(strstr(err, "nothing to do"));
+    teardown(&r);
+}
+END_TEST
+
+static void flip_byte(const char *path, long off_from_end)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+    fseek(f, -off_from_end, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -off_from_end, SEEK_END);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+}
+
+/* A damaged committed file is detected by its checksum, nothing committed is
+ * trusted, and the output still comes out identical. */
+START_TEST(corrupted_files_recomputed)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], path[4400];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    /* an activation chunk: after layer 1's commit, the boundary act-0002.fsa */
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    snprintf(path, sizeof path, "%s/.forge-work/act-0002.fsa", out);
+    flip_byte(path, 100);                            /* inside the (last) chunk's payload */
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work'", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "act-0002.fsa") && strstr(err, "checksum") && strstr(err, "recomputing"), "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    /* an output shard sealed and committed */
+    run("rm -rf '%s'", out);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:3 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    snprintf(path, sizeof path, "%s/.shard-00001.partial", out);
+    ck_assert_msg(access(path, F_OK) == 0, "no sealed shard at the third commit");
+    flip_byte(path, 5000);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work'", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(strstr(err, ".shard-00001.partial") && strstr(err, "recomputing"), "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(changed_inputs_refused)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], path[4400];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    /* flags that would change the output */
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --bits 3", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "--bits 3 conflicts"), "%s", err);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --act-order", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "--act-order conflicts"), "%s", err);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --backend cuda", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "--backend"), "%s", err);
+    /* a work folder in use */
+    int fd = -1;
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    snprintf(path, sizeof path, "%s/.forge-work", out);
+    ck_assert_int_eq(fs_lock_folder(&ctx, path, &fd), FS_OK);
+    ck_assert_int_eq(run("'%s' --resume --work '%s'", r.bin, path), 2);
+    char pid[32];
+    snprintf(pid, sizeof pid, "process %ld", (long)getpid());
+    ck_assert_msg(strstr(err, pid), "%s", err);
+    close(fd);
+    /* a model file changed between the run and the resume */
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", r.model);
+    flip_byte(path, 3);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work'", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "model-00002-of-00002.safetensors changed since the run started"), "%s", err);
+    teardown(&r);
+}
+END_TEST
+
+/* Malformed journals: refused with exit 2, naming the file and the key. */
+START_TEST(malformed_journal)
+{
+    const char *bin = getenv("FS_BIN");
+    if (!bin) { printf("check_resume: FS_BIN unset, skipped\n"); return; }
+    char *tmp = t_tmpdir(), path[4300];
+    snprintf(path, sizeof path, "%s/journal.json", tmp);
+    static const char good_tail[] = "\"argv\":[],\"config\":{},\"backend\":\"cpu\",\"model\":{\"dir\":\"/m\",\"files\":[]},"
+        "\"calib\":{\"path\":\"/c\",\"size\":1,\"xxh3\":\"0123456789abcdef\",\"ids_xxh3\":\"0123456789abcdef\"},"
+        "\"layers_done\":1,\"sealed\":false,";
+    struct { const char *name, *text, *want; } cases[] = {
+        {"empty", "", "journal.json"},
+        {"truncated", "{\"format\":\"forge-stream-journal\",\"vers", "journal.json"},
+        {"not an object", "[1,2]", "(top)"},
+        {"wrong format", "{\"format\":\"other\",\"version\":1}", "'format'"},
+        {"future version", "{\"format\":\"forge-stream-journal\",\"version\":9}", "version 9"},
+        {"no argv", "{\"format\":\"forge-stream-journal\",\"version\":1}", "'argv'"},
+        {"act escapes", NULL, "'act.file'"},
+        {"act bad checksum", NULL, "'act'"},
+        {"no output", NULL, "'output'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[2000];
+        if (i == 6) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":{\"file\":\"../x\","
+                             "\"rows\":1,\"row_bytes\":2,\"checksum\":\"0123456789abcdef\"},\"output\":{},\"moe\":[],\"layers\":[]}", good_tail);
+        else if (i == 7) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":{\"file\":\"a\","
+                                  "\"rows\":1,\"row_bytes\":2,\"checksum\":\"xyz\"},\"output\":{},\"moe\":[],\"layers\":[]}", good_tail);
+        else if (i == 8) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":null,"
+                                  "\"moe\":[],\"layers\":[]}", good_tail);
+        else snprintf(text, sizeof text, "%s", cases[i].text);
+        FILE *f = fopen(path, "w");
+        fputs(text, f);
+        fclose(f);
+        int code = run("'%s' --resume --work '%s'", bin, tmp);
+        ck_assert_msg(code == 2, "%s: exit %d: %s", cases[i].name, code, err);
+        ck_assert_msg(strstr(err, "journal.json") && strstr(err, cases[i].want), "%s: %s", cases[i].name, err);
+    }
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
+/* A write that fails for lack of space (RLIMIT_FSIZE: writes past the limit
+ * fail with EFBIG once SIGXFSZ is ignored) stops the run with a message
+ * naming the file and the space the run needs; --resume then completes it. */
+START_TEST(full_disk_then_resume)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    int code = run("trap '' XFSZ; ulimit -f 40 && '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
+    if (code == 0) {
+        printf("check_resume: RLIMIT_FSIZE did not limit writes here, full-disk test skipped\n");
+        teardown(&r);
+        return;
+    }
+    ck_assert_msg(code == 1, "exit %d: %s", code, err);
+    ck_assert_msg(strstr(err, out) && (strstr(err, "File too large") || strstr(err, "no space")), "%s", err);
+    ck_assert_msg(strstr(err, "needs about") && strstr(err, "--resume --work"), "%s", err);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(sigterm_then_resume)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    int code = run("FORGE_STREAM_CRASH_SIGNAL=15 FORGE_STREAM_CRASH_AT=gptq:10 '%s' quantize %s --out '%s'", r.bin,
+                   r.flags, out);
+    ck_assert_msg(code == 143, "exit %d: %s", code, err);
+    ck_assert_msg(strstr(err, "signal 15") && strstr(err, "--resume --work"), "%s", err);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+Suite *fs_suite_resume(void)
+{
+    Suite *s = suite_create("resume");
+    TCase *tc = tcase_create("resume");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, kill_anywhere_dense);
+    tcase_add_test(tc, kill_anywhere_moe);
+    tcase_add_test(tc, killed_twice);
+    tcase_add_test(tc, corrupted_files_recomputed);
+    tcase_add_test(tc, changed_inputs_refused);
+    tcase_add_test(tc, malformed_journal);
+    tcase_add_test(tc, full_disk_then_resume);
+    tcase_add_test(tc, sigterm_then_resume);
+    suite_add_tcase(s, tc);
+    return s;
+}
