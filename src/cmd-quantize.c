@@ -183,8 +183,9 @@ static void clean_work(const char *work, int is_default, const char *out)
     }
 }
 
-/* Pre-flight: the disk of --out (and of --work) must hold the output and two
- * activation boundaries (the next is written before the previous is removed).
+/* Pre-flight: the disk of --out (and of --work) must hold the output and three
+ * activation boundaries (the journal's state and the one before it each name
+ * one, and the next is written before the oldest is removed).
  * An obvious shortfall is refused before any work, with the bytes needed. */
 static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
 {
@@ -195,7 +196,7 @@ static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
         act = r->act_bytes > act ? r->act_bytes : act;
     }
     const char *dirs[2] = {a->out, a->work ? a->work : a->out};
-    uint64_t need[2] = {out + (a->work ? 0 : 2 * act), 2 * act};
+    uint64_t need[2] = {out + (a->work ? 0 : 3 * act), 3 * act};
     a->need_out = need[0];
     a->need_work = a->work ? need[1] : 0;
     if (a->resume) return FS_OK;                 /* the disk already holds part of the run */
@@ -212,7 +213,7 @@ static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
         uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
         if (need[i] > avail)
             return fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s: the disk has %s free, this run needs about %s "
-                              "(the output and two activation boundaries)", i ? "--work" : "--out", dirs[i],
+                              "(the output and three activation boundaries)", i ? "--work" : "--out", dirs[i],
                               fs_plan_fmt_bytes(b1, sizeof b1, avail), fs_plan_fmt_bytes(b2, sizeof b2, need[i]));
     }
     return FS_OK;

@@ -238,6 +238,17 @@ fs_status fs_journal_read(fs_ctx *ctx, const char *work, void **root)
     else if (!json_is_object(json_object_get(j, "output"))) rc = bad(ctx, path, "output", "is not an object");
     else if (!json_is_array(json_object_get(j, "moe"))) rc = bad(ctx, path, "moe", "is not an array");
     else if (!json_is_array(json_object_get(j, "layers"))) rc = bad(ctx, path, "layers", "is not an array");
+    json_t *prev = json_object_get(j, "prev"), *pa = json_object_get(prev, "act");
+    if (rc == FS_OK && prev &&
+        !(json_is_object(prev) && json_is_integer(json_object_get(prev, "layers_done")) &&
+          json_is_object(json_object_get(prev, "output")) && json_is_array(json_object_get(prev, "moe")) &&
+          (json_is_null(pa) || (json_is_object(pa) && json_is_string(json_object_get(pa, "file")) &&
+                                !strchr(json_string_value(json_object_get(pa, "file")), '/') &&
+                                json_string_value(json_object_get(pa, "file"))[0] != '.' &&
+                                json_is_integer(json_object_get(pa, "rows")) &&
+                                json_is_integer(json_object_get(pa, "row_bytes")) &&
+                                is_hex16(json_object_get(pa, "checksum"))))))
+        rc = bad(ctx, path, "prev", "is not {layers_done, act, output, moe}");
     json_array_foreach(argv, i, e)
         if (rc == FS_OK && !json_is_string(e)) rc = bad(ctx, path, "argv", "holds a non-string");
     if (rc != FS_OK) { json_decref(j); return rc; }

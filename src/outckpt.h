@@ -67,18 +67,21 @@ void fs_out_journal(fs_outckpt *o);
 /* The state to record (a new json_t *): fsyncs the staging file and checksums
  * the shards sealed since the last call.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */
 fs_status fs_out_state(fs_ctx *ctx, fs_outckpt *o, void **state);
-/* Removes the staging files of shards the last state recorded as sealed. */
-void fs_out_release(fs_outckpt *o);
+/* Removes the staging files of shards the last state recorded as sealed,
+ * but for shard `keep` (the one an older state still in the journal was
+ * gathering; 0: none). */
+void fs_out_release(fs_outckpt *o, int keep);
 /* Reopens dir at a recorded state (json_t *): checks the size and XXH3-64 of
  * every sealed shard (putting back one that a killed run had already given
  * its final name) and of every pending tensor in the staging file, cuts the
  * staging file to its committed length, and removes what the state does not
- * name (later partials, temporary files, an unfinished index).  Errors:
+ * name (later partials, temporary files, an unfinished index), but for the
+ * staging file of shard `keep` (see fs_out_release).  Errors:
  * FS_ERR_CORRUPT naming the file that does not match (nothing is trusted
  * then: the caller starts over), FS_ERR_FORMAT for a malformed state,
  * FS_ERR_IO, FS_ERR_NOMEM. */
 fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_format fmt,
-                        const fs_quant_opts *q, const void *state, fs_outckpt **out);
+                        const fs_quant_opts *q, const void *state, int keep, fs_outckpt **out);
 
 #ifdef __cplusplus
 }

@@ -113,14 +113,15 @@ fs_status fs_out_state(fs_ctx *ctx, fs_outckpt *o, void **state)
     return FS_OK;
 }
 
-void fs_out_release(fs_outckpt *o)
+void fs_out_release(fs_outckpt *o, int keep)
 {
     char path[4200];
     for (int s = o->kept_lo; s >= 1 && s <= o->nshards; s++) {
+        if (s == keep) continue;
         fs_out_staging_path(o, s, path, sizeof path);
         unlink(path);
     }
-    o->kept_lo = o->nshards + 1;
+    o->kept_lo = keep >= o->kept_lo && keep <= o->nshards ? keep : o->nshards + 1;
 }
 
 /* ---- resume ------------------------------------------------------------- */
@@ -157,8 +158,9 @@ static fs_status find_sealed(fs_ctx *ctx, fs_outckpt *o, int s, int final_n, cha
 }
 
 /* Removes what the state does not name: uncommitted partials and staging
- * files, temporary files, final shards and the index of an unfinished run. */
-static void sweep(const fs_outckpt *o)
+ * files (but keep_shard's), temporary files, final shards and the index of
+ * an unfinished run. */
+static void sweep(const fs_outckpt *o, int keep_shard)
 {
     DIR *d = opendir(o->dir);
     struct dirent *e;
@@ -170,7 +172,7 @@ static void sweep(const fs_outckpt *o)
         if (!fs_out_is_ckpt_file(n)) continue;
         if (sscanf(n, ".shard-%d.%31s", &k, tail) == 2) {
             keep = (!strcmp(tail, "partial") && k >= 1 && k <= o->nshards) ||
-                   (!strcmp(tail, "data") && k == o->nshards + 1 && o->data_fd >= 0);
+                   (!strcmp(tail, "data") && ((k == o->nshards + 1 && o->data_fd >= 0) || k == keep_shard));
         } else if (!strstr(n, ".tmp.") && (!strcmp(n, "config.json") || strncmp(n, "model", 5) != 0)) {
             keep = 1;                                   /* config and tokenizer: rewritten at the end */
         }
@@ -182,7 +184,7 @@ static void sweep(const fs_outckpt *o)
 }
 
 fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_format fmt,
-                        const fs_quant_opts *q, const void *state, fs_outckpt **out)
+                        const fs_quant_opts *q, const void *state, int keep, fs_outckpt **out)
 {
     *out = NULL;
     json_t *st = (json_t *)state;
@@ -273,7 +275,7 @@ fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_for
         }
     }
     o->nsum = o->nshards;
-    o->kept_lo = o->nshards + 1;
+    o->kept_lo = keep >= 1 && keep <= o->nshards ? keep : o->nshards + 1;
     /* the staging file: each pending tensor checked, the rest cut off */
     if (o->cur_bytes > 0 || o->np > 0) {
         fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
@@ -303,7 +305,7 @@ fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_for
             goto fail;
         }
     }
-    sweep(o);
+    sweep(o, keep);
     snprintf(path, sizeof path, "%s/.", o->dir);
     if ((rc = fs_fsync_dir_of(ctx, path)) != FS_OK) goto fail;
     *out = o;

@@ -233,7 +233,9 @@ static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts 
             return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
         }
         snprintf(j->path, pl, "%s/act-%04d.fsa", po->work, l + 1);
-        snprintf(j->prev, pl, "%s/act-%04d.fsa", po->work, l);
+        /* the boundary two back: the journal's previous state needs the one before */
+        snprintf(j->prev, pl, "%s/act-%04d.fsa", po->work, l - 1);
+        if (l == 0) { free(j->prev); j->prev = NULL; }
         j->nrows = (uint64_t)n;
         j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
         if (po->act_f32) memcpy(j->rows, x->f, sizeof(float) * (size_t)(n * H));
@@ -304,6 +306,8 @@ typedef struct pstate {
     double t_start;          /* when the first layer started (for the ETA) */
     int nlayers;
     int64_t hin;             /* width of the Hessian being accumulated */
+    double read_gbps;        /* the prefetcher's rate so far */
+    int l0;                  /* the first layer this process runs (a resume starts later) */
 } pstate;
 
 /* On a terminal (and not --quiet): one line redrawn in place with the layer,
@@ -315,9 +319,10 @@ static void progress(const pstate *p, const char *what)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     const int l = p->L->index, n = p->nlayers;
-    double el = fs_now() - p->t_start, eta = l > 0 ? el / l * (n - l) : 0.0;
-    fprintf(stderr, "\r[%3d/%3d] model.layers.%d  %-22s  ETA %s%.0f s  peak RSS %.2f GB\033[K", l + 1, n, l, what,
-            l > 0 ? "" : "~", eta, (double)ru.ru_maxrss / 1e6);
+    const int done = l - p->l0;
+    double el = fs_now() - p->t_start, eta = done > 0 ? el / done * (n - l) : 0.0;
+    fprintf(stderr, "\r[%3d/%3d] model.layers.%d  %-22s  ETA %s%.0f s  read %.2f GB/s  peak RSS %.2f GB\033[K", l + 1,
+            n, l, what, done > 0 ? "" : "~", eta, p->read_gbps, (double)ru.ru_maxrss / 1e6);
     fflush(stderr);
 }
 
@@ -675,7 +680,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
             acts_store(x, i, 1, row);
         }
-    } else if (l0 <= m->nlayers) {                   /* resumed: the boundary the journal names */
+    } else if (l0 < m->nlayers) {                    /* resumed: the boundary the journal names */
         rc = load_boundary(ctx, po, x, n, H);
         if (rc == FS_OK) fs_log(ctx, "resumed at model.layers.%d from %s", l0, po->start_act);
     }
@@ -720,7 +725,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         fs_lr_release(lr, l);
         if (rc != FS_OK) break;
         pstate p = {.ctx = ctx, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
-                    .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers};
+                    .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
+                    .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
         const int g0 = w.g0;
         if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */

@@ -103,6 +103,19 @@ static const char *base_name(const char *path)
     return s ? s + 1 : path;
 }
 
+/* The state being replaced becomes "prev": one layer back stays restorable
+ * (its boundary and the staging file of the shard it was gathering are kept
+ * until the next commit), so a damaged boundary costs one layer, not all.
+ * *keep: that shard. */
+static fs_status keep_previous(fs_ctx *ctx, json_t *root, int *keep)
+{
+    json_t *out = json_object_get(root, "output");
+    *keep = (int)json_integer_value(json_object_get(out, "nshards")) + 1;
+    return set(ctx, root, "prev", json_pack("{s:O, s:O, s:O, s:O}", "layers_done", json_object_get(root, "layers_done"),
+                                            "act", json_object_get(root, "act"), "output", out,
+                                            "moe", json_object_get(root, "moe")));
+}
+
 fs_status fs_rj_commit(fs_ctx *ctx, void *arg, const fs_commit_info *ci)
 {
     fs_run_journal *rj = arg;
@@ -114,6 +127,8 @@ fs_status fs_rj_commit(fs_ctx *ctx, void *arg, const fs_commit_info *ci)
                       json_array_size(json_object_get(json_object_get(state, "staging"), "tensors"));
     json_t *entry = json_pack("{s:i, s:O, s:I}", "layer", ci->layers_done - 1, "shards", json_object_get(state, "nshards"),
                               "tensors", (json_int_t)ntensors);
+    int keep = 0;
+    rc = keep_previous(ctx, root, &keep);
     if (rc == FS_OK) { rc = set(ctx, root, "output", state); state = NULL; }
     if (rc == FS_OK) rc = set(ctx, root, "layers_done", json_integer(ci->layers_done));
     if (rc == FS_OK && ci->snap) rc = set(ctx, root, "moe", json_incref((json_t *)ci->snap));
@@ -129,20 +144,22 @@ fs_status fs_rj_commit(fs_ctx *ctx, void *arg, const fs_commit_info *ci)
     json_decref(entry);
     json_decref(state);
     if (rc == FS_OK) rc = fs_journal_write(ctx, rj->work, root);
-    if (rc == FS_OK) fs_out_release(rj->o);
+    if (rc == FS_OK) fs_out_release(rj->o, keep);
     return rc;
 }
 
 fs_status fs_rj_seal(fs_ctx *ctx, fs_run_journal *rj)
 {
     json_t *state = NULL;
+    int keep = 0;
     fs_status rc = fs_out_seal(ctx, rj->o);
     if (rc == FS_OK) fs_crashpoint(ctx, "sealed");
     if (rc == FS_OK) rc = fs_out_state(ctx, rj->o, (void **)&state);
+    if (rc == FS_OK) rc = keep_previous(ctx, rj->root, &keep);
     if (rc == FS_OK) { rc = set(ctx, rj->root, "output", state); state = NULL; }
     if (rc == FS_OK) rc = set(ctx, rj->root, "sealed", json_true());
     if (rc == FS_OK) rc = fs_journal_write(ctx, rj->work, rj->root);
-    if (rc == FS_OK) fs_out_release(rj->o);
+    if (rc == FS_OK) fs_out_release(rj->o, keep);
     json_decref(state);
     return rc;
 }
@@ -157,8 +174,9 @@ int fs_rj_sealed(const fs_run_journal *rj)
     return json_is_true(json_object_get(rj->root, "sealed"));
 }
 
-/* Removes boundary files of work other than keep (NULL: all) and temporary files. */
-static void sweep_work(const char *work, const char *keep)
+/* Removes boundary files of work other than keep and keep2 (NULL: none)
+ * and temporary files. */
+static void sweep_work(const char *work, const char *keep, const char *keep2)
 {
     DIR *d = opendir(work);
     struct dirent *e;
@@ -167,7 +185,7 @@ static void sweep_work(const char *work, const char *keep)
         const char *n = e->d_name;
         int act = !strncmp(n, "act-", 4) && strstr(n, ".fsa");
         int tmp = strstr(n, ".tmp.") != NULL && (act || !strncmp(n, FS_JOURNAL_NAME, strlen(FS_JOURNAL_NAME)));
-        if ((act && !tmp && keep && !strcmp(n, keep)) || (!act && !tmp)) continue;
+        if ((act && !tmp && ((keep && !strcmp(n, keep)) || (keep2 && !strcmp(n, keep2)))) || (!act && !tmp)) continue;
         snprintf(path, sizeof path, "%s/%s", work, n);
         unlink(path);
     }
@@ -177,7 +195,7 @@ static void sweep_work(const char *work, const char *keep)
 void fs_rj_remove(const char *work)
 {
     char path[4500];
-    sweep_work(work, NULL);
+    sweep_work(work, NULL, NULL);
     snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
     unlink(path);
     snprintf(path, sizeof path, "%s/lock", work);
@@ -185,9 +203,8 @@ void fs_rj_remove(const char *work)
 }
 
 /* The boundary the journal names, every chunk decoded and checked. */
-static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, char *act, size_t act_n)
+static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, const json_t *a, char *act, size_t act_n)
 {
-    json_t *a = json_object_get(rj->root, "act");
     if (!json_is_object(a))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: layers are done but no activation boundary is recorded", rj->work,
                           FS_JOURNAL_NAME);
@@ -212,11 +229,14 @@ static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, char *act, siz
     return rc;
 }
 
-static fs_status restore_moe(fs_ctx *ctx, const fs_run_journal *rj, fs_moe_report *rep)
+static fs_status restore_moe(fs_ctx *ctx, const fs_run_journal *rj, const json_t *moe, fs_moe_report *rep)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(rj->root, "moe"), i, e) {
+    fs_moe_report_free(rep);
+    rep->n = 0;
+    rep->l = NULL;
+    json_array_foreach(moe, i, e) {
         json_t *cnt = json_object_get(e, "count"), *under = json_object_get(e, "under");
         size_t n = json_array_size(cnt);
         if (!json_is_integer(json_object_get(e, "layer")) || !json_is_array(cnt) || !json_is_array(under) ||
@@ -236,6 +256,23 @@ static fs_status restore_moe(fs_ctx *ctx, const fs_run_journal *rj, fs_moe_repor
         if (rc != FS_OK) return rc;
     }
     return FS_OK;
+}
+
+/* Restores one recorded state (the journal's current one or its "prev"):
+ * its boundary checked first (so a failure leaves every file as it was),
+ * then the output writer, then the MoE counts. */
+static fs_status try_state(fs_ctx *ctx, fs_run_journal *rj, const json_t *st, int keep, const char *out_dir,
+                           uint64_t max_shard, fs_format fmt, const fs_quant_opts *q, fs_moe_report *rep,
+                           fs_outckpt **o, char *act, size_t act_n)
+{
+    const int done = (int)json_integer_value(json_object_get(st, "layers_done"));
+    act[0] = '\0';
+    fs_status rc = FS_OK;
+    if (done > 0 && done < rj->m->nlayers) rc = check_act(ctx, rj, json_object_get(st, "act"), act, act_n);
+    if (rc == FS_OK) rc = fs_out_resume(ctx, out_dir, max_shard, fmt, q, json_object_get(st, "output"), keep, o);
+    if (rc == FS_OK) rc = restore_moe(ctx, rj, json_object_get(st, "moe"), rep);
+    if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; }
+    return rc;
 }
 
 fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const char *calib_path,
@@ -269,32 +306,53 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
         omp_set_num_threads(omp);
         openblas_set_num_threads(blas);
     }
-    /* what is committed, checked byte for byte */
-    const int done = fs_rj_layers_done(rj);
-    rc = fs_out_resume(ctx, out_dir, max_shard, fmt, q, json_object_get(root, "output"), o);
-    if (rc == FS_OK && done > 0 && done <= rj->m->nlayers) rc = check_act(ctx, rj, act, act_n);
-    if (rc == FS_OK) rc = restore_moe(ctx, rj, rep);
+    /* what is committed, checked byte for byte: the latest state, else the one before it */
+    json_t *prev = json_object_get(root, "prev");
+    const int total = rj->m->nlayers + rj->m->nmtp;
+    char act2[4400] = "";
+    int keep = json_is_object(prev) ? (int)json_integer_value(json_object_get(json_object_get(prev, "output"), "nshards")) + 1 : 0;
+    rc = try_state(ctx, rj, root, keep, out_dir, max_shard, fmt, q, rep, o, act, act_n);
     if (rc == FS_OK) {
+        json_t *pa = json_object_get(prev, "act");
+        if (json_is_object(pa)) snprintf(act2, sizeof act2, "%s", json_string_value(json_object_get(pa, "file")));
         rj->o = *o;
-        sweep_work(rj->work, act[0] ? base_name(act) : NULL);
-        *start_layer = done;
-        fs_log(ctx, "resume: %d of %d layers committed in %s/%s, every committed file checked", done,
-               rj->m->nlayers + rj->m->nmtp, rj->work, FS_JOURNAL_NAME);
+        sweep_work(rj->work, act[0] ? base_name(act) : NULL, act2[0] ? act2 : NULL);
+        *start_layer = fs_rj_layers_done(rj);
+        fs_log(ctx, "resume: %d of %d layers committed in %s/%s, every committed file checked", *start_layer, total,
+               rj->work, FS_JOURNAL_NAME);
         return FS_OK;
     }
-    if (rc != FS_ERR_CORRUPT) { fs_out_detach(*o); *o = NULL; return rc; }
-    /* a committed file is damaged: trust nothing, start again from the embeddings */
-    fprintf(stderr, "forge-stream: warning: %s\nforge-stream: warning: nothing committed is trusted after that: "
-            "recomputing from model.layers.0 (only the latest activation boundary is kept, so the embeddings are "
-            "the last good one)\n", ctx->errmsg);
+    if (rc != FS_ERR_CORRUPT) return rc;
+    fprintf(stderr, "forge-stream: warning: %s\n", ctx->errmsg);
     fs_ctx_clear(ctx);
-    fs_out_detach(*o);
-    *o = NULL;
-    fs_moe_report_free(rep);
-    rep->n = 0;
-    rep->l = NULL;
+    json_t *back = json_is_object(prev) ? json_incref(prev) : NULL;
+    if (back && (rc = try_state(ctx, rj, back, 0, out_dir, max_shard, fmt, q, rep, o, act, act_n)) == FS_OK) {
+        /* one layer back: that state becomes the journal's (and has no prev of its own) */
+        const char *keys[] = {"layers_done", "act", "output", "moe"};
+        for (size_t i = 0; rc == FS_OK && i < 4; i++) rc = set(ctx, root, keys[i], json_incref(json_object_get(back, keys[i])));
+        json_decref(back);
+        if (rc == FS_OK) rc = set(ctx, root, "sealed", json_false());
+        if (rc == FS_OK) json_object_del(root, "prev");
+        if (rc == FS_OK) rc = fs_journal_write(ctx, rj->work, root);
+        if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; return rc; }
+        rj->o = *o;
+        sweep_work(rj->work, act[0] ? base_name(act) : NULL, NULL);
+        *start_layer = fs_rj_layers_done(rj);
+        fprintf(stderr, "forge-stream: warning: recomputing from model.layers.%d, the last good boundary (%s)\n",
+                *start_layer, act[0] ? base_name(act) : "the embeddings");
+        return FS_OK;
+    }
+    if (back) {
+        fprintf(stderr, "forge-stream: warning: %s\n", ctx->errmsg);
+        fs_ctx_clear(ctx);
+        json_decref(back);
+    }
+    if (rc != FS_OK && rc != FS_ERR_CORRUPT) return rc;
+    /* nothing committed can be trusted: start again from the embeddings */
+    fprintf(stderr, "forge-stream: warning: recomputing from model.layers.0 (the embeddings are the last good "
+            "boundary)\n");
     act[0] = '\0';
-    sweep_work(rj->work, NULL);
+    sweep_work(rj->work, NULL, NULL);
     json_t *state = NULL;
     rc = fs_out_open(ctx, out_dir, 1, max_shard, fmt, q, o);
     if (rc == FS_OK) { fs_out_journal(*o); rj->o = *o; rc = fs_out_state(ctx, *o, (void **)&state); }
@@ -304,6 +362,8 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
     if (rc == FS_OK) rc = set(ctx, root, "act", json_null());
     if (rc == FS_OK) rc = set(ctx, root, "moe", json_array());
     if (rc == FS_OK) rc = set(ctx, root, "layers", json_array());
+    if (rc == FS_OK) json_object_del(root, "prev");
+    if (rc == FS_OK) rc = restore_moe(ctx, rj, json_object_get(root, "moe"), rep);
     if (rc == FS_OK) rc = fs_journal_write(ctx, rj->work, root);
     json_decref(state);
     if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; }

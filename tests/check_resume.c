@@ -143,7 +143,7 @@ static void kill_and_resume(rt *r, const char *point, int bare)
 }
 
 /* The named points every stage has, then points spread evenly over the run. */
-static void harness(rt *r, int spread)
+static void harness(rt *r, int spread, int with_named)
 {
     static const char *named[] = {
         "read:2", "forward:5", "gptq:7", "tensor-write:3", "tensor-write:20", "shard-data:2", "shard-written:1",
@@ -151,7 +151,8 @@ static void harness(rt *r, int spread)
         "finish-rename:2", "atomic-written:1",
     };
     int n = 0;
-    for (size_t i = 0; i < sizeof named / sizeof *named; i++, n++) kill_and_resume(r, named[i], i % 3 == 0 && i > 0);
+    for (size_t i = 0; with_named && i < sizeof named / sizeof *named; i++, n++)
+        kill_and_resume(r, named[i], i % 3 == 0 && i > 0);
     for (int k = 0; k < spread; k++, n++) {
         char p[32];
         snprintf(p, sizeof p, "*:%ld", 1 + (long)k * (r->points - 1) / (spread - 1));
@@ -164,7 +165,7 @@ START_TEST(kill_anywhere_dense)
 {
     rt r;
     if (!setup(&r, "llama", "")) return;
-    harness(&r, 20);
+    harness(&r, 20, 1);
     teardown(&r);
 }
 END_TEST
@@ -173,7 +174,18 @@ START_TEST(kill_anywhere_moe)
 {
     rt r;
     if (!setup(&r, "qwen3_moe", "")) return;
-    harness(&r, 8);
+    harness(&r, 8, 1);
+    teardown(&r);
+}
+END_TEST
+
+/* DeepSeek-V3 (MLA, FP8 weights, MoE after a dense layer) with its MTP layer,
+ * copied after the decoder layers: the last points fall in that phase. */
+START_TEST(kill_anywhere_deepseek)
+{
+    rt r;
+    if (!setup(&r, "deepseek_v3", "--mtp")) return;
+    harness(&r, 8, 0);
     teardown(&r);
 }
 END_TEST
@@ -207,8 +219,11 @@ static void flip_byte(const char *path, long off_from_end)
     fclose(f);
 }
 
-/* A damaged committed file is detected by its checksum, nothing committed is
- * trusted, and the output still comes out identical. */
+/* A damaged committed file is detected by its checksum and never trusted:
+ * a damaged latest boundary costs one layer (recomputed from the boundary
+ * before it, which the journal keeps with the state it belongs to); a
+ * damaged shard sealed early costs the run (the embeddings are the last
+ * good boundary).  The output comes out identical either way. */
 START_TEST(corrupted_files_recomputed)
 {
     rt r;
@@ -220,8 +235,17 @@ START_TEST(corrupted_files_recomputed)
     snprintf(path, sizeof path, "%s/.forge-work/act-0002.fsa", out);
     flip_byte(path, 100);                            /* inside the (last) chunk's payload */
     ck_assert_msg(run("'%s' --resume --work '%s/.forge-work'", r.bin, out) == 0, "%s", err);
-    ck_assert_msg(strstr(err, "act-0002.fsa") && strstr(err, "checksum") && strstr(err, "recomputing"), "%s", err);
+    /* one layer back: the journal keeps the previous state and its boundary */
+    ck_assert_msg(strstr(err, "act-0002.fsa") && strstr(err, "checksum") &&
+                  strstr(err, "recomputing from model.layers.1, the last good boundary (act-0001.fsa)"), "%s", err);
     ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    /* two boundaries are kept (the journal's state and the one before it), no more */
+    run("rm -rf '%s'", out);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=sealed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    snprintf(path, sizeof path, "%s/.forge-work/act-0002.fsa", out);
+    ck_assert_msg(access(path, F_OK) == 0, "%s: gone", path);
+    snprintf(path, sizeof path, "%s/.forge-work/act-0001.fsa", out);
+    ck_assert_msg(access(path, F_OK) != 0, "%s: still there after the last commit", path);
     /* an output shard sealed and committed */
     run("rm -rf '%s'", out);
     ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:3 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
@@ -229,7 +253,7 @@ START_TEST(corrupted_files_recomputed)
     ck_assert_msg(access(path, F_OK) == 0, "no sealed shard at the third commit");
     flip_byte(path, 5000);
     ck_assert_msg(run("'%s' --resume --work '%s/.forge-work'", r.bin, out) == 0, "%s", err);
-    ck_assert_msg(strstr(err, ".shard-00001.partial") && strstr(err, "recomputing"), "%s", err);
+    ck_assert_msg(strstr(err, ".shard-00001.partial") && strstr(err, "recomputing from model.layers.0"), "%s", err);
     ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
     teardown(&r);
 }
@@ -358,6 +382,7 @@ Suite *fs_suite_resume(void)
     tcase_set_timeout(tc, 600);
     tcase_add_test(tc, kill_anywhere_dense);
     tcase_add_test(tc, kill_anywhere_moe);
+    tcase_add_test(tc, kill_anywhere_deepseek);
     tcase_add_test(tc, killed_twice);
     tcase_add_test(tc, corrupted_files_recomputed);
     tcase_add_test(tc, changed_inputs_refused);
