@@ -632,6 +632,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         }
         const int ig = e0 + 3 * (int)e;
         float *He = NULL, *Hd = NULL;
+        const double te = fs_now();
         rc = expert_hess(p, s, (int)e, rows, nr, 0, &He);
         /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
          * (its own Hessian only measures the loss) */
@@ -641,6 +642,9 @@ static fs_status moe_layer(pstate *p, scratch *s)
         if (rc == FS_OK) rc = quantize_one(p, ig + 2, Hd, pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
         free(He);
         free(Hd);
+        char en[64];
+        snprintf(en, sizeof en, "expert %lld (%lld tokens)", (long long)e, (long long)nr);
+        fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)nr * (uint64_t)H * 4, 0);
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {

@@ -10,7 +10,7 @@
 
 static const char *names[FS_STAGE_COUNT] = {
     "layer", "read", "upload", "forward", "hessian", "cholesky", "grid", "gptq", "download",
-    "write", "journal",
+    "write", "journal", "expert",
 };
 
 const char *fs_stage_name(fs_stage s)
@@ -175,7 +175,7 @@ fs_status fs_trace_finish(fs_ctx *ctx, fs_trace *t, double wall, FILE *f)
         int crit = -1;
         fprintf(f, "\n%-10s %10s %12s %9s %9s %7s\n", "stage", "seconds", "bytes", "GB/s", "GFLOP/s", "share");
         for (int s = 1; s < FS_STAGE_COUNT; s++) {
-            if (sec[s] <= 0 && by[s] == 0) continue;
+            if ((sec[s] <= 0 && by[s] == 0) || s == FS_STAGE_EXPERT) continue;   /* containers */
             fprintf(f, "%-10s %10.3f %12llu %9.2f %9.1f %6.1f%%\n", names[s], sec[s], (unsigned long long)by[s],
                     sec[s] > 0 ? (double)by[s] / 1e9 / sec[s] : 0.0, sec[s] > 0 ? fl[s] / 1e9 / sec[s] : 0.0,
                     wall > 0 ? 100.0 * sec[s] / wall : 0.0);

@@ -6,8 +6,8 @@
  *
  * Invariants:
  *  1. Spans of one stage are recorded by one thread at a time and in time
- *     order, so a track's spans never overlap (they may nest only through
- *     the "layer" track, which spans whole layers).
+ *     order, so a track's spans never overlap (the "layer" and "expert"
+ *     tracks span whole layers and expert waves: other stages nest in them).
  *  2. The per-stage totals of the table are the sums of the spans, exactly
  *     what --timings holds line by line.
  */
@@ -30,6 +30,8 @@ typedef enum fs_stage {
     FS_STAGE_DOWNLOAD,
     FS_STAGE_WRITE,
     FS_STAGE_JOURNAL,
+    FS_STAGE_EXPERT,      /* one expert wave of a MoE layer (one expert on the CPU path),
+                             nesting the stages it runs; not in the table, like layer */
     FS_STAGE_COUNT
 } fs_stage;
 

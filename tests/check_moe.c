@@ -548,6 +548,64 @@ START_TEST(eval_matches_naive)
 }
 END_TEST
 
+/* The profile of a MoE run has one "expert" span per expert and MoE layer,
+ * named with its index and tokens, nested inside its layer's span. */
+START_TEST(profile_expert_spans)
+{
+    const char *bin = getenv("FS_BIN");
+    char *tmp = t_tmpdir(), src[4300], cmd[12000], err[4096], prof[4300];
+    snprintf(src, sizeof src, "%s/src", tmp);
+    int g = gen("qwen3_moe", src);
+    if (g < 0 || !bin) { printf("check_moe: FS_GEN_TINY/FS_BIN unset, skipped\n"); t_rmdir(tmp); free(tmp); return; }
+    ck_assert_int_eq(g, 0);
+    snprintf(prof, sizeof prof, "%s/trace.json", tmp);
+    snprintf(cmd, sizeof cmd, "%s/calib.u32", tmp);   /* calibration ids: 0..89 repeated */
+    FILE *f = fopen(cmd, "wb");
+    for (uint32_t i = 0; i < 512; i++) { uint32_t id = i % 90; fwrite(&id, 4, 1, f); }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/out' --calib '%s/calib.u32' --samples 4 "
+             "--seq-len 32 --profile '%s' --quiet", bin, src, tmp, tmp, prof);
+    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    json_error_t je;
+    json_t *root = json_load_file(prof, 0, &je), *ev = json_object_get(root, "traceEvents");
+    ck_assert_msg(root != NULL, "%s", je.text);
+    json_t *cfg = json_load_file(strcat(src, "/config.json"), 0, &je);
+    const int E = (int)json_integer_value(json_object_get(cfg, "num_experts"));
+    const int NL = (int)json_integer_value(json_object_get(cfg, "num_hidden_layers"));
+    json_decref(cfg);
+    int experts = 0, per_layer[64] = {0};
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        if (strcmp(json_string_value(json_object_get(e, "cat")) ? json_string_value(json_object_get(e, "cat")) : "", "expert"))
+            continue;
+        experts++;
+        ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "name")), "tokens)"));
+        /* inside the span of its layer */
+        int layer = (int)json_integer_value(json_object_get(json_object_get(e, "args"), "layer"));
+        ck_assert(layer >= 0 && layer < NL && layer < 64);
+        per_layer[layer]++;
+        double ts = json_real_value(json_object_get(e, "ts")), end = ts + json_real_value(json_object_get(e, "dur"));
+        int inside = 0;
+        for (size_t k = 0; k < json_array_size(ev); k++) {
+            json_t *l = json_array_get(ev, k);
+            const char *cat = json_string_value(json_object_get(l, "cat"));
+            if (!cat || strcmp(cat, "layer") || json_integer_value(json_object_get(json_object_get(l, "args"), "layer")) != layer)
+                continue;
+            double lt = json_real_value(json_object_get(l, "ts")), le = lt + json_real_value(json_object_get(l, "dur"));
+            inside = ts >= lt - 1 && end <= le + 1;
+        }
+        ck_assert_msg(inside, "expert span of layer %d outside its layer span", layer);
+    }
+    ck_assert_int_gt(E, 0);
+    ck_assert_int_gt(experts, 0);
+    for (int l = 0; l < NL && l < 64; l++)           /* a MoE layer: one span per expert */
+        ck_assert_msg(per_layer[l] == 0 || per_layer[l] == E, "layer %d: %d expert spans of %d", l, per_layer[l], E);
+    json_decref(root);
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_moe(void)
 {
     Suite *s = suite_create("moe");
@@ -561,6 +619,7 @@ Suite *fs_suite_moe(void)
     tc = tcase_create("eval");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, eval_matches_naive);
+    tcase_add_test(tc, profile_expert_spans);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -352,17 +352,18 @@ START_TEST(profile_of_a_run)
     json_t *root = json_load_file(prof, 0, &je);
     ck_assert_msg(root != NULL, "%s", je.text);
     json_t *ev = json_object_get(root, "traceEvents");
-    const char *want[] = {"read", "forward", "hessian", "cholesky", "grid", "gptq", "write"};
-    int layers = 0, found[7] = {0};
+    const char *want[] = {"read", "forward", "hessian", "cholesky", "grid", "gptq", "write", "journal"};
+    int layers = 0, found[8] = {0};
     for (size_t i = 0; i < json_array_size(ev); i++) {
         json_t *e = json_array_get(ev, i);
         if (strcmp(json_string_value(json_object_get(e, "ph")), "X")) continue;
         const char *cat = json_string_value(json_object_get(e, "cat"));
         if (!strcmp(cat, "layer")) layers++;
-        for (int k = 0; k < 7; k++) found[k] += !strcmp(cat, want[k]);
+        for (int k = 0; k < 8; k++) found[k] += !strcmp(cat, want[k]);
     }
     ck_assert_int_eq(layers, 5);
-    for (int k = 0; k < 7; k++) ck_assert_msg(found[k] > 0, "no %s span", want[k]);
+    for (int k = 0; k < 8; k++) ck_assert_msg(found[k] > 0, "no %s span", want[k]);
+    ck_assert_int_eq(found[7], 5);                   /* one journal commit per layer */
     json_decref(root);
     FILE *f = fopen(tim, "r");
     ck_assert_ptr_nonnull(f);
