@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -359,6 +360,52 @@ START_TEST(full_disk_then_resume)
 }
 END_TEST
 
+/* A real full disk when the test may mount a small tmpfs (root with
+ * CAP_SYS_ADMIN).  The pre-flight check refuses a disk that obviously cannot
+ * hold the run; one that fills up during the run (here: another file takes
+ * the space while the run is stopped, and --resume skips the pre-flight)
+ * fails with ENOSPC naming the file; once the space is freed, --resume
+ * completes it byte-identical. */
+START_TEST(enospc_on_tmpfs_then_resume)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char mnt[4300], out[4400], why[9000], e0[4096], e1[4096];
+    snprintf(mnt, sizeof mnt, "%s/small", r.tmp);
+    ck_assert_int_eq(mkdir(mnt, 0755), 0);
+    if (run("mount -t tmpfs -o size=96k tmpfs '%s'", mnt) != 0) {
+        printf("check_resume: cannot mount a tmpfs here (needs root), ENOSPC test skipped (RLIMIT_FSIZE one runs)\n");
+        teardown(&r);
+        return;
+    }
+    snprintf(out, sizeof out, "%s/o", mnt);
+    int c0 = run("'%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);     /* too small: refused */
+    memcpy(e0, err, sizeof e0);
+    e0[sizeof e0 - 1] = '\0';
+    run("rm -rf '%s'; mount -o remount,size=4m '%s'", out, mnt);
+    int ck = run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
+    struct statvfs sv;
+    uint64_t avail = statvfs(mnt, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+    int fill = run("head -c %llu /dev/zero > '%s/filler'", (unsigned long long)(avail > 24576 ? avail - 24576 : 0), mnt);
+    int c1 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+    memcpy(e1, err, sizeof e1);
+    e1[sizeof e1 - 1] = '\0';
+    run("rm -f '%s/filler'", mnt);                   /* space freed */
+    int c2 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+    int same = c2 == 0 && same_tree(r.ref, out, why, sizeof why);
+    run("umount '%s'", mnt);
+    ck_assert_msg(c0 == 2 && strstr(e0, "the disk has"), "pre-flight: exit %d: %s", c0, e0);
+    ck_assert(killed(ck));
+    ck_assert_int_eq(fill, 0);
+    ck_assert_msg(c1 == 1, "exit %d: %s", c1, e1);
+    ck_assert_msg(strstr(e1, mnt) && strstr(e1, "o space left"), "%s", e1);
+    ck_assert_msg(strstr(e1, "needs about") && strstr(e1, "--resume --work"), "%s", e1);
+    ck_assert_msg(c2 == 0, "resume: %s", err);
+    ck_assert_msg(same, "%s", why);
+    teardown(&r);
+}
+END_TEST
+
 START_TEST(sigterm_then_resume)
 {
     rt r;
@@ -388,6 +435,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, changed_inputs_refused);
     tcase_add_test(tc, malformed_journal);
     tcase_add_test(tc, full_disk_then_resume);
+    tcase_add_test(tc, enospc_on_tmpfs_then_resume);
     tcase_add_test(tc, sigterm_then_resume);
     suite_add_tcase(s, tc);
     return s;
