@@ -56,7 +56,7 @@ static const char usage[] =
     "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
     "  --quiet              no log lines\n"
     "\n"
-    "Resume: a run with --calib keeps a journal in its work folder; killed at any\n"
+    "Resume: every run keeps a journal in its work folder; killed at any\n"
     "moment (kill -9, power loss, a full disk), it goes on where it stopped with\n"
     "  forge-stream --resume --work DIR   (or: forge-stream quantize --resume --out OUT\n"
     "                       for the default OUT/.forge-work); every option comes from\n"
@@ -233,15 +233,31 @@ static int described(const fs_model *m, const char *name)
     return 0;
 }
 
-static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_model *m, fs_outckpt *o)
+/* Layer l and everything before it are written: the journal says so. */
+static fs_status commit_layer(fs_ctx *ctx, fs_run_journal *rj, int l)
+{
+    fs_commit_info ci = {l + 1, NULL, 0, 0, 0, NULL};
+    fs_status rc = fs_rj_commit(ctx, rj, &ci);
+    if (rc == FS_OK) fs_crashpoint(ctx, "committed");
+    return rc;
+}
+
+/* --method rtn without calibration: layer by layer from the weights alone,
+ * committed to the journal after each layer like the pipeline. */
+static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_model *m, fs_outckpt *o,
+                     fs_run_journal *rj, int l0)
 {
     fs_status rc = FS_OK;
     char name[1100];
     double t0 = fs_now(), err = 0.0, norm = 0.0;
-    for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
+    for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)     /* committed with layer 0 */
         if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
-    for (int l = 0; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+    for (int l = l0; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
         const fs_mlayer *L = &m->layers[l];
+        if (fs_interrupted()) {
+            rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
+            break;
+        }
         if (L->mtp) {                                   /* copied through, never quantized */
             char pre[64];
             int n = 0;
@@ -255,6 +271,7 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
             }
             fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer, %d tensors copied unquantized", l + 1,
                    m->nlayers + m->nmtp, l, n);
+            if (rc == FS_OK) rc = commit_layer(ctx, rj, l);
             continue;
         }
         double le = 0.0, ln = 0.0;
@@ -265,6 +282,7 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
             snprintf(name, sizeof name, "%s.weight", x->name);
             rc = fs_ckpt_read_f32(ctx, c, name, &W);
             if (rc == FS_OK) rc = fs_layer_quantize(ctx, W, NULL, NULL, x->out, x->in, &a->q, &r);
+            fs_crashpoint(ctx, "gptq");
             if (rc == FS_OK) {
                 double wn = 0.0;
                 for (int64_t k = 0; k < x->out * x->in; k++) wn += (double)W[k] * W[k];
@@ -283,6 +301,7 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
             fs_log(ctx, "[%3d/%3d] model.layers.%d: %d linears%s, relative weight error %.3e, %.1f s", l + 1,
                    m->nlayers + m->nmtp, l, L->nlin, L->moe ? " (MoE)" : "", ln > 0 ? le / ln : 0.0,
                    fs_now() - t0);
+        if (rc == FS_OK) rc = commit_layer(ctx, rj, l);
     }
     /* tensors the description does not name: copied unchanged, and said */
     for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
@@ -406,7 +425,7 @@ static fs_status resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_ru
     if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
         /* killed before its first commit: nothing was done, so with the
          * run's flags given again it simply starts over */
-        if (!u.model || !u.out || !u.calib)
+        if (!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0))
             return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal: the run was stopped before its first commit, so "
                               "nothing is done yet; start it again with its flags and --overwrite (or add them to "
                               "--resume)", rj->work);
@@ -534,7 +553,7 @@ int cmd_quantize(int argc, char **argv)
     else if (hook > 0) ctx.crash = &crash;
     if (rc == FS_OK && a.resume) rc = resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
-    if (rc == FS_OK && !a.resume && a.calib) rc = absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
+    if (rc == FS_OK && !a.resume) rc = absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK && !c->config)
@@ -581,6 +600,7 @@ int cmd_quantize(int argc, char **argv)
     fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
     rj.rep = &rep;
     rj.m = m;
+    rj.calibrated = a.calib != NULL;
     if (rc == FS_OK && a.resume) {
         /* everything committed is checked; a damaged file restarts the run from layer 0 */
         rc = fs_rj_restore(&ctx, &rj, c, a.calib, ids, (size_t)(a.samples * a.seq_len), a.out, a.max_shard, a.fmt,
@@ -589,7 +609,7 @@ int cmd_quantize(int argc, char **argv)
     } else if (rc == FS_OK) {
         /* a new run: the work folder is locked before anything is written (the
          * default one lives inside --out, which must be empty anyway) */
-        if (a.calib && a.work) {
+        if (a.work) {
             if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
                 rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
             if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
@@ -601,7 +621,7 @@ int cmd_quantize(int argc, char **argv)
                                 FS_JOURNAL_NAME, a.work);
         }
         if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
-        if (rc == FS_OK && a.calib) {
+        if (rc == FS_OK) {
             snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);
             if (!a.work) strncat(rj.work, "/.forge-work", sizeof rj.work - strlen(rj.work) - 1);
             if (lock_fd < 0 && mkdir(rj.work, 0755) != 0 && errno != EEXIST)
@@ -638,8 +658,9 @@ int cmd_quantize(int argc, char **argv)
         }
         if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);
         fs_trace_free(po.trace);
-    } else {
-        rc = run(&ctx, &a, c, m, o);
+    } else if (!fs_rj_sealed(&rj)) {
+        rc = run(&ctx, &a, c, m, o, &rj, start_layer);
+        if (rc == FS_OK) rc = fs_rj_seal(&ctx, &rj);
     }
     fs_fwd_free(&fw);
     fs_tokens_free(&tk);

@@ -219,10 +219,11 @@ fs_status fs_journal_read(fs_ctx *ctx, const char *work, void **root)
     else if (!json_is_object(model) || !json_is_string(json_object_get(model, "dir")) ||
              !json_is_array(json_object_get(model, "files")))
         rc = bad(ctx, path, "model", "is not {dir, files}");
-    else if (!json_is_object(calib) || !json_is_string(json_object_get(calib, "path")) ||
-             !json_is_integer(json_object_get(calib, "size")) || !is_hex16(json_object_get(calib, "xxh3")) ||
-             !is_hex16(json_object_get(calib, "ids_xxh3")))
-        rc = bad(ctx, path, "calib", "is not {path, size, xxh3, ids_xxh3}");
+    else if (!json_is_null(calib) &&
+             (!json_is_object(calib) || !json_is_string(json_object_get(calib, "path")) ||
+              !json_is_integer(json_object_get(calib, "size")) || !is_hex16(json_object_get(calib, "xxh3")) ||
+              !is_hex16(json_object_get(calib, "ids_xxh3"))))
+        rc = bad(ctx, path, "calib", "is not null or {path, size, xxh3, ids_xxh3}");
     else if (!json_is_integer(json_object_get(j, "layers_done")) || json_integer_value(json_object_get(j, "layers_done")) < 0 ||
              json_integer_value(json_object_get(j, "layers_done")) > 100000)
         rc = bad(ctx, path, "layers_done", "is not a layer count");

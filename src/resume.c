@@ -41,7 +41,8 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     json_t *root = json_object(), *files = NULL, *calib = NULL, *state = NULL;
     fs_status rc = root ? FS_OK : fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
     if (rc == FS_OK) rc = fs_fingerprint_model(ctx, c, (void **)&files);
-    if (rc == FS_OK) rc = calib_info(ctx, calib_path, ids, nids, &calib);
+    if (rc == FS_OK && calib_path) rc = calib_info(ctx, calib_path, ids, nids, &calib);
+    else if (rc == FS_OK) calib = json_null();     /* --method rtn without calibration */
     if (rc == FS_OK) rc = fs_out_state(ctx, rj->o, (void **)&state);
     if (rc == FS_OK) rc = set(ctx, root, "format", json_string(FS_JOURNAL_FORMAT));
     if (rc == FS_OK) rc = set(ctx, root, "version", json_integer(FS_JOURNAL_VERSION));
@@ -268,7 +269,8 @@ static fs_status try_state(fs_ctx *ctx, fs_run_journal *rj, const json_t *st, in
     const int done = (int)json_integer_value(json_object_get(st, "layers_done"));
     act[0] = '\0';
     fs_status rc = FS_OK;
-    if (done > 0 && done < rj->m->nlayers) rc = check_act(ctx, rj, json_object_get(st, "act"), act, act_n);
+    if (rj->calibrated && done > 0 && done < rj->m->nlayers)
+        rc = check_act(ctx, rj, json_object_get(st, "act"), act, act_n);
     if (rc == FS_OK) rc = fs_out_resume(ctx, out_dir, max_shard, fmt, q, json_object_get(st, "output"), keep, o);
     if (rc == FS_OK) rc = restore_moe(ctx, rj, json_object_get(st, "moe"), rep);
     if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; }
@@ -288,12 +290,15 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
     fs_status rc = fs_fingerprint_model(ctx, c, (void **)&files);
     if (rc == FS_OK) rc = fs_fingerprint_check(ctx, c->dir, json_object_get(json_object_get(root, "model"), "files"), files);
     json_decref(files);
-    if (rc == FS_OK) rc = calib_info(ctx, calib_path, ids, nids, &calib);
     json_t *rc_calib = json_object_get(root, "calib");
-    if (rc == FS_OK && !json_equal(json_object_get(calib, "xxh3"), json_object_get(rc_calib, "xxh3")))
+    if (rc == FS_OK && !json_is_null(rc_calib) != (calib_path != NULL))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: the calibration recorded does not match the run's flags", rj->work,
+                        FS_JOURNAL_NAME);
+    if (rc == FS_OK && calib_path) rc = calib_info(ctx, calib_path, ids, nids, &calib);
+    if (rc == FS_OK && calib_path && !json_equal(json_object_get(calib, "xxh3"), json_object_get(rc_calib, "xxh3")))
         rc = fs_ctx_err(ctx, FS_ERR_USAGE, "calibration file %s changed since the run started (its checksum differs); "
                         "start the run again without --resume", calib_path);
-    if (rc == FS_OK && !json_equal(json_object_get(calib, "ids_xxh3"), json_object_get(rc_calib, "ids_xxh3")))
+    if (rc == FS_OK && calib_path && !json_equal(json_object_get(calib, "ids_xxh3"), json_object_get(rc_calib, "ids_xxh3")))
         rc = fs_ctx_err(ctx, FS_ERR_USAGE, "the calibration windows taken from %s differ from the run's", calib_path);
     json_decref(calib);
     if (rc != FS_OK) return rc;

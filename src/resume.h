@@ -26,12 +26,13 @@ typedef struct fs_run_journal {
     fs_outckpt *o;                  /* the writer whose state it records */
     const fs_moe_report *rep;       /* read on the compute thread only (commit_prep) */
     const fs_model *m;
+    int calibrated;                 /* a --calib run (boundaries); else rtn from the weights */
 } fs_run_journal;
 
 /* Starts the journal of a new run in rj->work (rj->o, rj->rep, rj->m set by
  * the caller): the configuration (argv, config: json_t *, taken), the
- * backend name, the model fingerprint and the calibration checksums; no
- * layer done.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */
+ * backend name, the model fingerprint and the calibration checksums
+ * (calib_path NULL: a run without calibration); no layer done.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */
 fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config, const char *backend,
                        const fs_ckpt *c, const char *calib_path, const uint32_t *ids, size_t nids);
 

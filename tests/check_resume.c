@@ -191,6 +191,26 @@ START_TEST(kill_anywhere_deepseek)
 }
 END_TEST
 
+/* --method rtn without calibration keeps the same journal (no boundaries):
+ * a DeepSeek-V3 run (FP8 dequantized, MTP copied) killed anywhere resumes
+ * byte-identical too. */
+START_TEST(kill_anywhere_rtn_without_calibration)
+{
+    rt r;
+    if (!setup(&r, "deepseek_v3", "--mtp")) return;
+    snprintf(r.flags, sizeof r.flags, "--model '%s' --method rtn --max-shard-size 40K", r.model);
+    snprintf(r.ref, sizeof r.ref, "%s/ref-rtn", r.tmp);
+    ck_assert_msg(run("FORGE_STREAM_CRASH_REPORT=1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, r.ref) == 0,
+                  "%s", err);
+    r.points = atol(strstr(err, "crash points passed: ") + strlen("crash points passed: "));
+    ck_assert_int_ge(r.points, 60);
+    harness(&r, 8, 0);
+    kill_and_resume(&r, "committed:2", 1);
+    kill_and_resume(&r, "tensor-write:9", 0);
+    teardown(&r);
+}
+END_TEST
+
 /* Killed, resumed and killed again during the resume, resumed again. */
 START_TEST(killed_twice)
 {
@@ -430,6 +450,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, kill_anywhere_dense);
     tcase_add_test(tc, kill_anywhere_moe);
     tcase_add_test(tc, kill_anywhere_deepseek);
+    tcase_add_test(tc, kill_anywhere_rtn_without_calibration);
     tcase_add_test(tc, killed_twice);
     tcase_add_test(tc, corrupted_files_recomputed);
     tcase_add_test(tc, changed_inputs_refused);
