@@ -2,7 +2,8 @@
  *
  * Invariants after fs_ckpt_open:
  *  1. Every shard is a regular file directly inside c->dir (or a symlink whose
- *     target resolves inside it) with a validated header.
+ *     target resolves inside it, or, for a Hugging Face cache snapshot
+ *     R/snapshots/REV, directly inside R/blobs) with a validated header.
  *  2. Every tensor name is in exactly one shard; with an index, the index and
  *     the shards agree exactly (no tensor missing, none extra).
  *  3. The name table holds every tensor; lookups never touch the disk.
@@ -91,7 +92,22 @@ static fs_status check_shard_name(fs_ctx *ctx, const char *dir, const char *name
     return FS_OK;
 }
 
-/* Resolves dir/name and checks that it stays inside dir (symlinks included). */
+/* A Hugging Face cache snapshot: dir is R/snapshots/REV and its files are
+ * links to R/blobs/HASH.  That exact shape, and nothing wider, is accepted. */
+static int hf_blob(const char *dir, const char *real)
+{
+    const char *rev = strrchr(dir, '/');
+    static const char snaps[] = "/snapshots";
+    const size_t sl = sizeof snaps - 1;
+    if (!rev || (size_t)(rev - dir) <= sl || strncmp(rev - sl, snaps, sl) != 0) return 0;
+    const size_t rl = (size_t)(rev - dir) - sl;                 /* R = dir[0, rl) */
+    if (strncmp(real, dir, rl) != 0 || strncmp(real + rl, "/blobs/", 7) != 0) return 0;
+    const char *blob = real + rl + 7;
+    return blob[0] != '\0' && blob[0] != '.' && !strchr(blob, '/');
+}
+
+/* Resolves dir/name and checks that it stays inside dir (symlinks included;
+ * a Hugging Face cache snapshot's links into its blobs folder too). */
 static fs_status shard_path(fs_ctx *ctx, const char *dir, const char *name, char **out)
 {
     *out = NULL;
@@ -106,10 +122,11 @@ static fs_status shard_path(fs_ctx *ctx, const char *dir, const char *name, char
         return rc;
     }
     size_t dl = strlen(dir);
-    if (strncmp(real, dir, dl) != 0 || real[dl] != '/' || strchr(real + dl + 1, '/')) {
+    int inside = strncmp(real, dir, dl) == 0 && real[dl] == '/' && !strchr(real + dl + 1, '/');
+    if (!inside && !hf_blob(dir, real)) {
         fs_status rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: resolves to %s, outside the model folder "
-                                  "(a Hugging Face cache snapshot links its files to ../../blobs: download "
-                                  "with --local-dir, or copy the files, to get a self-contained folder)",
+                                  "(only a Hugging Face cache snapshot's links into its own ../../blobs are "
+                                  "followed; copy the files to get a self-contained folder)",
                                   p, real);
         free(p);
         free(real);

@@ -5,7 +5,8 @@
  * read when asked (fs_ckpt_read*), never a whole shard.
  *
  * Checkpoints come from the internet: shard names are plain file names inside
- * the folder (no '/', no '..', no absolute path, no symlink leading outside),
+ * the folder (no '/', no '..', no absolute path, no symlink leading outside
+ * but a Hugging Face cache snapshot's into its own blobs folder),
  * every header is validated (safetensors.h), a tensor may live in one shard
  * only, every tensor of the index must be in its shard, and counts are
  * bounded.

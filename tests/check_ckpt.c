@@ -1664,6 +1664,71 @@ START_TEST(test_fuzz)
 }
 END_TEST
 
+/* A Hugging Face cache snapshot: R/snapshots/REV/<file> are links to
+ * ../../blobs/<hash>.  Opened like a plain folder, same tensors, same bytes;
+ * links of any other shape stay refused. */
+START_TEST(test_hf_cache_snapshot)
+{
+    if (!gen_tiny()) return;
+    char *root = t_tmpdir(), *plain = path2(root, "plain"), *repo = path2(root, "models--org--tiny");
+    gen(plain, "--type llama --shards 2");
+    char *blobs = path2(repo, "blobs"), *snaps = path2(repo, "snapshots"), *rev = path2(snaps, "0123abcd");
+    ck_assert_int_eq(mkdir(repo, 0755), 0);
+    ck_assert_int_eq(mkdir(blobs, 0755), 0);
+    ck_assert_int_eq(mkdir(snaps, 0755), 0);
+    ck_assert_int_eq(mkdir(rev, 0755), 0);
+    char cmd[20000];
+    /* each file to blobs/<its xxh-like name>, linked from the snapshot as huggingface_hub does */
+    snprintf(cmd, sizeof cmd, "cd '%s' && i=0 && for f in *; do i=$((i+1)); cp \"$f\" '%s'/blob$i; "
+             "ln -s ../../blobs/blob$i '%s'/\"$f\"; done", plain, blobs, rev);
+    ck_assert_int_eq(system(cmd), 0);
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    fs_ckpt *a = NULL, *b = NULL;
+    ck_assert_msg(fs_ckpt_open(&ctx, rev, &a) == FS_OK, "%s", ctx.errmsg);
+    ck_assert_int_eq(fs_ckpt_open(&ctx, plain, &b), FS_OK);
+    ck_assert_int_eq(a->ntensors, b->ntensors);
+    ck_assert_int_eq(a->nshards, 2);
+    for (size_t i = 0; i < b->ntensors; i++) {
+        const fs_ckpt_entry *ea = fs_ckpt_find(a, b->entries[i].t->name), *eb = &b->entries[i];
+        ck_assert_ptr_nonnull(ea);
+        ck_assert_int_eq(ea->t->nbytes, eb->t->nbytes);
+        uint8_t *x = malloc(eb->t->nbytes + 1), *y = malloc(eb->t->nbytes + 1);
+        ck_assert_int_eq(fs_ckpt_read_raw(&ctx, a, ea, x), FS_OK);
+        ck_assert_int_eq(fs_ckpt_read_raw(&ctx, b, eb, y), FS_OK);
+        ck_assert(memcmp(x, y, eb->t->nbytes) == 0);
+        free(x);
+        free(y);
+    }
+    fs_ckpt_close(a);
+    fs_ckpt_close(b);
+    /* refused: a blob in a sub-folder of blobs, a link into another folder, and
+     * the same links from a folder that is not under snapshots/ */
+    const char *shard = "model-00001-of-00002.safetensors";
+    struct { const char *what, *setup; } bad[] = {
+        {"blob in a sub-folder", "mkdir '%1$s/blobs/sub' && mv '%1$s/blobs/blob1' '%1$s/blobs/sub/' && "
+                                 "rm '%2$s/%3$s' && ln -s ../../blobs/sub/blob1 '%2$s/%3$s'"},
+        {"link to a sibling folder", "mkdir '%1$s/other' && cp '%1$s/blobs/sub/blob1' '%1$s/other/' && "
+                                     "rm '%2$s/%3$s' && ln -s ../../other/blob1 '%2$s/%3$s'"},
+        {"snapshot not under snapshots/", "mv '%1$s/other/blob1' '%1$s/blobs/' && rm '%2$s/%3$s' && "
+                                          "ln -s ../../blobs/blob1 '%2$s/%3$s' && mv '%1$s/snapshots' '%1$s/snaps'"},
+    };
+    char *rev2 = path2(repo, "snaps/0123abcd");
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        snprintf(cmd, sizeof cmd, bad[k].setup, repo, rev, shard);
+        ck_assert_msg(system(cmd) == 0, "%s: %s", bad[k].what, cmd);
+        fs_ctx_init(&ctx);
+        fs_status rc = fs_ckpt_open(&ctx, k == 2 ? rev2 : rev, &a);
+        ck_assert_msg(rc == FS_ERR_FORMAT && strstr(ctx.errmsg, "outside the model folder") &&
+                      strstr(ctx.errmsg, shard), "%s: %d %s", bad[k].what, rc, ctx.errmsg);
+    }
+    free(rev2);
+    free(rev); free(snaps); free(blobs); free(repo); free(plain);
+    t_rmdir(root);
+    free(root);
+}
+END_TEST
+
 Suite *fs_suite_ckpt(void)
 {
     Suite *s = suite_create("ckpt");
@@ -1671,6 +1736,7 @@ Suite *fs_suite_ckpt(void)
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_families, 0, NFAM);
     tcase_add_test(tc, test_single_file);
+    tcase_add_test(tc, test_hf_cache_snapshot);
     suite_add_tcase(s, tc);
     tc = tcase_create("fp8");
     tcase_set_timeout(tc, 60);
