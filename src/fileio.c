@@ -63,7 +63,10 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
     for (size_t off = 0; rc == FS_OK && off < n;) {
         ssize_t w = write(fd, (const char *)buf + off, n - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+        if (w <= 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG))
+            rc = fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing %s (%zu bytes): %s", tmp, n,
+                            strerror(errno));
+        else if (w <= 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", tmp, strerror(errno));
         else off += (size_t)w;
     }
     if (rc == FS_OK && fsync(fd) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));

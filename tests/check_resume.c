@@ -382,10 +382,12 @@ END_TEST
 
 /* A real full disk when the test may mount a small tmpfs (root with
  * CAP_SYS_ADMIN).  The pre-flight check refuses a disk that obviously cannot
- * hold the run; one that fills up during the run (here: another file takes
- * the space while the run is stopped, and --resume skips the pre-flight)
- * fails with ENOSPC naming the file; once the space is freed, --resume
- * completes it byte-identical. */
+ * hold the run.  A disk that fills up during the run (here: another file
+ * takes all but `left` bytes while the run is stopped, and --resume skips the
+ * pre-flight) fails with ENOSPC naming the file; once the space is freed,
+ * --resume completes it byte-identical.  Sweeping `left` makes the write
+ * that fails an output staging file, an activation boundary and the journal
+ * in turn. */
 START_TEST(enospc_on_tmpfs_then_resume)
 {
     rt r;
@@ -402,26 +404,36 @@ START_TEST(enospc_on_tmpfs_then_resume)
     int c0 = run("'%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);     /* too small: refused */
     memcpy(e0, err, sizeof e0);
     e0[sizeof e0 - 1] = '\0';
-    run("rm -rf '%s'; mount -o remount,size=4m '%s'", out, mnt);
-    int ck = run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
-    struct statvfs sv;
-    uint64_t avail = statvfs(mnt, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
-    int fill = run("head -c %llu /dev/zero > '%s/filler'", (unsigned long long)(avail > 24576 ? avail - 24576 : 0), mnt);
-    int c1 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
-    memcpy(e1, err, sizeof e1);
-    e1[sizeof e1 - 1] = '\0';
-    run("rm -f '%s/filler'", mnt);                   /* space freed */
-    int c2 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
-    int same = c2 == 0 && same_tree(r.ref, out, why, sizeof why);
     run("umount '%s'", mnt);
     ck_assert_msg(c0 == 2 && strstr(e0, "the disk has"), "pre-flight: exit %d: %s", c0, e0);
-    ck_assert(killed(ck));
-    ck_assert_int_eq(fill, 0);
-    ck_assert_msg(c1 == 1, "exit %d: %s", c1, e1);
-    ck_assert_msg(strstr(e1, mnt) && strstr(e1, "o space left"), "%s", e1);
-    ck_assert_msg(strstr(e1, "needs about") && strstr(e1, "--resume --work"), "%s", e1);
-    ck_assert_msg(c2 == 0, "resume: %s", err);
-    ck_assert_msg(same, "%s", why);
+    int hit_data = 0, hit_act = 0, hit_journal = 0;
+    for (int left = 2048; left <= 90112; left += 4096) {
+        ck_assert_int_eq(run("mount -t tmpfs -o size=4m tmpfs '%s'", mnt), 0);
+        int ck = run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
+        struct statvfs sv;
+        uint64_t avail = statvfs(mnt, &sv) == 0 ? (uint64_t)sv.f_bavail * sv.f_frsize : 0;
+        int fill = run("head -c %llu /dev/zero > '%s/filler'", (unsigned long long)(avail > (uint64_t)left ? avail - left : 0), mnt);
+        int c1 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+        memcpy(e1, err, sizeof e1);
+        e1[sizeof e1 - 1] = '\0';
+        run("rm -f '%s/filler'", mnt);               /* space freed */
+        int c2 = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+        int same = c2 == 0 && same_tree(r.ref, out, why, sizeof why);
+        run("umount '%s'", mnt);
+        ck_assert(killed(ck));
+        ck_assert_int_eq(fill, 0);
+        if (c1 == 0) break;                          /* enough room left: the run completed */
+        ck_assert_msg(c1 == 1, "left %d: exit %d: %s", left, c1, e1);
+        ck_assert_msg(strstr(e1, "no space left on device while writing") && strstr(e1, out), "left %d: %s", left, e1);
+        ck_assert_msg(strstr(e1, "needs about") && strstr(e1, "--resume --work"), "left %d: %s", left, e1);
+        hit_data += strstr(e1, ".data") != NULL;
+        hit_act += strstr(e1, "act-0002.fsa") != NULL;
+        hit_journal += strstr(e1, "journal.json") != NULL;
+        ck_assert_msg(c2 == 0, "left %d: resume: %s", left, err);
+        ck_assert_msg(same, "left %d: %s", left, why);
+    }
+    ck_assert_msg(hit_data && hit_act && hit_journal, "failed writes: staging %d, boundary %d, journal %d", hit_data,
+                  hit_act, hit_journal);
     teardown(&r);
 }
 END_TEST
