@@ -649,7 +649,7 @@ int cmd_quantize(int argc, char **argv)
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
         fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, rj.work, a.policy, a.min_expert_tokens, &rep, NULL,
                            start_layer, act[0] ? act : NULL, fs_rj_commit_prep, fs_rj_commit, fs_rj_snap_free, &rj};
-        po.q.loss_f32 = 1;                       /* logs only: the f64 loss GEMMs would dominate */
+        po.q.loss_f32 = 1;                       /* logs only: estimated (exact losses would triple the time) */
         double tw = fs_now();
         rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
         if (rc == FS_OK && !fs_rj_sealed(&rj)) {

@@ -155,7 +155,8 @@ typedef struct fs_quant_opts {
     double damp;           /* relative damping, added as damp*mean(diag H) */
     int rtn;               /* round to nearest only (no GPTQ) */
     int gptq_v1;           /* grids for the gptq format: F16 scales, asym zero >= 1 */
-    int loss_f32;          /* report losses from an f32 GEMM (pipeline logs) instead of f64 */
+    int loss_f32;          /* losses for logs only (the quantize pipeline): estimated by
+                              fs_quad_loss_est instead of exact in f64 */
 } fs_quant_opts;
 
 void fs_quant_opts_default(fs_quant_opts *q);
@@ -261,6 +262,13 @@ double fs_frob_loss(const float *W, const float *D, size_t n);
  * GEMM (several times faster; for logs, not for the `layer` report).
  * D may be NULL (then D = 0: trace(W H W^T)).  Errors: FS_ERR_NOMEM. */
 fs_status fs_quad_loss_f32(fs_ctx *ctx, const float *W, const float *D, const float *H,
+                           int64_t rows, int64_t cols, double *loss);
+/* The estimate the pipeline logs: the f32 loss of FS_LOSS_EST_ROWS rows spread
+ * evenly (row i * rows / S), scaled by rows / S; exact (in f32) when rows <=
+ * FS_LOSS_EST_ROWS.  Three exact losses per linear (RTN, GPTQ, trace(W H W^T))
+ * cost three times the GPTQ solve itself; this costs a few percent of it. */
+#define FS_LOSS_EST_ROWS 128
+fs_status fs_quad_loss_est(fs_ctx *ctx, const float *W, const float *D, const float *H,
                            int64_t rows, int64_t cols, double *loss);
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
                        const double *H64, int64_t rows, int64_t cols, double *loss);

@@ -37,7 +37,7 @@ void fs_layer_result_free(fs_layer_result *res)
 static fs_status loss_of(fs_ctx *ctx, const fs_quant_opts *q, const float *W, const float *D,
                          const float *H, const double *H64, int64_t rows, int64_t cols, double *out)
 {
-    if (q->loss_f32 && !H64) return fs_quad_loss_f32(ctx, W, D, H, rows, cols, out);
+    if (q->loss_f32 && !H64) return fs_quad_loss_est(ctx, W, D, H, rows, cols, out);
     return fs_quad_loss(ctx, W, D, H, H64, rows, cols, out);
 }
 

@@ -30,6 +30,31 @@ fs_status fs_quad_loss_f32(fs_ctx *ctx, const float *W, const float *D, const fl
     return FS_OK;
 }
 
+fs_status fs_quad_loss_est(fs_ctx *ctx, const float *W, const float *D, const float *H,
+                           int64_t rows, int64_t cols, double *loss)
+{
+    const int64_t S = rows < FS_LOSS_EST_ROWS ? rows : FS_LOSS_EST_ROWS;
+    float *E = fs_alloc2((size_t)(S ? S : 1), (size_t)cols * sizeof(float));
+    float *T = fs_alloc2((size_t)(S ? S : 1), (size_t)cols * sizeof(float));
+    if (!E || !T) {
+        free(E); free(T);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "loss: %lld columns", (long long)cols);
+    }
+    for (int64_t i = 0; i < S; i++) {               /* rows spread evenly over the matrix */
+        const int64_t r = i * rows / S;
+        for (int64_t k = 0; k < cols; k++) E[i * cols + k] = W[r * cols + k] - (D ? D[r * cols + k] : 0.0f);
+    }
+    double total = 0.0;
+    if (S > 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)S, (int)cols, (int)cols, 1.0f, E, (int)cols, H,
+                    (int)cols, 0.0f, T, (int)cols);
+        for (int64_t i = 0; i < S * cols; i++) total += (double)T[i] * (double)E[i];
+    }
+    free(E); free(T);
+    *loss = S > 0 ? total * (double)rows / (double)S : 0.0;
+    return FS_OK;
+}
+
 fs_status fs_quad_loss(fs_ctx *ctx, const float *W, const float *D, const float *H,
                        const double *H64, int64_t rows, int64_t cols, double *loss)
 {

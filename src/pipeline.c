@@ -372,7 +372,10 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tq + r.grid_s + r.chol_s, tq + r.grid_s + r.chol_s + r.gptq_s,
                   (uint64_t)(x->out * x->in) * 4, o * in * in);
     double wn = 0.0;
-    if ((rc = fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn)) != FS_OK) {
+    /* the same rows as the losses' estimate when those are estimated (loss_f32) */
+    rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, H, x->out, x->in, &wn)
+                           : fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn);
+    if (rc != FS_OK) {
         fs_layer_result_free(&r);
         return rc;
     }

@@ -365,6 +365,45 @@ START_TEST(nonfinite_input_rejected)
 }
 END_TEST
 
+/* The pipeline's logged loss: exact (up to f32 rounding) when the matrix has
+ * at most FS_LOSS_EST_ROWS rows; an estimate from that many evenly spread
+ * rows otherwise, checked against the long-double definition (t_loss) on a
+ * matrix whose rows all cost about the same, and with the rows' costs made
+ * very uneven by blocks (the spread sample must still see every block). */
+START_TEST(log_loss_estimate)
+{
+    t_rng g = {77};
+    const int cols = 48, n = 400;
+    float *X = t_corr_inputs(&g, n, cols), *H = malloc(sizeof(float) * cols * cols);
+    double *Hd = malloc(sizeof(double) * cols * cols);
+    t_xtx(X, n, cols, Hd);
+    for (int i = 0; i < cols * cols; i++) H[i] = (float)Hd[i];
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    const int rowsv[3] = {FS_LOSS_EST_ROWS / 2, 3000, 3000};
+    for (int c = 0; c < 3; c++) {
+        const int rows = rowsv[c];
+        float *W = malloc(sizeof(float) * rows * cols), *D = malloc(sizeof(float) * rows * cols);
+        for (int i = 0; i < rows * cols; i++) {
+            W[i] = t_gauss(&g);
+            D[i] = W[i] + 0.01f * t_gauss(&g) * (c == 2 ? (float)(1 + (i / cols) / 500) : 1.0f);   /* 6 blocks */
+        }
+        double est = 0, exact = t_loss(W, D, H, rows, cols);
+        ck_assert_int_eq(fs_quad_loss_est(&ctx, W, D, H, rows, cols, &est), FS_OK);
+        double rel = fabs(est - exact) / exact;
+        if (rows <= FS_LOSS_EST_ROWS) ck_assert_msg(rel < 1e-5, "all rows: %g vs %g", est, exact);
+        else ck_assert_msg(rel < 0.15, "case %d: estimate %g, exact %g (%.1f%% off)", c, est, exact, 100 * rel);
+        double wn = 0;
+        ck_assert_int_eq(fs_quad_loss_est(&ctx, W, NULL, H, rows, cols, &wn), FS_OK);
+        float *Z = calloc((size_t)rows * cols, sizeof(float));
+        double wexact = t_loss(W, Z, H, rows, cols);
+        ck_assert_msg(fabs(wn - wexact) / wexact < (rows <= FS_LOSS_EST_ROWS ? 1e-5 : 0.15), "trace(W H W^T) %g vs %g", wn, wexact);
+        free(Z); free(W); free(D);
+    }
+    free(X); free(H); free(Hd);
+}
+END_TEST
+
 Suite *fs_suite_gptq(void)
 {
     Suite *s = suite_create("gptq");
@@ -386,6 +425,7 @@ Suite *fs_suite_gptq(void)
     tcase_add_test(tc, retry_then_success);
     tcase_add_test(tc, fallback_to_rtn);
     tcase_add_test(tc, nonfinite_input_rejected);
+    tcase_add_test(tc, log_loss_estimate);
     suite_add_tcase(s, tc);
     return s;
 }
