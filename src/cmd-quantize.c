@@ -189,14 +189,10 @@ static void clean_work(const char *work, int is_default, const char *out)
  * An obvious shortfall is refused before any work, with the bytes needed. */
 static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
 {
-    uint64_t out = pl->global_bytes, act = 0;
-    for (int l = 0; l < pl->nlayers; l++) {
-        const fs_plan_layer *r = &pl->layers[l];
-        out += r->write_bytes > r->act_bytes ? r->write_bytes - r->act_bytes : 0;
-        act = r->act_bytes > act ? r->act_bytes : act;
-    }
+    uint64_t out = 0, act3 = 0;
+    fs_plan_disk(pl, &out, &act3);
     const char *dirs[2] = {a->out, a->work ? a->work : a->out};
-    uint64_t need[2] = {out + (a->work ? 0 : 3 * act), 3 * act};
+    uint64_t need[2] = {out + (a->work ? 0 : act3), act3};
     a->need_out = need[0];
     a->need_work = a->work ? need[1] : 0;
     if (a->resume) return FS_OK;                 /* the disk already holds part of the run */

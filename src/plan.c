@@ -474,6 +474,18 @@ static const char *fmt_time(char *buf, size_t n, double s)
     return buf;
 }
 
+void fs_plan_disk(const fs_plan *p, uint64_t *out, uint64_t *work)
+{
+    uint64_t o = p->global_bytes, act = 0;
+    for (int l = 0; l < p->nlayers; l++) {
+        const fs_plan_layer *r = &p->layers[l];
+        o += r->write_bytes > r->act_bytes ? r->write_bytes - r->act_bytes : 0;
+        act = r->act_bytes > act ? r->act_bytes : act;
+    }
+    *out = o;
+    *work = 3 * act;
+}
+
 void fs_plan_print(const fs_plan *p, FILE *f)
 {
     char b[12][32];
@@ -510,6 +522,10 @@ void fs_plan_print(const fs_plan *p, FILE *f)
     if (p->gpu) fprintf(f, ", GPU %s of %s", fs_plan_fmt_bytes(b[2], 32, p->gpu_peak), fs_plan_fmt_bytes(b[3], 32, o->gpu_mem));
     fprintf(f, "; minimum host %s (model.layers.%d)", fs_plan_fmt_bytes(b[4], 32, p->host_min), p->host_min_layer);
     if (p->gpu) fprintf(f, ", minimum GPU %s (model.layers.%d)", fs_plan_fmt_bytes(b[5], 32, p->gpu_min), p->gpu_min_layer);
+    uint64_t dout, dwork;
+    fs_plan_disk(p, &dout, &dwork);
+    fprintf(f, "\ndisk: output %s, work folder %s (three activation boundaries, for resume)", fs_plan_fmt_bytes(b[6], 32, dout),
+            fs_plan_fmt_bytes(b[7], 32, dwork));
     fprintf(f, "\nassumptions: disk %.1f GB/s (reads and writes), %g TFLOP/s effective%s", o->disk_gbps, o->tflops,
             p->gpu ? "" : " (CPU)");
     if (p->gpu) fprintf(f, ", PCIe %.1f GB/s", o->pcie_gbps);
@@ -525,6 +541,8 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out)
     *out = NULL;
     const fs_plan_opts *o = &p->opts;
     json_t *ls = json_array(), *j = NULL;
+    uint64_t dout, dwork;
+    fs_plan_disk(p, &dout, &dwork);
     for (int l = 0; ls && l < p->nlayers; l++) {
         const fs_plan_layer *r = &p->layers[l];
         json_t *x = json_pack(
@@ -545,7 +563,7 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out)
     }
     if (ls)
         j = json_pack("{s:s, s:b, s:s, s:I, s:I, s:I, s:i, s:I, s:I, s:b, s:f, s:f, s:f, s:i, s:I, s:o,"
-                      " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:f, s:f}}",
+                      " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:i, s:f, s:f, s:I, s:I}}",
                       "model_type", p->model_type, "exact_bytes", p->exact, "backend", p->gpu ? "gpu" : "cpu",
                       "samples", (json_int_t)o->samples, "seq_len", (json_int_t)o->seq_len,
                       "tokens", (json_int_t)p->tokens, "act_bytes_per_value", o->act_bytes,
@@ -558,7 +576,8 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out)
                       "host_min", (json_int_t)p->host_min, "gpu_min", (json_int_t)p->gpu_min,
                       "host_min_layer", p->host_min_layer,
                       "gpu_min_layer", p->gpu_min_layer, "max_waves", p->max_waves,
-                      "first_read_s", p->first_read_s, "est_s", p->total_s);
+                      "first_read_s", p->first_read_s, "est_s", p->total_s, "disk_out_bytes", (json_int_t)dout,
+                      "disk_work_bytes", (json_int_t)dwork);
     char *s = j ? json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     if (!s) return fs_ctx_err(ctx, FS_ERR_NOMEM, "plan JSON");

@@ -142,6 +142,11 @@ void fs_plan_print(const fs_plan *p, FILE *f);
 fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out);
 /* "1.23 GB" style (decimal units, 3 significant digits) into buf. */
 const char *fs_plan_fmt_bytes(char *buf, size_t n, uint64_t bytes);
+/* Disk a quantize run needs: *out for the output checkpoint, *work for the
+ * work folder (three activation boundaries: the journal's state and the one
+ * before it each name one, and the next is written before the oldest goes).
+ * Cannot fail. */
+void fs_plan_disk(const fs_plan *p, uint64_t *out, uint64_t *work);
 
 #ifdef __cplusplus
 }

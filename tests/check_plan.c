@@ -112,6 +112,15 @@ START_TEST(llama_hand_numbers)
     json_t *l0 = json_array_get(json_object_get(j, "layers"), 0);
     ck_assert_int_eq(json_integer_value(json_object_get(l0, "read_bytes")), (json_int_t)layer_bytes);
     ck_assert_int_eq(json_integer_value(json_object_get(l0, "act_bytes")), (json_int_t)(T * LL_H * 2));
+    /* disk: three boundaries in the work folder (resume keeps the journal's and the one
+     * before while the next is written); the output is everything written but them */
+    json_t *tot = json_object_get(j, "total");
+    ck_assert_int_eq(json_integer_value(json_object_get(tot, "disk_work_bytes")), (json_int_t)(3 * T * LL_H * 2));
+    uint64_t dout = 0, dwork = 0;
+    fs_plan_disk(&p, &dout, &dwork);
+    ck_assert_uint_eq(dwork, 3 * T * LL_H * 2);
+    ck_assert_uint_eq(dout, p.write_bytes - 2 * T * LL_H * 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(tot, "disk_out_bytes")), (json_int_t)dout);
     json_decref(j);
     free(js);
     char *txt = NULL;
@@ -121,6 +130,7 @@ START_TEST(llama_hand_numbers)
     fclose(f);
     ck_assert_ptr_nonnull(strstr(txt, "model.layers.1"));
     ck_assert_ptr_nonnull(strstr(txt, "assumptions: disk 7.0 GB/s"));
+    ck_assert_ptr_nonnull(strstr(txt, "three activation boundaries"));
     free(txt);
     fs_plan_free(&p4);
     fs_plan_free(&p);
