@@ -73,6 +73,9 @@ static const char usage[] =
     "                       expert a fair share of >= 16k tokens even at top-8 of 128,\n"
     "                       and below 256 rows its Hessian has rank < 256 of thousands\n"
     "                       of columns: GPTQ would fit a handful of tokens\n"
+    "  --experts-per-wave N experts whose Hessians one pass over the activations\n"
+    "                       gathers (default: as many as the memory plan fits in\n"
+    "                       --host-mem); the output does not depend on it\n"
     "  --expert-policy P    what under-calibrated experts get, named in the log:\n"
     "                       all-tokens (default): Hessians from every token of the\n"
     "                         layer, as if the expert saw all (one more pass for it);\n"
@@ -94,7 +97,7 @@ typedef struct qargs {
     fs_backend_kind backend;
     fs_quant_opts q;
     fs_expert_policy policy;
-    int64_t min_expert_tokens;
+    int64_t min_expert_tokens, experts_per_wave;
 } qargs;
 
 static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
@@ -134,7 +137,9 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
             if (!strcmp(v, "f32")) a->act_f32 = 1;
             else if (strcmp(v, "bf16")) return fs_ctx_err(ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
         }
-        else if (!strcmp(f, "--min-expert-tokens")) {
+        else if (!strcmp(f, "--experts-per-wave")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 0, 1 << 20, &a->experts_per_wave))) return rc;
+        } else if (!strcmp(f, "--min-expert-tokens")) {
             if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &a->min_expert_tokens))) return rc;
         } else if (!strcmp(f, "--expert-policy")) {
             if (fs_expert_policy_parse(v, &a->policy))
@@ -337,7 +342,7 @@ static json_t *config_json(const qargs *a)
 /* Flags that do not touch the output: free to differ on --resume. */
 static int free_flag(const char *f, int *has_value)
 {
-    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend"};
+    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave"};
     static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h"};
     for (size_t i = 0; i < sizeof with / sizeof *with; i++)
         if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
@@ -498,6 +503,7 @@ static fs_status resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_ru
     j.profile = u.profile;
     j.timings = u.timings;
     j.host_mem = u.host_mem;
+    j.experts_per_wave = u.experts_per_wave;
     *a = j;
     return FS_OK;
 }
@@ -581,6 +587,14 @@ int cmd_quantize(int argc, char **argv)
         po.group_size = a.q.group_size;
         if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
             rc = preflight_disk(&ctx, &a, &pl);
+            for (int l = 0; a.experts_per_wave == 0 && l < pl.nlayers; l++)   /* waves the budget needs */
+                if (pl.layers[l].waves > 1) {
+                    int64_t k = pl.layers[l].experts_per_wave, w = 0;
+                    for (int j = l; j < pl.nlayers; j++)
+                        if (pl.layers[j].waves > 1 && (w == 0 || pl.layers[j].experts_per_wave < w))
+                            w = pl.layers[j].experts_per_wave;
+                    a.experts_per_wave = w ? w : k;
+                }
             for (int l = 0; rc == FS_OK && l < pl.nlayers; l++)
                 if (pl.layers[l].spilled) {
                     char b1[32], b2[32];
@@ -643,8 +657,11 @@ int cmd_quantize(int argc, char **argv)
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
-        fs_pipe_opts po = {a.q, a.act_f32, 65536, NULL, NULL, rj.work, a.policy, a.min_expert_tokens, &rep, NULL,
-                           start_layer, act[0] ? act : NULL, fs_rj_commit_prep, fs_rj_commit, fs_rj_snap_free, &rj};
+        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = 65536, .work = rj.work,
+                           .expert_policy = a.policy, .min_expert_tokens = a.min_expert_tokens,
+                           .experts_per_wave = a.experts_per_wave, .moe_report = &rep, .start_layer = start_layer,
+                           .start_act = act[0] ? act : NULL, .commit_prep = fs_rj_commit_prep,
+                           .commit = fs_rj_commit, .snap_free = fs_rj_snap_free, .commit_arg = &rj};
         po.q.loss_f32 = 1;                       /* logs only: estimated (exact losses would triple the time) */
         double tw = fs_now();
         rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);

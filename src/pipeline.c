@@ -56,6 +56,8 @@
 typedef struct job_linear {
     fs_trace *tr;
     int layer;
+    int lin;                 /* index in the layer's description (the order of the output) */
+    uint64_t bytes;          /* memory it holds until written */
     fs_outckpt *o;
     char *name;
     fs_layer_result r;
@@ -307,6 +309,12 @@ typedef struct pstate {
     int nlayers;
     int64_t hin;             /* width of the Hessian being accumulated */
     double read_gbps;        /* the prefetcher's rate so far */
+    /* MoE waves: quantized experts are held until the wave's downs are done,
+     * then written in the description's order, so the output does not
+     * depend on the wave size */
+    int holding;
+    job_linear **held;
+    int nheld, cap_held;
     int l0;                  /* the first layer this process runs (a resume starts later) */
 } pstate;
 
@@ -401,8 +409,40 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     }
     j->o = p->o;
     j->r = r;
-    return fs_writer_submit(p->ctx, p->wr, run_linear, j, free_linear,
-                            (uint64_t)(x->out * x->in) * 2 + (uint64_t)x->in * 4);
+    j->tr = p->po->trace;
+    j->layer = p->L->index;
+    j->lin = i;
+    j->bytes = (uint64_t)(x->out * x->in) * 2 + (uint64_t)x->in * 4;
+    if (p->holding) {
+        if (p->nheld == p->cap_held) {
+            int cap = p->cap_held ? 2 * p->cap_held : 64;
+            job_linear **h = realloc(p->held, sizeof *h * (size_t)cap);
+            if (!h) { free_linear(j); return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "held linears"); }
+            p->held = h;
+            p->cap_held = cap;
+        }
+        p->held[p->nheld++] = j;
+        return FS_OK;
+    }
+    return fs_writer_submit(p->ctx, p->wr, run_linear, j, free_linear, j->bytes);
+}
+
+/* Submits the held linears in the layer description's order (or, after an
+ * error, frees them). */
+static fs_status flush_held(pstate *p, fs_status rc)
+{
+    for (int a = 1; a < p->nheld; a++)                   /* insertion sort: small, nearly sorted */
+        for (int b = a; b > 0 && p->held[b - 1]->lin > p->held[b]->lin; b--) {
+            job_linear *t = p->held[b];
+            p->held[b] = p->held[b - 1];
+            p->held[b - 1] = t;
+        }
+    for (int k = 0; k < p->nheld; k++) {
+        if (rc == FS_OK) rc = fs_writer_submit(p->ctx, p->wr, run_linear, p->held[k], free_linear, p->held[k]->bytes);
+        else free_linear(p->held[k]);
+    }
+    p->nheld = 0;
+    return rc;
 }
 
 /* Scratch of one batch. */
@@ -533,34 +573,59 @@ static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t 
 
 /* ---- MoE layers ------------------------------------------------------------ */
 
-/* Hessians of expert e over the calibration rows rows[0..nr): gate/up from the
- * gathered post-norm rows (down == 0) or down from silu(gate) * up of them
- * with the current (quantized) gate/up (down == 1).  *H malloc'ed. */
-static fs_status expert_hess(pstate *p, scratch *s, int e, const int32_t *rows, int64_t nr, int down,
-                             float **H)
+/* The Hessians of the experts [e0, e1) of one wave in one pass over the
+ * calibration batches: gate/up's from each expert's post-norm rows (down ==
+ * 0), or down's from silu(gate) * up of them with its current (quantized)
+ * gate/up (down == 1).  An expert's rows are the tokens routed to it (idx),
+ * or all of them when all[e].  Each expert accumulates batch by batch, its
+ * rows of each batch in one call, so its Hessian does not depend on which
+ * experts share its wave: the output is the same for any wave size.
+ * H[e - e0] malloc'ed [in, in]. */
+static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t *idx, const int *all, int down,
+                           float **H)
 {
     const fs_fwd *f = p->f;
-    const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, chunk = p->bseq * p->T;
-    void *hs = NULL;
+    const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, K = f->topk;
+    const int ne = e1 - e0;
+    void **hs = calloc((size_t)ne, sizeof *hs);
+    int64_t *seen = calloc((size_t)ne, sizeof *seen);
+    fs_status rc = hs && seen ? FS_OK : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "wave of %d experts", ne);
+    for (int e = 0; rc == FS_OK && e < ne; e++) {
+        H[e] = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+        rc = H[e] ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs[e]) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    }
     p->hin = in;
     p->tfwd = fs_now();
-    *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
-    fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
-    for (int64_t r0 = 0; rc == FS_OK && r0 < nr; r0 += chunk) {
-        const int64_t nb = nr - r0 < chunk ? nr - r0 : chunk;
-        for (int64_t r = 0; r < nb; r++) acts_load(p->x, rows[r0 + r], 1, s->xg + r * Hd);
-        fs_fwd_rmsnorm(s->xg, p->w->post_norm, nb, Hd, f->eps, s->xg);
-        if (!down) { rc = hadd(p, hs, s->xg, nb); continue; }
-        fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nb, Hd, Ie, s->g);
-        fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nb, Hd, Ie, s->u);
-        fs_fwd_swiglu(s->g, s->u, nb, Ie, s->g);
-        rc = hadd(p, hs, s->g, nb);
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
+        acts_load(p->x, t0, nb, s->xb);
+        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, Hd, f->eps, s->xn);
+        for (int e = e0; rc == FS_OK && e < e1; e++) {
+            int64_t nr = 0;
+            for (int64_t t = 0; t < nb; t++) {
+                int hit = all[e];
+                for (int64_t k = 0; !hit && k < K; k++) hit = idx[(t0 + t) * K + k] == e;
+                if (hit) memcpy(s->xg + nr++ * Hd, s->xn + t * Hd, sizeof(float) * (size_t)Hd);
+            }
+            if (nr == 0) continue;
+            seen[e - e0] += nr;
+            if (!down) { rc = hadd(p, hs[e - e0], s->xg, nr); continue; }
+            fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nr, Hd, Ie, s->g);
+            fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nr, Hd, Ie, s->u);
+            fs_fwd_swiglu(s->g, s->u, nr, Ie, s->g);
+            rc = hadd(p, hs[e - e0], s->g, nr);
+        }
     }
     fwd_mark(p);
-    if (rc == FS_OK && nr == 0) memset(*H, 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
-    else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
-    fs_be_hess_free(p->ctx->be, hs);
-    if (rc != FS_OK) { free(*H); *H = NULL; }
+    for (int e = 0; e < ne; e++) {
+        if (rc == FS_OK && seen[e] == 0) memset(H[e], 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
+        else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs[e], H[e]);
+        if (hs) fs_be_hess_free(p->ctx->be, hs[e]);
+    }
+    if (rc != FS_OK)
+        for (int e = 0; e < ne; e++) { free(H[e]); H[e] = NULL; }
+    free(hs);
+    free(seen);
     return rc;
 }
 
@@ -575,12 +640,12 @@ static fs_status moe_layer(pstate *p, scratch *s)
     const int e0 = p->w->e0;
     const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
     float *Hx = NULL;
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K)), *rows = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K));
     float *wt = malloc(sizeof(float) * (size_t)(n * K));
     int64_t *count = calloc((size_t)E, sizeof(int64_t));
-    int *under = calloc((size_t)E, sizeof(int));
+    int *under = calloc((size_t)E, sizeof(int)), *all = calloc((size_t)E, sizeof(int));
     fs_status rc = FS_OK;
-    if (!idx || !rows || !wt || !count || !under) {
+    if (!idx || !wt || !count || !under || !all) {
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "routing of %lld tokens", (long long)n);
         goto out;
     }
@@ -622,32 +687,40 @@ static fs_status moe_layer(pstate *p, scratch *s)
                (long long)nunder, (long long)E, (long long)minr, fs_expert_policy_name(po->expert_policy));
     if (po->moe_report && (rc = fs_moe_report_add(ctx, po->moe_report, L->index, (int)E, count, under)) != FS_OK)
         goto out;
-    /* per expert: gate/up from its rows, then down from its own activations */
-    for (int64_t e = 0; rc == FS_OK && e < E; e++) {
-        const int pol = under[e] ? (int)po->expert_policy : -1;
-        int64_t nr = 0;
-        if (pol == FS_EXPERT_ALL_TOKENS) {
-            for (int64_t t = 0; t < n; t++) rows[nr++] = (int32_t)t;
-        } else {
-            for (int64_t t = 0; t < n; t++)
-                for (int64_t k = 0; k < K; k++)
-                    if (idx[t * K + k] == (int32_t)e) rows[nr++] = (int32_t)t;
-        }
-        const int ig = e0 + 3 * (int)e;
-        float *He = NULL, *Hd = NULL;
+    /* experts in waves: gate/up Hessians of the wave's experts in one pass,
+     * quantize them, then their down Hessians in another, quantize those */
+    const int64_t wave = po->experts_per_wave > 0 && po->experts_per_wave < E ? po->experts_per_wave : E;
+    for (int64_t e = 0; e < E; e++) all[e] = under[e] && po->expert_policy == FS_EXPERT_ALL_TOKENS;
+    for (int64_t w0 = 0; rc == FS_OK && w0 < E; w0 += wave) {
+        const int w1 = (int)(w0 + wave < E ? w0 + wave : E), nw = w1 - (int)w0;
         const double te = fs_now();
-        rc = expert_hess(p, s, (int)e, rows, nr, 0, &He);
-        /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
-         * (its own Hessian only measures the loss) */
-        const float *Hgu = pol == FS_EXPERT_SHARED ? Hx : He;
-        for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
-        if (rc == FS_OK) rc = expert_hess(p, s, (int)e, rows, nr, 1, &Hd);
-        if (rc == FS_OK) rc = quantize_one(p, ig + 2, Hd, pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
+        p->holding = 1;
+        float **He = calloc((size_t)nw, sizeof *He), **Hd = calloc((size_t)nw, sizeof *Hd);
+        if (!He || !Hd) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "wave of %d experts", nw);
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 0, He);
+        for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
+            /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
+             * (its own Hessian only measures the loss) */
+            const int pol = under[e] ? (int)po->expert_policy : -1, ig = e0 + 3 * e;
+            const float *Hgu = pol == FS_EXPERT_SHARED ? Hx : He[e - w0];
+            for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
+        }
+        for (int e = 0; He && e < nw; e++) { free(He[e]); He[e] = NULL; }   /* before the down Hessians */
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 1, Hd);
+        for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
+            const int pol = under[e] ? (int)po->expert_policy : -1;
+            rc = quantize_one(p, e0 + 3 * e + 2, Hd[e - w0], pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
+        }
+        for (int e = 0; He && Hd && e < nw; e++) { free(He[e]); free(Hd[e]); }
         free(He);
         free(Hd);
-        char en[64];
-        snprintf(en, sizeof en, "expert %lld (%lld tokens)", (long long)e, (long long)nr);
-        fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)nr * (uint64_t)H * 4, 0);
+        p->holding = 0;
+        rc = flush_held(p, rc);
+        char en[96];
+        int64_t toks = 0;
+        for (int e = (int)w0; e < w1; e++) toks += all[e] ? n : count[e];
+        snprintf(en, sizeof en, "experts %lld-%d (%lld rows)", (long long)w0, w1 - 1, (long long)toks);
+        fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
@@ -660,7 +733,12 @@ static fs_status moe_layer(pstate *p, scratch *s)
         acts_store(p->x, s0 * p->T, nb, x);
     }
 out:
-    free(Hx); free(idx); free(rows); free(wt); free(count); free(under);
+    p->holding = 0;
+    rc = flush_held(p, rc);                              /* frees what an error left held */
+    free(p->held);
+    p->held = NULL;
+    p->cap_held = 0;
+    free(Hx); free(idx); free(wt); free(count); free(under); free(all);
     return rc;
 }
 

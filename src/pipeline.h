@@ -51,6 +51,9 @@ typedef struct fs_pipe_opts {
      * layer are appended to moe_report when it is not NULL. */
     fs_expert_policy expert_policy;
     int64_t min_expert_tokens;
+    /* experts whose Hessians are accumulated in one pass over the batches
+     * (0: all of a layer's); the output does not depend on it */
+    int64_t experts_per_wave;
     fs_moe_report *moe_report;
     fs_trace *trace;         /* (optional) where the time goes (src/trace.h) */
     /* Resume: layers before start_layer are done; their outputs (and the

@@ -260,7 +260,9 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     r->hess_bytes = s->hess;
     r->solver_bytes = u64max(s->solver_dense, s->solver_e);
     r->act_bytes = sat_mul(TH, ab);
-    r->expert_bytes = moe ? sat_add(s->e_w32, s->e_hess) : 0;
+    /* per expert of a wave: f32 weights, one Hessian at a time (gate/up's, then
+     * down's), and its codes (1 byte a weight) held until the wave is written */
+    r->expert_bytes = moe ? sat_add(sat_add(s->e_w32, s->e_hess), s->e_w32 / 4) : 0;
     r->experts = (int)E;
 
     uint64_t ring = sat_add(r->read_bytes, next_read);

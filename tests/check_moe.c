@@ -548,58 +548,78 @@ START_TEST(eval_matches_naive)
 }
 END_TEST
 
-/* The profile of a MoE run has one "expert" span per expert and MoE layer,
- * named with its index and tokens, nested inside its layer's span. */
-START_TEST(profile_expert_spans)
+/* Waves: the experts' Hessians are gathered a wave of experts at a time;
+ * 1, 3 and all experts per wave give byte-identical output folders, and the
+ * profile has one "expert" span per wave and MoE layer, named with its
+ * experts and rows, nested inside its layer's span. */
+static int same_files(const char *a, const char *b)
+{
+    char cmd[20000];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s/model.safetensors' '%s/model.safetensors' 2>/dev/null || "
+             "(for f in '%s'/*; do cmp -s \"$f\" '%s'/$(basename \"$f\") || exit 1; done)", a, b, a, b);
+    return system(cmd) == 0;
+}
+
+START_TEST(waves_same_output_and_spans)
 {
     const char *bin = getenv("FS_BIN");
-    char *tmp = t_tmpdir(), src[4300], cmd[12000], err[4096], prof[4300];
+    char *tmp = t_tmpdir(), src[1000], cmd[20000], err[4096], prof[1100], o[3][1100];
     snprintf(src, sizeof src, "%s/src", tmp);
     int g = gen("qwen3_moe", src);
     if (g < 0 || !bin) { printf("check_moe: FS_GEN_TINY/FS_BIN unset, skipped\n"); t_rmdir(tmp); free(tmp); return; }
     ck_assert_int_eq(g, 0);
     snprintf(prof, sizeof prof, "%s/trace.json", tmp);
-    snprintf(cmd, sizeof cmd, "%s/calib.u32", tmp);   /* calibration ids: 0..89 repeated */
+    snprintf(cmd, sizeof cmd, "%s/calib.u32", tmp);     /* calibration ids: 0..89 repeated */
     FILE *f = fopen(cmd, "wb");
     for (uint32_t i = 0; i < 512; i++) { uint32_t id = i % 90; fwrite(&id, 4, 1, f); }
     fclose(f);
-    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/out' --calib '%s/calib.u32' --samples 4 "
-             "--seq-len 32 --profile '%s' --quiet", bin, src, tmp, tmp, prof);
-    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    const char *wave[3] = {"", "--experts-per-wave 1", "--experts-per-wave 3 --profile"};
+    for (int k = 0; k < 3; k++) {
+        snprintf(o[k], sizeof o[k], "%s/out%d", tmp, k);
+        snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s' --calib '%s/calib.u32' --samples 4 "
+                 "--seq-len 32 --min-expert-tokens 8 --quiet %s %s", bin, src, o[k], tmp, wave[k], k == 2 ? prof : "");
+        ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    }
+    ck_assert_msg(same_files(o[0], o[1]), "1 expert per wave changed the output");
+    ck_assert_msg(same_files(o[0], o[2]), "3 experts per wave changed the output");
+    snprintf(cmd, sizeof cmd, "%s/config.json", src);
     json_error_t je;
-    json_t *root = json_load_file(prof, 0, &je), *ev = json_object_get(root, "traceEvents");
-    ck_assert_msg(root != NULL, "%s", je.text);
-    json_t *cfg = json_load_file(strcat(src, "/config.json"), 0, &je);
+    json_t *cfg = json_load_file(cmd, 0, &je);
     const int E = (int)json_integer_value(json_object_get(cfg, "num_experts"));
     const int NL = (int)json_integer_value(json_object_get(cfg, "num_hidden_layers"));
     json_decref(cfg);
-    int experts = 0, per_layer[64] = {0};
+    ck_assert_int_gt(E, 3);
+    json_t *root = json_load_file(prof, 0, &je), *ev = json_object_get(root, "traceEvents");
+    ck_assert_msg(root != NULL, "%s", je.text);
+    int spans = 0, per_layer[64] = {0};
     for (size_t i = 0; i < json_array_size(ev); i++) {
         json_t *e = json_array_get(ev, i);
-        if (strcmp(json_string_value(json_object_get(e, "cat")) ? json_string_value(json_object_get(e, "cat")) : "", "expert"))
-            continue;
-        experts++;
-        ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "name")), "tokens)"));
-        /* inside the span of its layer */
+        const char *cat = json_string_value(json_object_get(e, "cat"));
+        if (!cat || strcmp(cat, "expert")) continue;
+        spans++;
         int layer = (int)json_integer_value(json_object_get(json_object_get(e, "args"), "layer"));
         ck_assert(layer >= 0 && layer < NL && layer < 64);
+        char want[64];                                   /* waves of 3: experts 0-2, 3-5, ... */
+        snprintf(want, sizeof want, "experts %d-%d (", 3 * per_layer[layer],
+                 3 * per_layer[layer] + 2 < E - 1 ? 3 * per_layer[layer] + 2 : E - 1);
+        ck_assert_msg(strstr(json_string_value(json_object_get(e, "name")), want), "%s: want %s",
+                      json_string_value(json_object_get(e, "name")), want);
         per_layer[layer]++;
         double ts = json_real_value(json_object_get(e, "ts")), end = ts + json_real_value(json_object_get(e, "dur"));
         int inside = 0;
         for (size_t k = 0; k < json_array_size(ev); k++) {
             json_t *l = json_array_get(ev, k);
-            const char *cat = json_string_value(json_object_get(l, "cat"));
-            if (!cat || strcmp(cat, "layer") || json_integer_value(json_object_get(json_object_get(l, "args"), "layer")) != layer)
+            const char *lc = json_string_value(json_object_get(l, "cat"));
+            if (!lc || strcmp(lc, "layer") || json_integer_value(json_object_get(json_object_get(l, "args"), "layer")) != layer)
                 continue;
             double lt = json_real_value(json_object_get(l, "ts")), le = lt + json_real_value(json_object_get(l, "dur"));
             inside = ts >= lt - 1 && end <= le + 1;
         }
-        ck_assert_msg(inside, "expert span of layer %d outside its layer span", layer);
+        ck_assert_msg(inside, "wave span of layer %d outside its layer span", layer);
     }
-    ck_assert_int_gt(E, 0);
-    ck_assert_int_gt(experts, 0);
-    for (int l = 0; l < NL && l < 64; l++)           /* a MoE layer: one span per expert */
-        ck_assert_msg(per_layer[l] == 0 || per_layer[l] == E, "layer %d: %d expert spans of %d", l, per_layer[l], E);
+    ck_assert_int_gt(spans, 0);
+    for (int l = 0; l < NL && l < 64; l++)               /* a MoE layer: ceil(E / 3) waves */
+        ck_assert_msg(per_layer[l] == 0 || per_layer[l] == (E + 2) / 3, "layer %d: %d waves", l, per_layer[l]);
     json_decref(root);
     t_rmdir(tmp);
     free(tmp);
@@ -619,7 +639,7 @@ Suite *fs_suite_moe(void)
     tc = tcase_create("eval");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, eval_matches_naive);
-    tcase_add_test(tc, profile_expert_spans);
+    tcase_add_test(tc, waves_same_output_and_spans);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -205,8 +205,9 @@ START_TEST(moe_waves)
     const fs_plan_layer *r = &p.layers[0];
     ck_assert_int_eq(r->moe, 1);
     ck_assert_int_eq(r->experts, MO_E);
-    /* per expert: gate, up, down f32 + the largest of its Hessians (H x H) */
-    ck_assert_uint_eq(r->expert_bytes, 3ull * MO_IE * MO_H * 4 + (uint64_t)MO_H * MO_H * 4);
+    /* per expert: gate, up, down f32 + the largest of its Hessians (H x H) + its codes
+     * (one byte a weight) held until the wave is written */
+    ck_assert_uint_eq(r->expert_bytes, 3ull * MO_IE * MO_H * 4 + (uint64_t)MO_H * MO_H * 4 + 3ull * MO_IE * MO_H);
     ck_assert_int_eq(r->waves, 1);
     ck_assert_int_eq(r->experts_per_wave, MO_E);
     /* expert Hessian FLOPs use the routed tokens: T x top_k / E per expert */
