@@ -630,6 +630,12 @@ int cmd_quantize(int argc, char **argv)
                                 "'forge-stream --resume --work %s', or pass --overwrite to start over", a.work,
                                 FS_JOURNAL_NAME, a.work);
         }
+        char dj[4400];                           /* the same command again after a crash */
+        snprintf(dj, sizeof dj, "%s/.forge-work/%s", a.out, FS_JOURNAL_NAME);
+        if (rc == FS_OK && !a.work && !a.overwrite && access(dj, F_OK) == 0)
+            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--out %s holds an unfinished run: continue it with 'forge-stream "
+                            "--resume --work %s/.forge-work' (every option comes from its journal), or pass "
+                            "--overwrite to start over", a.out, a.out);
         if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
         if (rc == FS_OK) {
             snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);

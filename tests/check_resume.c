@@ -287,6 +287,9 @@ START_TEST(changed_inputs_refused)
     char out[4300], path[4400];
     snprintf(out, sizeof out, "%s/o", r.tmp);
     ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    /* the same command again: pointed at --resume */
+    ck_assert_int_eq(run("'%s' quantize %s --out '%s'", r.bin, r.flags, out), 2);
+    ck_assert_msg(strstr(err, "holds an unfinished run") && strstr(err, "--resume --work"), "%s", err);
     /* flags that would change the output */
     ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --bits 3", r.bin, out), 2);
     ck_assert_msg(strstr(err, "--bits 3 conflicts"), "%s", err);
