@@ -339,6 +339,8 @@ static json_t *config_json(const qargs *a)
                      (json_int_t)a->min_expert_tokens);
 }
 
+#define START_NAME "start.json"   /* the run's flags, saved before its journal exists */
+
 /* Flags that do not touch the output: free to differ on --resume. */
 static int free_flag(const char *f, int *has_value)
 {
@@ -418,18 +420,44 @@ static fs_status resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_ru
         }
     }
     if (stat(rj->work, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume: %s is not a work folder (%s)", rj->work,
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume: %s is not a work folder (%s): if the run was stopped before "
+                          "it wrote anything, run its quantize command again", rj->work,
                           errno ? strerror(errno) : "not a folder");
     fs_status rc = fs_lock_folder(ctx, rj->work, lock_fd);
     char jp[4400];
     snprintf(jp, sizeof jp, "%s/%s", rj->work, FS_JOURNAL_NAME);
     if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
-        /* killed before its first commit: nothing was done, so with the
-         * run's flags given again it simply starts over */
-        if (!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0))
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal: the run was stopped before its first commit, so "
-                              "nothing is done yet; start it again with its flags and --overwrite (or add them to "
-                              "--resume)", rj->work);
+        /* killed before its first commit: nothing was done, so the run starts
+         * over, with the flags given again or those it saved when it started */
+        if (!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) {
+            char sp[4400];
+            json_error_t je;
+            int help = 0;
+            snprintf(sp, sizeof sp, "%s/%s", rj->work, START_NAME);
+            json_t *st = json_load_file(sp, JSON_REJECT_DUPLICATES, &je), *sa = json_object_get(st, "argv");
+            size_t n = json_array_size(sa);
+            char **av = json_is_array(sa) ? calloc(n + 2, sizeof *av) : NULL;
+            for (size_t i = 0; av && i < n; i++)
+                if (!(av[i + 1] = (char *)json_string_value(json_array_get(sa, i)))) { free(av); av = NULL; }
+            qargs f = {0};
+            fs_ctx pc;
+            fs_ctx_init(&pc);
+            if (av) av[0] = "quantize";
+            if (!av || parse(&pc, (int)n + 1, av, &f, &help) != FS_OK || f.resume) {
+                free(av);
+                json_decref(st);
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal and no readable %s: the run was stopped before "
+                                  "it saved its flags; start it again with its flags and --overwrite", rj->work,
+                                  START_NAME);
+            }
+            free(av);
+            f.work = u.work;                         /* the folder given now (the flags never hold it) */
+            f.profile = u.profile;
+            f.timings = u.timings;
+            f.host_mem = u.host_mem;
+            *a = f;
+            rj->start = st;                          /* the strings parsed point into it */
+        }
         fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
                rj->work);
         close(*lock_fd);
@@ -644,6 +672,15 @@ int cmd_quantize(int argc, char **argv)
                 rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", rj.work, strerror(errno));
             if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, rj.work, &lock_fd);   /* one run per folder */
             if (rc == FS_OK) fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
+            if (rc == FS_OK) {                       /* the flags first: a bare --resume can start over */
+                json_t *st = json_pack("{s:s, s:i, s:o}", "format", "forge-stream-start", "version", 1, "argv",
+                                       argv_json(argc, argv, &a));
+                char *text = st ? json_dumps(st, JSON_COMPACT) : NULL, sp[4400];
+                snprintf(sp, sizeof sp, "%s/%s", rj.work, START_NAME);
+                rc = text ? fs_write_atomic(&ctx, sp, text, strlen(text)) : fs_ctx_err(&ctx, FS_ERR_NOMEM, "%s", sp);
+                free(text);
+                json_decref(st);
+            }
             if (rc == FS_OK) {
                 fs_out_journal(o);
                 rj.o = o;

@@ -109,7 +109,10 @@ fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_
     if (d) {
         struct dirent *e;
         int nonempty = 0;
-        while ((e = readdir(d)) && !nonempty) nonempty = strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+        /* .forge-work: the default work folder of a run killed before its first
+         * commit (one with a journal is refused earlier, pointing to --resume) */
+        while ((e = readdir(d)) && !nonempty)
+            nonempty = strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, ".forge-work");
         if (nonempty && !overwrite) {
             closedir(d);
             return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: the folder is not empty (use --overwrite to replace a checkpoint there)", dir);

@@ -185,7 +185,7 @@ static void sweep_work(const char *work, const char *keep, const char *keep2)
     while (d && (e = readdir(d))) {
         const char *n = e->d_name;
         int act = !strncmp(n, "act-", 4) && strstr(n, ".fsa");
-        int tmp = strstr(n, ".tmp.") != NULL && (act || !strncmp(n, FS_JOURNAL_NAME, strlen(FS_JOURNAL_NAME)));
+        int tmp = strstr(n, ".tmp.") != NULL;       /* a killed writer's: journal, flags, boundary */
         if ((act && !tmp && ((keep && !strcmp(n, keep)) || (keep2 && !strcmp(n, keep2)))) || (!act && !tmp)) continue;
         snprintf(path, sizeof path, "%s/%s", work, n);
         unlink(path);
@@ -199,7 +199,7 @@ void fs_rj_remove(const char *work)
     sweep_work(work, NULL, NULL);
     snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
     unlink(path);
-    snprintf(path, sizeof path, "%s/lock", work);
+    snprintf(path, sizeof path, "%s/start.json", work);
     unlink(path);
 }
 
@@ -379,4 +379,6 @@ void fs_rj_free(fs_run_journal *rj)
 {
     json_decref((json_t *)rj->root);
     rj->root = NULL;
+    json_decref((json_t *)rj->start);
+    rj->start = NULL;
 }

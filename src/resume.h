@@ -27,6 +27,7 @@ typedef struct fs_run_journal {
     const fs_moe_report *rep;       /* read on the compute thread only (commit_prep) */
     const fs_model *m;
     int calibrated;                 /* a --calib run (boundaries); else rtn from the weights */
+    void *start;                    /* json_t * of WORK/start.json when a resume starts over from it */
 } fs_run_journal;
 
 /* Starts the journal of a new run in rj->work (rj->o, rj->rep, rj->m set by
@@ -62,7 +63,7 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
 int fs_rj_layers_done(const fs_run_journal *rj);
 int fs_rj_sealed(const fs_run_journal *rj);
 
-/* Removes the journal, the boundary files and the lock of rj->work (the run
+/* Removes the journal, the saved flags and the boundary files of work (the run
  * is finished; nothing there is needed any more). */
 void fs_rj_remove(const char *work);
 

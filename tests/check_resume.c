@@ -211,6 +211,31 @@ START_TEST(kill_anywhere_rtn_without_calibration)
 }
 END_TEST
 
+/* Killed before the first commit.  Before the flags are saved (the first
+ * atomic write is start.json): a bare --resume says to run the command again,
+ * and running it again works although --out holds the work folder.  After
+ * they are saved, before the journal: a bare --resume starts over from them.
+ * Both end byte-identical. */
+START_TEST(killed_before_first_commit)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=atomic-written:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work'", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "start it again"), "%s", err);
+    ck_assert_msg(run("'%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    run("rm -rf '%s'", out);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=atomic-renamed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work'", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "starting over"), "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
 /* Killed, resumed and killed again during the resume, resumed again. */
 START_TEST(killed_twice)
 {
@@ -467,6 +492,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, kill_anywhere_deepseek);
     tcase_add_test(tc, kill_anywhere_rtn_without_calibration);
     tcase_add_test(tc, killed_twice);
+    tcase_add_test(tc, killed_before_first_commit);
     tcase_add_test(tc, corrupted_files_recomputed);
     tcase_add_test(tc, changed_inputs_refused);
     tcase_add_test(tc, malformed_journal);
