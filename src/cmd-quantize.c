@@ -751,6 +751,7 @@ out:
     } else if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
         if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
+        else code = FS_EXIT_RUNTIME;                 /* I/O, memory, CUDA: the machine, not the input */
         int space = strstr(ctx.errmsg, "o space left") || strstr(ctx.errmsg, "too large") ||
                     strstr(ctx.errmsg, "quota") || strstr(ctx.errmsg, "No space");
         if (journal_live) resume_hint(&a, &rj, space);

@@ -1,6 +1,7 @@
 /* ctx.c: the context struct, status names, error recording, logging, checked
  * size arithmetic.  The context is the only mutable state a run has. */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,7 +54,29 @@ int fs_crash_from_env(fs_ctx *ctx, fs_crash *c)
         c->sig = sg ? atoi(sg) : 0;
         on = 1;
     }
+    const char *fv = getenv("FORGE_STREAM_FAIL_AT");
+    if (fv && *fv) {
+        const char *colon = strrchr(fv, ':');
+        char *end = NULL;
+        long at = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == fv || (size_t)(colon - fv) >= sizeof c->fail_point || !end || *end || at < 1) {
+            fs_ctx_err(ctx, FS_ERR_USAGE, "FORGE_STREAM_FAIL_AT '%s': must be POINT:N with N >= 1", fv);
+            return -1;
+        }
+        memcpy(c->fail_point, fv, (size_t)(colon - fv));
+        c->fail_at = at;
+        const char *fe = getenv("FORGE_STREAM_FAIL_ERRNO");
+        c->fail_errno = fe && atoi(fe) > 0 ? atoi(fe) : EIO;
+        on = 1;
+    }
     return on;
+}
+
+int fs_io_fault(const fs_ctx *ctx, const char *point)
+{
+    fs_crash *c = ctx ? ctx->crash : NULL;
+    if (!c || c->fail_at <= 0 || strcmp(c->fail_point, point)) return 0;
+    return __atomic_add_fetch(&c->fail_hits, 1, __ATOMIC_SEQ_CST) == c->fail_at ? c->fail_errno : 0;
 }
 
 void fs_crashpoint(const fs_ctx *ctx, const char *point)

@@ -61,7 +61,8 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", tmp, strerror(errno));
     for (size_t off = 0; rc == FS_OK && off < n;) {
-        ssize_t w = write(fd, (const char *)buf + off, n - off);
+        int inj = fs_io_fault(ctx, "atomic-write");
+        ssize_t w = inj ? (errno = inj, -1) : write(fd, (const char *)buf + off, n - off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG))
             rc = fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing %s (%zu bytes): %s", tmp, n,

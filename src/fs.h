@@ -97,12 +97,20 @@ typedef struct fs_crash {
     long passed;             /* every point passed (updated atomically) */
     long hits;               /* passes of the named point */
     int sig;                 /* FORGE_STREAM_CRASH_SIGNAL: send this instead of SIGKILL */
+    char fail_point[48];     /* FORGE_STREAM_FAIL_AT=POINT:N: the N-th write at POINT */
+    long fail_at, fail_hits;
+    int fail_errno;          /* fails with this (FORGE_STREAM_FAIL_ERRNO, default EIO) */
 } fs_crash;
 /* Reads the environment into c; returns 1 when a crash hook is set (point
  * or report), 0 otherwise; FS_ERR_USAGE for a malformed value is reported
  * as -1 with the message in ctx. */
 int fs_crash_from_env(fs_ctx *ctx, fs_crash *c);
 void fs_crashpoint(const fs_ctx *ctx, const char *point);
+/* I/O faults, for the same tests: with FORGE_STREAM_FAIL_AT="POINT:N" the
+ * N-th write at POINT (tensor-write: output staging, shard-write: sealing a
+ * shard, act-write: a boundary, atomic-write: journal and small files) fails
+ * with EIO (or FORGE_STREAM_FAIL_ERRNO); returns that errno, else 0. */
+int fs_io_fault(const fs_ctx *ctx, const char *point);
 void fs_crash_report(const fs_ctx *ctx);
 /* Checked size arithmetic: return 0 and set *out, or return -1 on overflow. */
 int fs_mul_size(size_t a, size_t b, size_t *out);

@@ -225,7 +225,8 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
         uint64_t want = nb - done > (1u << 30) ? (1u << 30) : nb - done;
         if (done == 0 && nb > 1) want = nb / 2;         /* two halves: a crash point between */
         else if (done > 0 && done == nb / 2) fs_crashpoint(ctx, "tensor-write");
-        ssize_t k = pwrite(o->data_fd, (const uint8_t *)data + done, (size_t)want, (off_t)(t->off + done));
+        int inj = fs_io_fault(ctx, "tensor-write");
+        ssize_t k = inj ? (errno = inj, -1) : pwrite(o->data_fd, (const uint8_t *)data + done, (size_t)want, (off_t)(t->off + done));
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
             int e = errno;

@@ -408,7 +408,8 @@ static fs_status write_full(fs_ctx *ctx, int fd, const char *path, const void *b
     const uint8_t *p = buf;
     while (n > 0) {
         size_t want = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t put = write(fd, p, want);
+        int inj = fs_io_fault(ctx, "shard-write");
+        ssize_t put = inj ? (errno = inj, -1) : write(fd, p, want);
         if (put < 0) {
             if (errno == EINTR) continue;
             return fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", path, strerror(errno));

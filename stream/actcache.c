@@ -142,7 +142,8 @@ static fs_status pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *
     const uint8_t *p = src;
     while (n > 0) {
         size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
-        ssize_t put = pwrite(fd, p, want, (off_t)off);
+        int inj = fs_io_fault(ctx, "act-write");
+        ssize_t put = inj ? (errno = inj, -1) : pwrite(fd, p, want, (off_t)off);
         if (put < 0 && errno == EINTR) continue;
         if (put <= 0) {
             int e = put < 0 ? errno : EIO;

@@ -466,6 +466,30 @@ START_TEST(enospc_on_tmpfs_then_resume)
 }
 END_TEST
 
+/* EIO (injected: FORGE_STREAM_FAIL_AT, fs.h) while writing an output tensor,
+ * sealing a shard, writing a boundary and committing the journal: exit 1
+ * naming the file, state kept, --resume completes it byte-identical. */
+START_TEST(eio_then_resume)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    const char *pts[][2] = {{"tensor-write:30", ".shard-00001.data"}, {"shard-write:2", ".shard-00001.partial"},
+                            {"act-write:2", "act-0001.fsa"}, {"atomic-write:3", "journal.json"}};
+    for (size_t i = 0; i < sizeof pts / sizeof *pts; i++) {
+        run("rm -rf '%s'", out);
+        int c1 = run("FORGE_STREAM_FAIL_AT=%s '%s' quantize %s --out '%s' --quiet", pts[i][0], r.bin, r.flags, out);
+        ck_assert_msg(c1 == 1, "%s: exit %d: %s", pts[i][0], c1, err);
+        ck_assert_msg(strstr(err, pts[i][1]) && strstr(err, "Input/output error") && strstr(err, "--resume --work"),
+                      "%s: %s", pts[i][0], err);
+        ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s: %s", pts[i][0], err);
+        ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s: %s", pts[i][0], why);
+    }
+    teardown(&r);
+}
+END_TEST
+
 START_TEST(sigterm_then_resume)
 {
     rt r;
@@ -499,6 +523,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, full_disk_then_resume);
     tcase_add_test(tc, enospc_on_tmpfs_then_resume);
     tcase_add_test(tc, sigterm_then_resume);
+    tcase_add_test(tc, eio_then_resume);
     suite_add_tcase(s, tc);
     return s;
 }
