@@ -93,13 +93,15 @@ static int same_tree(const char *a, const char *b, char *why, size_t whyn)
 static int setup(rt *r, const char *type, const char *extra)
 {
     memset(r, 0, sizeof *r);
-    const char *gen = getenv("FS_GEN_TINY");
     r->bin = getenv("FS_BIN");
-    if (!gen || !r->bin) { printf("check_resume: FS_BIN/FS_GEN_TINY unset, skipped (run via make test)\n"); return 0; }
+    if (!getenv("FS_GEN_TINY") || !r->bin) {
+        printf("check_resume: FS_BIN/FS_GEN_TINY unset, skipped (run via make test)\n");
+        return 0;
+    }
     r->tmp = t_tmpdir();
     ck_assert_ptr_nonnull(r->tmp);
     snprintf(r->model, sizeof r->model, "%s/model", r->tmp);
-    ck_assert_int_eq(run("'%s' --type %s --layers 3 --out '%s' %s > /dev/null", gen, type, r->model, extra), 0);
+    ck_assert_int_eq(t_gen_tiny(r->model, "--type %s --layers 3 %s", type, extra), 0);
     char calib[4300];
     snprintf(calib, sizeof calib, "%s/calib.u32", r->tmp);
     FILE *f = fopen(calib, "wb");

@@ -1,6 +1,7 @@
 /* helpers.c: what several suites share: running the binary, and the pieces
  * of the naive double-precision forwards the pipeline suites compare with. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -21,6 +22,20 @@ int t_run_cmd(const char *cmd, char *err, size_t errn)
     if (f) fclose(f);
     unlink(path);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int t_gen_tiny(const char *dir, const char *fmt, ...)
+{
+    const char *bin = getenv("FS_GEN_TINY");
+    if (!bin || !*bin) return -1;
+    char args[4096], cmd[12000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s' --out '%s' %s > /dev/null", bin, dir, args);
+    fflush(stdout);
+    return system(cmd) == 0 ? 0 : 1;
 }
 
 void t_rmsnorm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y)

@@ -111,6 +111,10 @@ static inline double t_loss(const float *W, const float *D, const float *H, int 
 /* tests/helpers.c: runs cmd through the shell with stderr captured into err
  * (NUL-terminated, truncated to errn); returns the exit code, -1 if killed. */
 int t_run_cmd(const char *cmd, char *err, size_t errn);
+/* tools/gen-tiny ($FS_GEN_TINY) --out dir ARGS (printf-style), its stdout
+ * dropped: 0 on success, 1 on failure, -1 when FS_GEN_TINY is unset (the
+ * caller then skips, saying so). */
+int t_gen_tiny(const char *dir, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* y = w * x / sqrt(mean(x^2) + eps) per row of x [n, d], in double. */
 void t_rmsnorm(const double *x, const double *w, int64_t n, int64_t d, double eps, double *y);
 /* y [n, out] = x [n, in] W^T (+ b when b is not NULL), W [out, in], in double. */
