@@ -338,6 +338,11 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
         json_decref(back);
         if (rc == FS_OK) rc = set(ctx, root, "sealed", json_false());
         if (rc == FS_OK) json_object_del(root, "prev");
+        json_t *log = json_object_get(root, "layers");             /* the rolled-back layer's entry */
+        const int back_to = (int)json_integer_value(json_object_get(root, "layers_done"));
+        for (size_t i = json_array_size(log); rc == FS_OK && i-- > 0;)
+            if (json_integer_value(json_object_get(json_array_get(log, i), "layer")) >= back_to)
+                json_array_remove(log, i);
         if (rc == FS_OK) rc = fs_journal_write(ctx, rj->work, root);
         if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; return rc; }
         rj->o = *o;
