@@ -370,15 +370,6 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
     fs_crashpoint(p->ctx, "gptq");
     if (rc != FS_OK) return rc;
-    /* the solver's stages, in the order they ran (grid first, then inversion, solve) */
-    fs_trace *tr = p->po->trace;
-    const int li = p->L->index;
-    const double o = (double)x->out, in = (double)x->in;
-    fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tq + r.grid_s, (uint64_t)(x->out * x->in) * 4, 0);
-    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tq + r.grid_s, tq + r.grid_s + r.chol_s,
-                  (uint64_t)(x->in * x->in) * 4, in * in * in);
-    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tq + r.grid_s + r.chol_s, tq + r.grid_s + r.chol_s + r.gptq_s,
-                  (uint64_t)(x->out * x->in) * 4, o * in * in);
     double wn = 0.0;
     /* the same rows as the losses' estimate when those are estimated (loss_f32) */
     rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, H, x->out, x->in, &wn)
@@ -387,6 +378,14 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
         fs_layer_result_free(&r);
         return rc;
     }
+    /* the solver's stages, in the order they ran (grid first, then inversion, solve);
+     * gptq runs to now: the solve and its bookkeeping (buffers, permutations, losses) */
+    fs_trace *tr = p->po->trace;
+    const int li = p->L->index;
+    const double o = (double)x->out, in = (double)x->in, tg = tq + r.grid_s, tc = tg + r.chol_s;
+    fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tg, (uint64_t)(x->out * x->in) * 4, 0);
+    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, (uint64_t)(x->in * x->in) * 4, in * in * in);
+    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tc, fs_now(), (uint64_t)(x->out * x->in) * 4, o * in * in);
     double rel = wn > 0 ? r.loss / wn : 0.0;
     if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
     p->sum += rel;
@@ -804,7 +803,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         busy_prev = pst.busy_s;
         t_sub = fs_now();
         if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
-        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);
+        double tu = fs_now();
+        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);   /* decoded into the compute layout: the upload stage */
+        fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(lr, l), 0);
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
             if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
         fs_lr_release(lr, l);

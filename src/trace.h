@@ -21,12 +21,13 @@
 typedef enum fs_stage {
     FS_STAGE_LAYER = 0,   /* a whole decoder layer */
     FS_STAGE_READ,        /* waiting for / reading checkpoint bytes */
-    FS_STAGE_UPLOAD,
+    FS_STAGE_UPLOAD,      /* the layer's weights decoded into the compute layout (F32 host
+                             memory on the CPU backend) */
     FS_STAGE_FORWARD,
     FS_STAGE_HESSIAN,
     FS_STAGE_CHOLESKY,
     FS_STAGE_GRID,
-    FS_STAGE_GPTQ,
+    FS_STAGE_GPTQ,        /* the solve and its bookkeeping: buffers, permutations, logged losses */
     FS_STAGE_DOWNLOAD,
     FS_STAGE_WRITE,
     FS_STAGE_JOURNAL,

@@ -5,7 +5,10 @@
 #     against `dd iflag=direct` on the same file (page cache dropped when root);
 #  2. overlap: quantize of a generated 8-layer model (bf16, 4 shards), wall time
 #     over max(total read time, total compute time);
-#  3. memory: peak RSS of quantize on 2- and 16-layer models of the same width.
+#  3. memory: peak RSS of quantize on 2- and 16-layer models of the same width;
+#  4. profiling overhead;
+#  5. per-stage times of one Llama-3-8B-shaped layer (the GPU figure the pipeline
+#     issue asks for, on whatever backend runs).
 # Data goes to build/bench-data (about 3 GB; removed with `make clean`).
 set -e
 SHARED=${1:-../shared}
@@ -68,3 +71,14 @@ best() {                     # the fastest of 5 runs, in seconds
 OFF=$(best)
 ON=$(best --profile $D/trace.json --timings $D/timings.jsonl)
 awk -v a="$OFF" -v b="$ON" 'BEGIN { printf "without %.3f s, with %.3f s: ratio %.3f (target <= 1.02)\n", a, b, b / a }'
+
+echo
+echo "== 5. per-stage times of one Llama-3-8B-shaped layer (hidden 4096, intermediate 14336, 32 heads), 16 x 512 tokens"
+[ -d $D/l8b ] || build/gen-tiny --type llama --out $D/l8b --layers 1 --hidden 4096 --intermediate 14336 \
+    --heads 32 --vocab 512 --shards 1 > /dev/null
+rm -rf $D/l8q
+T0=$(date +%s.%N)
+$BIN quantize --model $D/l8b --out $D/l8q --calib $TOK --samples 16 --seq-len 512 --timings $D/l8.jsonl 2> $D/l8.log
+T1=$(date +%s.%N)
+sed -n '/^stage /,/^wall /p' $D/l8.log
+awk -v t0="$T0" -v t1="$T1" 'BEGIN { printf "process wall %.1f s (the table covers the pipeline; the rest is start-up, the final renames and untraced work)\n", t1 - t0 }'
