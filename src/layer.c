@@ -138,12 +138,17 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
         for (int64_t i = 0; i < cols; i++) perm[i] = (int32_t)i;
     }
 
-    /* permute into processing order: U holds the permuted H until inverted */
-    for (int64_t i = 0; i < cols; i++)
-        for (int64_t j = 0; j < cols; j++) U[i * cols + j] = Hw[(int64_t)perm[i] * cols + perm[j]];
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < cols; k++) Wp[r * cols + k] = Ww[r * cols + perm[k]];
-    memcpy(Hw, U, cc_n * sizeof(float));
+    /* permute into processing order (act-order only: otherwise the order is the
+     * identity and Hw already is H in it) */
+    if (q->act_order) {
+        for (int64_t i = 0; i < cols; i++)            /* U holds the permuted H until inverted */
+            for (int64_t j = 0; j < cols; j++) U[i * cols + j] = Hw[(int64_t)perm[i] * cols + perm[j]];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t k = 0; k < cols; k++) Wp[r * cols + k] = Ww[r * cols + perm[k]];
+        memcpy(Hw, U, cc_n * sizeof(float));
+    } else {
+        memcpy(Wp, Ww, rc_n * sizeof(float));
+    }
 
     double tc = fs_now();
     rc = fs_hess_invert(ctx, ctx->be, Hw, cols, q->damp, FS_MAX_RETRIES, U, &res->damp_used,
@@ -182,11 +187,16 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     double ts = fs_now();
     if ((rc = fs_be_gptq(ctx, ctx->be, &job)) != FS_OK) goto out;
     res->gptq_s = fs_now() - ts;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t k = 0; k < cols; k++) {
-            res->qweight[r * cols + perm[k]] = codes[r * cols + k];
-            res->dequant[r * cols + perm[k]] = Wp[r * cols + k];
-        }
+    if (q->act_order) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t k = 0; k < cols; k++) {
+                res->qweight[r * cols + perm[k]] = codes[r * cols + k];
+                res->dequant[r * cols + perm[k]] = Wp[r * cols + k];
+            }
+    } else {                                          /* identity order */
+        memcpy(res->qweight, codes, rc_n);
+        memcpy(res->dequant, Wp, rc_n * sizeof(float));
+    }
     res->seconds = fs_now() - t0;
     rc = loss_of(ctx, q, W, res->dequant, H, H64, rows, cols, &res->loss);
     if (rc == FS_OK && q->act_order) { res->perm = perm; perm = NULL; }
