@@ -30,7 +30,7 @@ LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lp
 CORE_SRC = src/ctx.c src/fileio.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
            src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c src/outckpt.c src/qread.c src/forward.c src/mla.c src/moe.c src/tokens.c src/pipeline.c src/plan.c src/trace.c src/outstate.c src/journal.c src/resume.c \
            hessian/accum.c hessian/cholinv.c $(wildcard stream/*.c)
-CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c src/cmd-eval.c src/cmd-plan.c
+CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c src/cmd-resume.c src/cmd-eval.c src/cmd-plan.c
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
 TEST_WIP ?=
 CUDA_SRC = $(wildcard cuda/*.cu)

@@ -6,7 +6,9 @@
  *  - --method rtn without --calib (every family): each linear rounded to
  *    nearest from its weights alone, one linear resident at a time.
  * Output in the forge or gptq format; everything else is copied (FP8
- * dequantized to BF16). */
+ * dequantized to BF16).  Both kinds keep a journal in the work folder and
+ * commit it per layer (src/resume.c); --resume's option handling is in
+ * cmd-resume.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -24,6 +26,7 @@
 #include "plan.h"
 #include "journal.h"
 #include "resume.h"
+#include "cmd-quantize.h"
 
 static const char usage[] =
     "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
@@ -84,23 +87,8 @@ static const char usage[] =
     "                         (no extra pass), down rounded to nearest\n"
     "\n";
 
-typedef struct qargs {
-    const char *model, *out, *method, *calib, *work, *profile, *timings, *backend_name;
-    int resume, finished;
-    uint64_t need_out, need_work;   /* disk the plan says the run needs (for ENOSPC messages) */
-    int64_t samples, seq_len;
-    uint64_t seed, host_mem;
-    int act_f32;
-    fs_format fmt;
-    uint64_t max_shard;
-    int overwrite;
-    fs_backend_kind backend;
-    fs_quant_opts q;
-    fs_expert_policy policy;
-    int64_t min_expert_tokens, experts_per_wave;
-} qargs;
 
-static fs_status parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
+fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
 {
     fs_quant_opts_default(&a->q);
     a->method = "gptq";
@@ -317,246 +305,6 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
     return rc;
 }
 
-/* ---- the journal's view of the options ------------------------------------ */
-
-/* Every option that shapes the output, defaults filled in: two runs with the
- * same config write the same bytes (on one backend). */
-static json_t *config_json(const qargs *a)
-{
-    const fs_quant_opts *q = &a->q;
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
-                     " s:b, s:b, s:i, s:f, s:s, s:I}",
-                     "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
-                     "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
-                     "calib_seed", (json_int_t)a->seed, "method", a->method, "act_dtype", a->act_f32 ? "f32" : "bf16",
-                     "format", a->fmt == FS_FMT_GPTQ ? "gptq" : "forge",
-                     "max_shard_size", (json_int_t)(a->max_shard ? a->max_shard : FS_DEFAULT_MAX_SHARD),
-                     "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
-                     "grid", q->grid == FS_GRID_MSE ? "mse" : "absmax", "grid_shrink", (double)q->shrink,
-                     "grid_n", q->grid_n, "grid_norm", (double)q->norm, "act_order", q->act_order,
-                     "static_groups", q->static_groups, "block", q->block, "damp", q->damp,
-                     "expert_policy", fs_expert_policy_name(a->policy), "min_expert_tokens",
-                     (json_int_t)a->min_expert_tokens);
-}
-
-#define START_NAME "start.json"   /* the run's flags, saved before its journal exists */
-
-/* Flags that do not touch the output: free to differ on --resume. */
-static int free_flag(const char *f, int *has_value)
-{
-    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave"};
-    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h"};
-    for (size_t i = 0; i < sizeof with / sizeof *with; i++)
-        if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
-    for (size_t i = 0; i < sizeof without / sizeof *without; i++)
-        if (!strcmp(f, without[i])) { *has_value = 0; return 1; }
-    return 0;
-}
-
-/* The user's flags as the journal keeps them: free flags dropped, the paths
- * of --model, --out and --calib made absolute (a resume may run elsewhere). */
-static json_t *argv_json(int argc, char **argv, const qargs *a)
-{
-    json_t *j = json_array();
-    for (int i = 1; j && i < argc; i++) {
-        int hv = 0;
-        if (free_flag(argv[i], &hv)) { i += hv; continue; }
-        const char *v = argv[i];
-        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib")))
-            v = !strcmp(argv[i - 1], "--model") ? a->model : !strcmp(argv[i - 1], "--out") ? a->out : a->calib;
-        if (json_array_append_new(j, json_string(v))) { json_decref(j); return NULL; }
-    }
-    return j;
-}
-
-/* --model, --out and --calib as absolute paths (buffers of PATH_MAX). */
-static fs_status absolute_paths(fs_ctx *ctx, qargs *a, char *model, char *out, char *calib)
-{
-    if (!realpath(a->model, model)) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model %s: %s", a->model, strerror(errno));
-    if (a->calib && !realpath(a->calib, calib)) return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib %s: %s", a->calib, strerror(errno));
-    if (!realpath(a->out, out)) {                 /* not created yet: its parent then */
-        char tmp[PATH_MAX + 8];
-        snprintf(tmp, sizeof tmp, "%s", a->out);
-        char *slash = strrchr(tmp, '/');
-        const char *base = slash ? slash + 1 : tmp;
-        if (strlen(base) >= PATH_MAX - 1) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
-        if (slash == tmp) {
-            out[0] = '/';
-            memcpy(out + 1, base, strlen(base) + 1);
-        } else {
-            if (slash) *slash = '\0';
-            char parent[PATH_MAX];
-            if (!realpath(slash ? tmp : ".", parent))
-                return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: %s", a->out, strerror(errno));
-            if (snprintf(out, PATH_MAX, "%s/%s", parent, base) >= PATH_MAX)
-                return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
-        }
-    }
-    a->model = model;
-    a->out = out;
-    if (a->calib) a->calib = calib;
-    return FS_OK;
-}
-
-/* --resume: the options come from the journal of the work folder (locked
- * first); a flag given now that would change them is an error naming it. */
-static fs_status resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_run_journal *rj, int *lock_fd)
-{
-    qargs u = *a;                                  /* what was given now */
-    if (u.work) snprintf(rj->work, sizeof rj->work, "%s", u.work);
-    else if (u.out) snprintf(rj->work, sizeof rj->work, "%s/.forge-work", u.out);
-    else return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume needs --work DIR (or --out OUT for the default OUT/.forge-work)");
-    struct stat sb;
-    char fin[4400], *slash = strrchr(rj->work, '/');
-    if (slash && !strcmp(slash, "/.forge-work") && stat(rj->work, &sb) != 0) {
-        /* the default work folder is removed when the run finishes */
-        snprintf(fin, sizeof fin, "%.*s/model.safetensors.index.json", (int)(slash - rj->work), rj->work);
-        int done = access(fin, F_OK) == 0;
-        snprintf(fin, sizeof fin, "%.*s/model.safetensors", (int)(slash - rj->work), rj->work);
-        if (done || access(fin, F_OK) == 0) {
-            fs_log(ctx, "resume: nothing to do: %.*s holds a finished checkpoint", (int)(slash - rj->work), rj->work);
-            a->finished = 1;
-            return FS_OK;
-        }
-    }
-    if (stat(rj->work, &sb) != 0 || !S_ISDIR(sb.st_mode))
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "--resume: %s is not a work folder (%s): if the run was stopped before "
-                          "it wrote anything, run its quantize command again", rj->work,
-                          errno ? strerror(errno) : "not a folder");
-    fs_status rc = fs_lock_folder(ctx, rj->work, lock_fd);
-    char jp[4400];
-    snprintf(jp, sizeof jp, "%s/%s", rj->work, FS_JOURNAL_NAME);
-    if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
-        /* killed before its first commit: nothing was done, so the run starts
-         * over, with the flags given again or those it saved when it started */
-        if (!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) {
-            char sp[4400];
-            json_error_t je;
-            int help = 0;
-            snprintf(sp, sizeof sp, "%s/%s", rj->work, START_NAME);
-            json_t *st = json_load_file(sp, JSON_REJECT_DUPLICATES, &je), *sa = json_object_get(st, "argv");
-            size_t n = json_array_size(sa);
-            char **av = json_is_array(sa) ? calloc(n + 2, sizeof *av) : NULL;
-            for (size_t i = 0; av && i < n; i++)
-                if (!(av[i + 1] = (char *)json_string_value(json_array_get(sa, i)))) { free(av); av = NULL; }
-            qargs f = {0};
-            fs_ctx pc;
-            fs_ctx_init(&pc);
-            if (av) av[0] = "quantize";
-            if (!av || parse(&pc, (int)n + 1, av, &f, &help) != FS_OK || f.resume) {
-                free(av);
-                json_decref(st);
-                return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal and no readable %s: the run was stopped before "
-                                  "it saved its flags; start it again with its flags and --overwrite", rj->work,
-                                  START_NAME);
-            }
-            free(av);
-            f.work = u.work;                         /* the folder given now (the flags never hold it) */
-            f.profile = u.profile;
-            f.timings = u.timings;
-            f.host_mem = u.host_mem;
-            *a = f;
-            rj->start = st;                          /* the strings parsed point into it */
-        }
-        fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
-               rj->work);
-        close(*lock_fd);
-        *lock_fd = -1;
-        a->resume = 0;
-        a->overwrite = 1;
-        rj->work[0] = '\0';
-        return FS_OK;
-    }
-    if (rc == FS_OK) rc = fs_journal_read(ctx, rj->work, &rj->root);
-    if (rc != FS_OK) return rc;
-    json_t *jargv = json_object_get(rj->root, "argv"), *jcfg = json_object_get(rj->root, "config");
-    size_t n = json_array_size(jargv);
-    char **av = calloc(n + 4, sizeof *av);
-    if (!av) return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal argv");
-    av[0] = "quantize";
-    for (size_t i = 0; i < n; i++) av[i + 1] = (char *)json_string_value(json_array_get(jargv, i));
-    int help = 0;
-    qargs j = {0};
-    fs_ctx pc;
-    fs_ctx_init(&pc);
-    if (parse(&pc, (int)n + 1, av, &j, &help) != FS_OK)
-        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: its flags do not parse: %s", rj->work, FS_JOURNAL_NAME, pc.errmsg);
-    json_t *mine = rc == FS_OK ? config_json(&j) : NULL;
-    if (rc == FS_OK && !json_equal(mine, jcfg))
-        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: this forge-stream (%s) reads its flags differently from the one that "
-                        "wrote it (%s): finish the run with that version", rj->work, FS_JOURNAL_NAME, FS_VERSION,
-                        json_string_value(json_object_get(rj->root, "forge_stream")));
-    /* each flag given now, applied on top of the journal's: it must change nothing */
-    for (int i = 1; rc == FS_OK && i < argc; i++) {
-        int hv = 0;
-        if (free_flag(argv[i], &hv)) { i += hv; continue; }
-        hv = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0;
-        av[n + 1] = argv[i];
-        av[n + 2] = hv ? argv[i + 1] : NULL;
-        qargs t = {0};
-        fs_ctx_init(&pc);
-        fs_status prc = parse(&pc, (int)n + 2 + hv, av, &t, &help);
-        json_t *theirs = prc == FS_OK ? config_json(&t) : NULL;
-        char model[PATH_MAX], out[PATH_MAX], calib[PATH_MAX];
-        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib")) && hv) {
-            /* a path given again: the same place, however written, is no conflict */
-            qargs t2 = t;
-            if (absolute_paths(&pc, &t2, model, out, calib) == FS_OK) {
-                json_decref(theirs);
-                theirs = config_json(&t2);
-            }
-        }
-        if (prc != FS_OK) rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s", pc.errmsg);
-        else if (!json_equal(theirs, mine))
-            rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s%s%s conflicts with the run being resumed in %s (--resume takes every "
-                            "option from its journal: leave %s out, or start a new run)", argv[i], hv ? " " : "",
-                            hv ? argv[i + 1] : "", rj->work, argv[i]);
-        json_decref(theirs);
-        i += hv;
-    }
-    json_decref(mine);
-    free(av);
-    if (rc != FS_OK) return rc;
-    /* the backend must be the run's: another one would not give the same bytes */
-    const char *be = json_string_value(json_object_get(rj->root, "backend"));
-    fs_backend_kind want;
-    if (fs_arg_backend(ctx, be, &want) != FS_OK)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: unknown backend '%s'", rj->work, FS_JOURNAL_NAME, be);
-    if (u.backend_name && u.backend != FS_BE_AUTO && u.backend != want)
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "--backend %s conflicts with the run being resumed, which ran on %s "
-                          "(another backend would not write the same bytes)", u.backend_name, be);
-    j.backend = want;
-    j.resume = 1;
-    j.work = rj->work;
-    j.profile = u.profile;
-    j.timings = u.timings;
-    j.host_mem = u.host_mem;
-    j.experts_per_wave = u.experts_per_wave;
-    *a = j;
-    return FS_OK;
-}
-
-/* Is work the default OUT/.forge-work (removed with the run's end)? */
-static int is_default_work(const qargs *a, const char *work)
-{
-    char w[PATH_MAX], d[PATH_MAX + 16], o[PATH_MAX];
-    if (!work[0] || !a->out || !realpath(work, w) || !realpath(a->out, o)) return 0;
-    snprintf(d, sizeof d, "%s/.forge-work", o);
-    return strcmp(w, d) == 0;
-}
-
-/* Says how to go on after a failure or a signal once the journal exists. */
-static void resume_hint(const qargs *a, const fs_run_journal *rj, int failed_on_space)
-{
-    char b1[32], b2[32];
-    if (failed_on_space)
-        fprintf(stderr, "forge-stream: the whole run needs about %s free on %s%s%s%s; free some space, then\n",
-                fs_plan_fmt_bytes(b1, sizeof b1, a->need_out), a->out, a->need_work ? " and " : "",
-                a->need_work ? fs_plan_fmt_bytes(b2, sizeof b2, a->need_work) : "", a->need_work ? " on --work" : "");
-    fprintf(stderr, "forge-stream: %d layer(s) are committed; continue with:\n  forge-stream --resume --work %s\n",
-            rj->root ? fs_rj_layers_done(rj) : 0, rj->work);
-}
-
 int cmd_quantize(int argc, char **argv)
 {
     int lock_fd = -1;                            /* the work folder's lock, held to the end */
@@ -572,7 +320,7 @@ int cmd_quantize(int argc, char **argv)
     memset(&rj, 0, sizeof rj);
     char model_abs[PATH_MAX], out_abs[PATH_MAX], calib_abs[PATH_MAX], act[4400] = "";
     int start_layer = 0;
-    fs_status rc = parse(&ctx, argc, argv, &a, &help);
+    fs_status rc = quantize_parse(&ctx, argc, argv, &a, &help);
     if (rc == FS_OK && help) {
         fputs(usage, stdout);
         fputs(fs_quant_flags_help, stdout);
@@ -581,9 +329,9 @@ int cmd_quantize(int argc, char **argv)
     int hook = rc == FS_OK ? fs_crash_from_env(&ctx, &crash) : 0;
     if (hook < 0) rc = ctx.err;
     else if (hook > 0) ctx.crash = &crash;
-    if (rc == FS_OK && a.resume) rc = resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
+    if (rc == FS_OK && a.resume) rc = quantize_resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
-    if (rc == FS_OK && !a.resume) rc = absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
+    if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK && !c->config)
@@ -674,7 +422,7 @@ int cmd_quantize(int argc, char **argv)
             if (rc == FS_OK) fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
             if (rc == FS_OK) {                       /* the flags first: a bare --resume can start over */
                 json_t *st = json_pack("{s:s, s:i, s:o}", "format", "forge-stream-start", "version", 1, "argv",
-                                       argv_json(argc, argv, &a));
+                                       quantize_argv_json(argc, argv, &a));
                 char *text = st ? json_dumps(st, JSON_COMPACT) : NULL, sp[4400];
                 snprintf(sp, sizeof sp, "%s/%s", rj.work, START_NAME);
                 rc = text ? fs_write_atomic(&ctx, sp, text, strlen(text)) : fs_ctx_err(&ctx, FS_ERR_NOMEM, "%s", sp);
@@ -684,7 +432,7 @@ int cmd_quantize(int argc, char **argv)
             if (rc == FS_OK) {
                 fs_out_journal(o);
                 rj.o = o;
-                rc = fs_rj_create(&ctx, &rj, argv_json(argc, argv, &a), config_json(&a), fs_backend_name(ctx.be), c,
+                rc = fs_rj_create(&ctx, &rj, quantize_argv_json(argc, argv, &a), quantize_config_json(&a), fs_backend_name(ctx.be), c,
                                   a.calib, ids, (size_t)(a.samples * a.seq_len));
                 journal_live = rc == FS_OK;
             }
@@ -736,7 +484,7 @@ int cmd_quantize(int argc, char **argv)
     json_decref(extra);
     if (rc == FS_OK) {
         code = FS_EXIT_OK;
-        if (journal_live) clean_work(rj.work, is_default_work(&a, rj.work), a.out);
+        if (journal_live) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
     }
 out:
     fs_moe_report_free(&rep);
@@ -745,7 +493,7 @@ out:
     fs_crash_report(&ctx);
     if (rc == FS_ERR_ABORTED) {
         fprintf(stderr, "forge-stream: %s: stopped cleanly.\n", ctx.errmsg);
-        if (journal_live) resume_hint(&a, &rj, 0);
+        if (journal_live) quantize_resume_hint(&a, &rj, 0);
         else fprintf(stderr, "forge-stream: %s holds no finished checkpoint; run the same command again.\n", a.out);
         code = 128 + fs_interrupted();           /* 130 for SIGINT, 143 for SIGTERM */
     } else if (rc != FS_OK) {
@@ -754,9 +502,9 @@ out:
         else code = FS_EXIT_RUNTIME;                 /* I/O, memory, CUDA: the machine, not the input */
         int space = strstr(ctx.errmsg, "o space left") || strstr(ctx.errmsg, "too large") ||
                     strstr(ctx.errmsg, "quota") || strstr(ctx.errmsg, "No space");
-        if (journal_live) resume_hint(&a, &rj, space);
+        if (journal_live) quantize_resume_hint(&a, &rj, space);
     }
-    if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, is_default_work(&a, rj.work), a.out);
+    if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
     if (lock_fd >= 0) close(lock_fd);
     fs_rj_free(&rj);
     fs_model_free(m);
