@@ -213,6 +213,29 @@ START_TEST(kill_anywhere_rtn_without_calibration)
 }
 END_TEST
 
+/* Other options go through the same journal: F32 boundaries, the gptq
+ * format with act-order, 3-bit MSE grids with static groups. */
+START_TEST(kill_anywhere_other_options)
+{
+    static const char *opts[] = {"--act-dtype f32", "--format gptq --act-order",
+                                 "--bits 3 --group-size 32 --grid mse --static-groups --act-order"};
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char base[8800];
+    snprintf(base, sizeof base, "%.8700s", r.flags);
+    for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
+        snprintf(r.flags, sizeof r.flags, "%.8700s %.200s", base, opts[i]);
+        snprintf(r.ref, sizeof r.ref, "%.4000s/ref%zu", r.tmp, i);
+        ck_assert_msg(run("FORGE_STREAM_CRASH_REPORT=1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, r.ref) == 0,
+                      "%s: %s", opts[i], err);
+        r.points = atol(strstr(err, "crash points passed: ") + strlen("crash points passed: "));
+        harness(&r, 4, 0);
+        kill_and_resume(&r, "act-chunk:2", 1);
+    }
+    teardown(&r);
+}
+END_TEST
+
 /* Killed before the first commit.  Before the flags are saved (the first
  * atomic write is start.json): a bare --resume says to run the command again,
  * and running it again works although --out holds the work folder.  After
@@ -517,6 +540,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, kill_anywhere_moe);
     tcase_add_test(tc, kill_anywhere_deepseek);
     tcase_add_test(tc, kill_anywhere_rtn_without_calibration);
+    tcase_add_test(tc, kill_anywhere_other_options);
     tcase_add_test(tc, killed_twice);
     tcase_add_test(tc, killed_before_first_commit);
     tcase_add_test(tc, corrupted_files_recomputed);
