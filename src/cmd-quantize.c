@@ -363,14 +363,11 @@ int cmd_quantize(int argc, char **argv)
         po.group_size = a.q.group_size;
         if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
             rc = preflight_disk(&ctx, &a, &pl);
-            for (int l = 0; a.experts_per_wave == 0 && l < pl.nlayers; l++)   /* waves the budget needs */
-                if (pl.layers[l].waves > 1) {
-                    int64_t k = pl.layers[l].experts_per_wave, w = 0;
-                    for (int j = l; j < pl.nlayers; j++)
-                        if (pl.layers[j].waves > 1 && (w == 0 || pl.layers[j].experts_per_wave < w))
-                            w = pl.layers[j].experts_per_wave;
-                    a.experts_per_wave = w ? w : k;
-                }
+            int64_t w = 0;                            /* the smallest wave the budget needs */
+            for (int l = 0; l < pl.nlayers; l++)
+                if (pl.layers[l].waves > 1 && (w == 0 || pl.layers[l].experts_per_wave < w))
+                    w = pl.layers[l].experts_per_wave;
+            if (a.experts_per_wave == 0) a.experts_per_wave = w;
             for (int l = 0; rc == FS_OK && l < pl.nlayers; l++)
                 if (pl.layers[l].spilled) {
                     char b1[32], b2[32];

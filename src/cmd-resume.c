@@ -97,6 +97,48 @@ fs_status quantize_absolute_paths(fs_ctx *ctx, qargs *a, char *model, char *out,
 
 /* --resume: the options come from the journal of the work folder (locked
  * first); a flag given now that would change them is an error naming it. */
+/* {"quantize", the strings of arr..., extra NULLs} pointing into arr (kept
+ * alive by the caller), or NULL when arr is not an array of strings. */
+static char **argv_of(const json_t *arr, size_t extra)
+{
+    size_t n = json_array_size(arr);
+    char **av = json_is_array(arr) ? calloc(n + 2 + extra, sizeof *av) : NULL;
+    if (av) av[0] = "quantize";
+    for (size_t i = 0; av && i < n; i++)
+        if (!(av[i + 1] = (char *)json_string_value(json_array_get(arr, i)))) { free(av); av = NULL; }
+    return av;
+}
+
+/* A run stopped before its first commit, resumed without its flags: the
+ * ones it saved in start.json (kept in rj->start: a's strings point into
+ * it), with the work folder and the free flags u gives now. */
+static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qargs *a)
+{
+    char sp[4400];
+    json_error_t je;
+    int help = 0;
+    snprintf(sp, sizeof sp, "%s/%s", rj->work, START_NAME);
+    json_t *st = json_load_file(sp, JSON_REJECT_DUPLICATES, &je), *sa = json_object_get(st, "argv");
+    char **av = argv_of(sa, 0);
+    qargs f = {0};
+    fs_ctx pc;
+    fs_ctx_init(&pc);
+    if (!av || quantize_parse(&pc, (int)json_array_size(sa) + 1, av, &f, &help) != FS_OK || f.resume) {
+        free(av);
+        json_decref(st);
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal and no readable %s: the run was stopped before it saved "
+                          "its flags; start it again with its flags and --overwrite", rj->work, START_NAME);
+    }
+    free(av);
+    f.work = u->work;                              /* the folder given now (the flags never hold it) */
+    f.profile = u->profile;
+    f.timings = u->timings;
+    f.host_mem = u->host_mem;
+    *a = f;
+    rj->start = st;
+    return FS_OK;
+}
+
 fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_run_journal *rj, int *lock_fd)
 {
     qargs u = *a;                                  /* what was given now */
@@ -126,35 +168,9 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
         /* killed before its first commit: nothing was done, so the run starts
          * over, with the flags given again or those it saved when it started */
-        if (!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) {
-            char sp[4400];
-            json_error_t je;
-            int help = 0;
-            snprintf(sp, sizeof sp, "%s/%s", rj->work, START_NAME);
-            json_t *st = json_load_file(sp, JSON_REJECT_DUPLICATES, &je), *sa = json_object_get(st, "argv");
-            size_t n = json_array_size(sa);
-            char **av = json_is_array(sa) ? calloc(n + 2, sizeof *av) : NULL;
-            for (size_t i = 0; av && i < n; i++)
-                if (!(av[i + 1] = (char *)json_string_value(json_array_get(sa, i)))) { free(av); av = NULL; }
-            qargs f = {0};
-            fs_ctx pc;
-            fs_ctx_init(&pc);
-            if (av) av[0] = "quantize";
-            if (!av || quantize_parse(&pc, (int)n + 1, av, &f, &help) != FS_OK || f.resume) {
-                free(av);
-                json_decref(st);
-                return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal and no readable %s: the run was stopped before "
-                                  "it saved its flags; start it again with its flags and --overwrite", rj->work,
-                                  START_NAME);
-            }
-            free(av);
-            f.work = u.work;                         /* the folder given now (the flags never hold it) */
-            f.profile = u.profile;
-            f.timings = u.timings;
-            f.host_mem = u.host_mem;
-            *a = f;
-            rj->start = st;                          /* the strings parsed point into it */
-        }
+        if ((!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) &&
+            (rc = saved_flags(ctx, rj, &u, a)) != FS_OK)
+            return rc;
         fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
                rj->work);
         close(*lock_fd);
@@ -168,10 +184,8 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     if (rc != FS_OK) return rc;
     json_t *jargv = json_object_get(rj->root, "argv"), *jcfg = json_object_get(rj->root, "config");
     size_t n = json_array_size(jargv);
-    char **av = calloc(n + 4, sizeof *av);
+    char **av = argv_of(jargv, 2);                 /* room for one flag and its value */
     if (!av) return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal argv");
-    av[0] = "quantize";
-    for (size_t i = 0; i < n; i++) av[i + 1] = (char *)json_string_value(json_array_get(jargv, i));
     int help = 0;
     qargs j = {0};
     fs_ctx pc;

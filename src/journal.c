@@ -15,6 +15,7 @@
 #define TAIL_BYTES (64u << 10)
 #define HEAD_MAX (100u << 20)       /* a safetensors header, as ckpt.c caps it */
 #define JOURNAL_MAX (1u << 30)
+#define READ_PIECE (8u << 20)   /* bytes per read while checksumming */
 
 void fs_hex64(char out[17], uint64_t v)
 {
@@ -34,50 +35,50 @@ int fs_unhex64(const char *s, uint64_t *v)
     return 0;
 }
 
+fs_status fs_fd_xxh3(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64_t n, uint64_t *sum, uint64_t *got)
+{
+    XXH3_state_t *st = XXH3_createState();
+    uint8_t *buf = malloc(READ_PIECE);
+    if (!st || !buf) { XXH3_freeState(st); free(buf); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: checksum", path); }
+    XXH3_64bits_reset(st);
+    uint64_t done = 0;
+    fs_status rc = FS_OK;
+    while (done < n) {
+        size_t want = n - done < READ_PIECE ? (size_t)(n - done) : READ_PIECE;
+        ssize_t k = pread(fd, buf, want, (off_t)(off + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at %llu: %s", path, (unsigned long long)(off + done), strerror(errno));
+            break;
+        }
+        if (k == 0) break;
+        XXH3_64bits_update(st, buf, (size_t)k);
+        done += (uint64_t)k;
+    }
+    *sum = XXH3_64bits_digest(st);
+    *got = done;
+    XXH3_freeState(st);
+    free(buf);
+    return rc;
+}
+
 fs_status fs_file_xxh3(fs_ctx *ctx, const char *path, uint64_t *size, uint64_t *sum)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-    XXH3_state_t *st = XXH3_createState();
-    uint8_t *buf = malloc(8u << 20);
-    fs_status rc = FS_OK;
-    if (!st || !buf) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: checksum", path);
-    else XXH3_64bits_reset(st);
-    uint64_t n = 0;
-    while (rc == FS_OK) {
-        ssize_t k = read(fd, buf, 8u << 20);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read: %s", path, strerror(errno));
-        if (k <= 0) break;
-        XXH3_64bits_update(st, buf, (size_t)k);
-        n += (uint64_t)k;
-    }
-    if (rc == FS_OK) { *size = n; *sum = XXH3_64bits_digest(st); }
-    XXH3_freeState(st);
-    free(buf);
+    fs_status rc = fs_fd_xxh3(ctx, fd, path, 0, UINT64_MAX, sum, size);
     close(fd);
     return rc;
 }
 
-/* XXH3-64 of bytes [off, off + n) of fd. */
+/* XXH3-64 of bytes [off, off + n) of fd, all of which must be there. */
 static fs_status range_xxh3(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64_t n, uint64_t *sum)
 {
-    uint8_t *buf = malloc(n ? (size_t)n : 1);
-    if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: %llu bytes", path, (unsigned long long)n);
-    uint64_t done = 0;
-    while (done < n) {
-        ssize_t k = pread(fd, buf + done, (size_t)(n - done), (off_t)(off + done));
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            free(buf);
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: read at %llu: %s", path, (unsigned long long)(off + done),
-                              k < 0 ? strerror(errno) : "unexpected end of file");
-        }
-        done += (uint64_t)k;
-    }
-    *sum = XXH3_64bits(buf, (size_t)n);
-    free(buf);
-    return FS_OK;
+    uint64_t got = 0;
+    fs_status rc = fs_fd_xxh3(ctx, fd, path, off, n, sum, &got);
+    if (rc == FS_OK && got != n)
+        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at %llu: unexpected end of file", path, (unsigned long long)(off + got));
+    return rc;
 }
 
 static fs_status fingerprint_file(fs_ctx *ctx, const char *dir, const char *name, int is_shard, json_t *files)

@@ -49,6 +49,10 @@ fs_status fs_fingerprint_check(fs_ctx *ctx, const char *dir, const void *recorde
 void fs_hex64(char out[17], uint64_t v);
 int fs_unhex64(const char *s, uint64_t *v);
 
+/* XXH3-64 of bytes [off, off + n) of fd, read in pieces (n = UINT64_MAX: to
+ * the end); *got: the bytes there were (fewer at the end of the file).
+ * Errors: FS_ERR_IO naming path, FS_ERR_NOMEM. */
+fs_status fs_fd_xxh3(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64_t n, uint64_t *sum, uint64_t *got);
 /* Size and XXH3-64 of a whole file.  Errors: FS_ERR_IO naming it. */
 fs_status fs_file_xxh3(fs_ctx *ctx, const char *path, uint64_t *size, uint64_t *sum);
 

@@ -17,38 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "journal.h"
 #include "outckpt-impl.h"
-
-#define READ_PIECE (8u << 20)
-
-/* XXH3-64 and size of bytes [off, off + n) of fd (fewer at the end of the file). */
-static fs_status hash_range(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64_t n, uint64_t *sum,
-                            uint64_t *got)
-{
-    XXH3_state_t *st = XXH3_createState();
-    uint8_t *buf = malloc(READ_PIECE);
-    if (!st || !buf) { XXH3_freeState(st); free(buf); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: checksum", path); }
-    XXH3_64bits_reset(st);
-    uint64_t done = 0;
-    fs_status rc = FS_OK;
-    while (done < n) {
-        size_t want = n - done < READ_PIECE ? (size_t)(n - done) : READ_PIECE;
-        ssize_t k = pread(fd, buf, want, (off_t)(off + done));
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) { rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at %llu: %s", path, (unsigned long long)(off + done), strerror(errno)); break; }
-        if (k == 0) break;
-        XXH3_64bits_update(st, buf, (size_t)k);
-        done += (uint64_t)k;
-    }
-    *sum = XXH3_64bits_digest(st);
-    *got = done;
-    XXH3_freeState(st);
-    free(buf);
-    return rc;
-}
 
 static fs_status file_sum(fs_ctx *ctx, const char *path, uint64_t *size, uint64_t *sum)
 {
@@ -292,7 +263,7 @@ fs_status fs_out_resume(fs_ctx *ctx, const char *dir, uint64_t max_shard, fs_for
         }
         for (int i = 0; i < o->np; i++) {
             uint64_t sum = 0, got = 0;
-            if ((rc = hash_range(ctx, o->data_fd, path, o->p[i].off, o->p[i].nbytes, &sum, &got)) != FS_OK) goto fail;
+            if ((rc = fs_fd_xxh3(ctx, o->data_fd, path, o->p[i].off, o->p[i].nbytes, &sum, &got)) != FS_OK) goto fail;
             if (got != o->p[i].nbytes || sum != o->p[i].xxh) {
                 rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: tensor '%s' does not match its checksum in the journal", path,
                                 o->p[i].name);

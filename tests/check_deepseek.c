@@ -60,32 +60,12 @@ static double cnum(json_t *o, const char *k, double def)
 
 static double *nw(nmodel *nm, const char *base, int64_t *o, int64_t *in)
 {
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    float *W = NULL;
-    int64_t a, b;
-    ck_assert_msg(fs_qread_linear(&ctx, nm->c, &nm->qi, base, &W, &a, &b) == FS_OK, "%s", ctx.errmsg);
-    double *d = malloc(sizeof(double) * (size_t)(a * b));
-    for (int64_t i = 0; i < a * b; i++) d[i] = W[i];
-    free(W);
-    if (o) *o = a;
-    if (in) *in = b;
-    return d;
+    return t_read_linear(nm->c, &nm->qi, base, o, in);
 }
 
 static double *nv(nmodel *nm, const char *name)
 {
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    float *v = NULL;
-    ck_assert_msg(fs_ckpt_read_f32(&ctx, nm->c, name, &v) == FS_OK, "%s", ctx.errmsg);
-    const fs_ckpt_entry *e = fs_ckpt_find(nm->c, name);
-    int64_t n = 1;
-    for (int d = 0; d < e->t->ndim; d++) n *= e->t->shape[d];
-    double *d = malloc(sizeof(double) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) d[i] = v[i];
-    free(v);
-    return d;
+    return t_read_tensor(nm->c, name, NULL);
 }
 
 static double yarn_m(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }

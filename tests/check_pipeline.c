@@ -35,30 +35,6 @@ static int gen(const char *type, const char *dir, const char *extra)
 
 /* ---- a naive forward in double ------------------------------------------- */
 
-static double *load_w(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *o, int64_t *in)
-{
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    float *W = NULL;
-    ck_assert_msg(fs_qread_linear(&ctx, c, qi, base, &W, o, in) == FS_OK, "%s", ctx.errmsg);
-    double *d = malloc(sizeof(double) * (size_t)(*o * *in));
-    for (int64_t i = 0; i < *o * *in; i++) d[i] = W[i];
-    free(W);
-    return d;
-}
-
-static double *load_v(fs_ckpt *c, const char *name, int64_t n)
-{
-    fs_ctx ctx;
-    fs_ctx_init(&ctx);
-    float *v = NULL;
-    ck_assert_msg(fs_ckpt_read_f32(&ctx, c, name, &v) == FS_OK, "%s", ctx.errmsg);
-    double *d = malloc(sizeof(double) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) d[i] = v[i];
-    free(v);
-    return d;
-}
-
 START_TEST(hessians_match_naive_forward)
 {
     char *tmp = t_tmpdir(), src[4200], dst[4200];
@@ -106,18 +82,18 @@ START_TEST(hessians_match_naive_forward)
             }
         }
     }
-    double *E = load_v(c, "model.embed_tokens.weight", 96 * H);
+    double *E = t_read_tensor(c, "model.embed_tokens.weight", NULL);
     double *x = malloc(sizeof(double) * n * H), *xn = malloc(sizeof(double) * n * H);
     for (int64_t t = 0; t < n; t++) memcpy(x + t * H, E + ids[t] * H, sizeof(double) * H);
-    double *win = load_v(c, "model.layers.0.input_layernorm.weight", H);
-    double *wpost = load_v(c, "model.layers.0.post_attention_layernorm.weight", H);
+    double *win = t_read_tensor(c, "model.layers.0.input_layernorm.weight", NULL);
+    double *wpost = t_read_tensor(c, "model.layers.0.post_attention_layernorm.weight", NULL);
     t_rmsnorm(x, win, n, H, eps, xn);
     double rel = t_hess_rel(t_rec_H(&r, "model.layers.0.self_attn.q_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "q/k/v Hessian off by %g", rel);
     int64_t o1, i1;
-    double *Wq = load_w(q, &qi, "model.layers.0.self_attn.q_proj", &o1, &i1);
-    double *Wk = load_w(q, &qi, "model.layers.0.self_attn.k_proj", &o1, &i1);
-    double *Wv = load_w(q, &qi, "model.layers.0.self_attn.v_proj", &o1, &i1);
+    double *Wq = t_read_linear(q, &qi, "model.layers.0.self_attn.q_proj", &o1, &i1);
+    double *Wk = t_read_linear(q, &qi, "model.layers.0.self_attn.k_proj", &o1, &i1);
+    double *Wv = t_read_linear(q, &qi, "model.layers.0.self_attn.v_proj", &o1, &i1);
     double *Q = malloc(sizeof(double) * n * nh * hd), *K = malloc(sizeof(double) * n * nkv * hd);
     double *V = malloc(sizeof(double) * n * nkv * hd), *A = calloc(n * nh * hd, sizeof(double));
     t_lin(xn, Wq, NULL, n, H, nh * hd, Q);
@@ -154,7 +130,7 @@ START_TEST(hessians_match_naive_forward)
         }
     rel = t_hess_rel(t_rec_H(&r, "model.layers.0.self_attn.o_proj"), A, n, nh * hd);
     ck_assert_msg(rel < HESS_REL, "o_proj Hessian off by %g", rel);
-    double *Wo = load_w(q, &qi, "model.layers.0.self_attn.o_proj", &o1, &i1);
+    double *Wo = t_read_linear(q, &qi, "model.layers.0.self_attn.o_proj", &o1, &i1);
     double *ao = malloc(sizeof(double) * n * H);
     t_lin(A, Wo, NULL, n, nh * hd, H, ao);
     for (int64_t i = 0; i < n * H; i++) x[i] += ao[i];
@@ -162,8 +138,8 @@ START_TEST(hessians_match_naive_forward)
     rel = t_hess_rel(t_rec_H(&r, "model.layers.0.mlp.gate_proj"), xn, n, H);
     ck_assert_msg(rel < HESS_REL, "gate/up Hessian off by %g", rel);
     int64_t I;
-    double *Wg = load_w(q, &qi, "model.layers.0.mlp.gate_proj", &I, &i1);
-    double *Wu = load_w(q, &qi, "model.layers.0.mlp.up_proj", &I, &i1);
+    double *Wg = t_read_linear(q, &qi, "model.layers.0.mlp.gate_proj", &I, &i1);
+    double *Wu = t_read_linear(q, &qi, "model.layers.0.mlp.up_proj", &I, &i1);
     double *G = malloc(sizeof(double) * n * I), *U = malloc(sizeof(double) * n * I);
     t_lin(xn, Wg, NULL, n, H, I, G);
     t_lin(xn, Wu, NULL, n, H, I, U);

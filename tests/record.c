@@ -93,3 +93,34 @@ void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nse
     fs_ckpt_close(c);
     fs_backend_free(ctx.be);
 }
+
+double *t_read_linear(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out, int64_t *in)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    float *W = NULL;
+    int64_t a = 0, b = 0;
+    ck_assert_msg(fs_qread_linear(&ctx, c, qi, base, &W, &a, &b) == FS_OK, "%s", ctx.errmsg);
+    double *d = malloc(sizeof(double) * (size_t)(a * b));
+    for (int64_t i = 0; i < a * b; i++) d[i] = W[i];
+    free(W);
+    if (out) *out = a;
+    if (in) *in = b;
+    return d;
+}
+
+double *t_read_tensor(fs_ckpt *c, const char *name, int64_t *n)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    float *v = NULL;
+    ck_assert_msg(fs_ckpt_read_f32(&ctx, c, name, &v) == FS_OK, "%s", ctx.errmsg);
+    const fs_ckpt_entry *e = fs_ckpt_find(c, name);
+    int64_t k = 1;
+    for (int d = 0; d < e->t->ndim; d++) k *= e->t->shape[d];
+    double *d = malloc(sizeof(double) * (size_t)k);
+    for (int64_t i = 0; i < k; i++) d[i] = v[i];
+    free(v);
+    if (n) *n = k;
+    return d;
+}

@@ -10,6 +10,7 @@
 #include "../src/fs.h"
 #include "../src/moe.h"
 #include "../src/outckpt.h"
+#include "../src/qread.h"
 
 #define T_MAXREC 128
 
@@ -41,5 +42,11 @@ const float *t_rec_H(const t_rec *c, const char *name);
 void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
                     const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
                     int64_t minr, fs_moe_report *rep);
+
+/* What the naive forwards read, in double: linear `base` as the checkpoint
+ * holds it (dequantized when quantized; *out, *in may be NULL), and tensor
+ * `name` (*n, may be NULL, its element count).  A failure fails the test. */
+double *t_read_linear(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out, int64_t *in);
+double *t_read_tensor(fs_ckpt *c, const char *name, int64_t *n);
 
 #endif
