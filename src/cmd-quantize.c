@@ -52,6 +52,11 @@ static const char usage[] =
     "                       removed at the end; default OUT/.forge-work\n"
     "  --host-mem SIZE      host memory budget (default: physical memory less 10%%); a\n"
     "                       budget that cannot hold the largest layer is refused up front\n"
+    "  --spill auto|always|never  keep the calibration activations in the work folder\n"
+    "                       and stream them in window by window instead of holding a\n"
+    "                       layer boundary in memory: auto (default) when --host-mem\n"
+    "                       cannot hold it (the plan says so); never refuses such a\n"
+    "                       budget; the output is the same either way\n"
     "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
     "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
@@ -125,6 +130,12 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
             if (!strcmp(v, "f32")) a->act_f32 = 1;
             else if (strcmp(v, "bf16")) return fs_ctx_err(ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
         }
+        else if (!strcmp(f, "--spill")) {
+            if (!strcmp(v, "auto")) a->spill = 0;
+            else if (!strcmp(v, "always")) a->spill = 1;
+            else if (!strcmp(v, "never")) a->spill = -1;
+            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--spill '%s': must be auto, always or never", v);
+        }
         else if (!strcmp(f, "--experts-per-wave")) {
             if ((rc = fs_arg_i64(ctx, f, v, 0, 1 << 20, &a->experts_per_wave))) return rc;
         } else if (!strcmp(f, "--min-expert-tokens")) {
@@ -178,12 +189,15 @@ static void clean_work(const char *work, int is_default, const char *out)
 
 /* Pre-flight: the disk of --out (and of --work) must hold the output and three
  * activation boundaries (the journal's state and the one before it each name
- * one, and the next is written before the oldest is removed).
+ * one, and the next is written before the oldest is removed), and two more
+ * when the activations spill.
  * An obvious shortfall is refused before any work, with the bytes needed. */
 static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
 {
     uint64_t out = 0, act3 = 0;
-    fs_plan_disk(pl, &out, &act3);
+    int spill = a->spill > 0;
+    for (int l = 0; l < pl->nlayers; l++) spill |= pl->layers[l].spilled && a->spill == 0;
+    fs_plan_disk(pl, spill, &out, &act3);
     const char *dirs[2] = {a->out, a->work ? a->work : a->out};
     uint64_t need[2] = {out + (a->work ? 0 : act3), act3};
     a->need_out = need[0];
@@ -202,8 +216,9 @@ static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
         uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
         if (need[i] > avail)
             return fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s: the disk has %s free, this run needs about %s "
-                              "(the output and three activation boundaries)", i ? "--work" : "--out", dirs[i],
-                              fs_plan_fmt_bytes(b1, sizeof b1, avail), fs_plan_fmt_bytes(b2, sizeof b2, need[i]));
+                              "(the output and three activation boundaries%s)", i ? "--work" : "--out", dirs[i],
+                              fs_plan_fmt_bytes(b1, sizeof b1, avail), fs_plan_fmt_bytes(b2, sizeof b2, need[i]),
+                              spill ? ", and two raw files of the spilled activations" : "");
     }
     return FS_OK;
 }
@@ -368,15 +383,20 @@ int cmd_quantize(int argc, char **argv)
                 if (pl.layers[l].waves > 1 && (w == 0 || pl.layers[l].experts_per_wave < w))
                     w = pl.layers[l].experts_per_wave;
             if (a.experts_per_wave == 0) a.experts_per_wave = w;
-            for (int l = 0; rc == FS_OK && l < pl.nlayers; l++)
-                if (pl.layers[l].spilled) {
-                    char b1[32], b2[32];
-                    rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "the calibration activations (%s) do not fit the host "
-                                    "budget (%s) and this version cannot spill them to disk yet: lower "
-                                    "--samples or --seq-len, or raise --host-mem",
-                                    fs_plan_fmt_bytes(b1, sizeof b1, pl.layers[l].act_bytes),
-                                    fs_plan_fmt_bytes(b2, sizeof b2, pl.opts.host_mem));
-                }
+            int need = 0;                             /* a layer whose boundary the budget cannot hold */
+            for (int l = 0; l < pl.nlayers; l++) need |= pl.layers[l].spilled;
+            char b1[32], b2[32];
+            fs_plan_fmt_bytes(b1, sizeof b1, pl.nlayers ? pl.layers[0].act_bytes : 0);
+            fs_plan_fmt_bytes(b2, sizeof b2, pl.opts.host_mem);
+            if (rc == FS_OK && need && a.spill < 0)
+                rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "the calibration activations (%s per layer boundary) do not fit "
+                                "the host budget (%s) and --spill never was given: lower --samples or --seq-len, "
+                                "raise --host-mem, or let them spill to the work folder", b1, b2);
+            if (rc == FS_OK && need && a.spill == 0) {
+                fs_log(&ctx, "the calibration activations (%s per layer boundary) do not fit the host budget (%s): "
+                       "they spill to the work folder", b1, b2);
+                a.spill = 1;
+            }
             fs_plan_free(&pl);
         }
     }
@@ -445,7 +465,7 @@ int cmd_quantize(int argc, char **argv)
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
-        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = 65536, .work = rj.work,
+        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = 65536, .work = rj.work, .spill = a.spill > 0,
                            .expert_policy = a.policy, .min_expert_tokens = a.min_expert_tokens,
                            .experts_per_wave = a.experts_per_wave, .moe_report = &rep, .start_layer = start_layer,
                            .start_act = act[0] ? act : NULL, .commit_prep = fs_rj_commit_prep,

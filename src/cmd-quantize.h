@@ -20,6 +20,7 @@ typedef struct qargs {
     int64_t samples, seq_len;
     uint64_t seed, host_mem;
     int act_f32;
+    int spill;                      /* --spill: -1 never, 0 auto (the plan decides), 1 always */
     fs_format fmt;
     uint64_t max_shard;
     int overwrite;

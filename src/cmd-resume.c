@@ -41,7 +41,7 @@ json_t *quantize_config_json(const qargs *a)
 /* Flags that do not touch the output: free to differ on --resume. */
 static int free_flag(const char *f, int *has_value)
 {
-    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave"};
+    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave", "--spill"};
     static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h"};
     for (size_t i = 0; i < sizeof with / sizeof *with; i++)
         if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
@@ -134,6 +134,7 @@ static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qa
     f.profile = u->profile;
     f.timings = u->timings;
     f.host_mem = u->host_mem;
+    f.spill = u->spill;
     *a = f;
     rj->start = st;
     return FS_OK;
@@ -243,6 +244,7 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     j.timings = u.timings;
     j.host_mem = u.host_mem;
     j.experts_per_wave = u.experts_per_wave;
+    j.spill = u.spill;
     *a = j;
     return FS_OK;
 }

@@ -33,6 +33,8 @@
  * MTP layers (index >= num_hidden_layers) are copied unquantized (FP8
  * dequantized to BF16), and the log says so.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,7 @@
 #include "pipeline.h"
 #include "../stream/actcache.h"
 #include "../stream/layerio.h"
+#include "../stream/spill.h"
 #include "../stream/writer.h"
 
 #define WRITER_MIN_PENDING (512ull << 20)   /* bytes the writer may hold behind compute */
@@ -115,17 +118,45 @@ static void free_tensor(void *arg)
 
 /* A layer's end: writes its boundary (when there is one), then commits the
  * layer to the journal (when there is one), then removes the previous
- * boundary, which the journal no longer names. */
+ * boundary, which the journal no longer names.  The rows come from a copy
+ * (resident activations) or from the spill file the job holds. */
 typedef struct job_act {
     fs_trace *tr;
     int layer;
     char *path, *prev;       /* write path (NULL: no boundary); then remove prev */
-    void *rows;
+    void *rows;              /* resident: a copy of the boundary */
+    fs_spill *sp;            /* spilled: the rows are in src, held until freed */
+    const char *src;
+    int hold;                /* the held spill file, -1 when none */
     int elem;
     uint64_t nrows, row_bytes;
     const fs_pipe_opts *po;  /* commit, snap_free, commit_arg */
     void *snap;
 } job_act;
+
+/* Copies the held spill file into the boundary writer, chunk by chunk. */
+static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w, uint64_t chunk)
+{
+    int fd = open(j->src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", j->src, strerror(errno));
+    uint8_t *buf = fs_alloc2((size_t)chunk, (size_t)j->row_bytes);
+    fs_status rc = buf ? FS_OK : fs_ctx_err(ctx, FS_ERR_NOMEM, "boundary chunk of %llu rows", (unsigned long long)chunk);
+    for (uint64_t r = 0; rc == FS_OK && r < j->nrows; r += chunk) {
+        const uint64_t m = j->nrows - r < chunk ? j->nrows - r : chunk, want = m * j->row_bytes;
+        for (uint64_t got = 0; rc == FS_OK && got < want;) {
+            ssize_t k = pread(fd, buf + got, (size_t)(want - got), (off_t)(r * j->row_bytes + got));
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0)
+                rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at offset %llu: %s", j->src,
+                                (unsigned long long)(r * j->row_bytes + got), k < 0 ? strerror(errno) : "end of file");
+            else got += (uint64_t)k;
+        }
+        if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, buf, m);
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
 
 static fs_status run_act(fs_ctx *ctx, void *arg)
 {
@@ -137,7 +168,11 @@ static fs_status run_act(fs_ctx *ctx, void *arg)
         fs_act_writer *w = NULL;
         uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
         rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
-        if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, j->rows, j->nrows);
+        if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w, chunk) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
+        if (j->hold >= 0) {                      /* the spill file may be written again */
+            fs_spill_unhold(j->sp, j->hold);
+            j->hold = -1;
+        }
         if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, &ci.act_sum);
         else fs_act_writer_abort(w);
         fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
@@ -155,6 +190,7 @@ static fs_status run_act(fs_ctx *ctx, void *arg)
 static void free_act(void *arg)
 {
     job_act *j = arg;
+    if (j->hold >= 0) fs_spill_unhold(j->sp, j->hold);   /* dropped after an error */
     if (j->snap && j->po->snap_free) j->po->snap_free(j->snap);
     free(j->path);
     free(j->prev);
@@ -181,32 +217,90 @@ static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_
 
 /* The calibration activations of every token, between layers and mid-layer:
  * BF16 (default: what the design budgets, half the memory) or F32.  Passes
- * load a batch of rows into F32 scratch and store back what they changed. */
+ * load a batch of rows into F32 scratch and store back what they changed.
+ * When the host budget cannot hold them (po->spill) they live in the work
+ * folder instead (stream/spill.h) and every pass streams them chunk by
+ * chunk: a pass is bracketed by acts_begin / acts_end and visits its batches
+ * in row order. */
 typedef struct acts {
-    float *f;                /* [n, H] when act_f32 */
-    uint16_t *b;             /* [n, H] BF16 otherwise */
+    float *f;                /* [n, H] when act_f32 (resident) */
+    uint16_t *b;             /* [n, H] BF16 otherwise (resident) */
     int64_t H;
+    fs_spill *sp;            /* spilled: rows of H elements of elem bytes on disk */
+    int elem;                /* 4 (f32) or 2 (bf16) */
 } acts;
 
-static void acts_load(const acts *a, int64_t row0, int64_t n, float *dst)
+static fs_status acts_begin(fs_ctx *ctx, acts *a, fs_spill_mode mode)
 {
-    const size_t k = (size_t)(n * a->H);
-    if (a->f) { memcpy(dst, a->f + row0 * a->H, sizeof(float) * k); return; }
-    const uint16_t *src = a->b + row0 * a->H;
-    for (size_t i = 0; i < k; i++) dst[i] = fs_bf16_to_f32(src[i]);
+    return a->sp ? fs_spill_begin(ctx, a->sp, mode) : FS_OK;
 }
 
-/* Stores rows (rounded to BF16 in BF16 mode; src is rounded in place too, so
- * the caller goes on with exactly what later passes will load). */
-static void acts_store(acts *a, int64_t row0, int64_t n, float *src)
+static fs_status acts_end(fs_ctx *ctx, acts *a, fs_status rc)
 {
-    const size_t k = (size_t)(n * a->H);
-    if (a->f) { memcpy(a->f + row0 * a->H, src, sizeof(float) * k); return; }
-    uint16_t *dst = a->b + row0 * a->H;
+    return a->sp ? fs_spill_end(ctx, a->sp, rc) : rc;
+}
+
+static void rows_to_f32(const void *src, int elem, size_t k, float *dst)
+{
+    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
+    const uint16_t *s = src;
+    for (size_t i = 0; i < k; i++) dst[i] = fs_bf16_to_f32(s[i]);
+}
+
+/* f32 rows out as stored; in BF16 src is rounded in place too, so the caller
+ * goes on with exactly what later passes will load. */
+static void rows_from_f32(float *src, int elem, size_t k, void *dst)
+{
+    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
+    uint16_t *d = dst;
     for (size_t i = 0; i < k; i++) {
-        dst[i] = fs_f32_to_bf16(src[i]);
-        src[i] = fs_bf16_to_f32(dst[i]);
+        d[i] = fs_f32_to_bf16(src[i]);
+        src[i] = fs_bf16_to_f32(d[i]);
     }
+}
+
+static fs_status acts_load(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *dst)
+{
+    if (!a->sp) {
+        const void *src = a->f ? (const void *)(a->f + row0 * a->H) : (const void *)(a->b + row0 * a->H);
+        rows_to_f32(src, a->elem, (size_t)(n * a->H), dst);
+        return FS_OK;
+    }
+    for (int64_t done = 0; done < n;) {          /* the pass's next chunks: batches are whole chunks */
+        const void *rows;
+        uint64_t r0, m;
+        fs_status rc = fs_spill_read(ctx, a->sp, &rows, &r0, &m);
+        if (rc != FS_OK) return rc;
+        if ((int64_t)r0 != row0 + done || (int64_t)m > n - done) {
+            fs_spill_release(a->sp);
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations: rows [%llu, %llu) came in for a batch of "
+                              "[%lld, %lld)", (unsigned long long)r0, (unsigned long long)(r0 + m), (long long)row0,
+                              (long long)(row0 + n));
+        }
+        rows_to_f32(rows, a->elem, (size_t)((int64_t)m * a->H), dst + done * a->H);
+        fs_spill_release(a->sp);
+        done += (int64_t)m;
+    }
+    return FS_OK;
+}
+
+static fs_status acts_store(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *src)
+{
+    if (!a->sp) {
+        void *dst = a->f ? (void *)(a->f + row0 * a->H) : (void *)(a->b + row0 * a->H);
+        rows_from_f32(src, a->elem, (size_t)(n * a->H), dst);
+        return FS_OK;
+    }
+    const int64_t chunk = (int64_t)fs_spill_chunk_rows(a->sp);
+    for (int64_t done = 0; done < n;) {
+        const int64_t m = n - done < chunk ? n - done : chunk;
+        void *dst;
+        fs_status rc = fs_spill_wbuf(ctx, a->sp, (uint64_t)(row0 + done), (uint64_t)m, &dst);
+        if (rc != FS_OK) return rc;
+        rows_from_f32(src + done * a->H, a->elem, (size_t)(m * a->H), dst);
+        done += m;
+    }
+    return FS_OK;
 }
 
 /* The end of layer l: the boundary after it (x [n, H] as bf16 or f32 rows in
@@ -219,18 +313,20 @@ static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts 
     j->tr = po->trace;
     j->layer = l;
     j->po = po;
+    j->hold = -1;
     fs_status rc = FS_OK;
     if (po->commit_prep && (rc = po->commit_prep(ctx, po->commit_arg, l + 1, &j->snap)) != FS_OK) {
         free_act(j);
         return rc;
     }
+    uint64_t held = 0;                           /* memory the job holds until it ran */
     if (x && po->work) {
         size_t pl = strlen(po->work) + 32;
         j->path = malloc(pl);
         j->prev = malloc(pl);
-        j->elem = po->act_f32 ? 4 : 2;
-        j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
-        if (!j->path || !j->prev || !j->rows) {
+        j->elem = x->elem;
+        if (!x->sp) j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
+        if (!j->path || !j->prev || (!x->sp && !j->rows)) {
             free_act(j);
             return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
         }
@@ -240,24 +336,43 @@ static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts 
         if (l == 0) { free(j->prev); j->prev = NULL; }
         j->nrows = (uint64_t)n;
         j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
-        if (po->act_f32) memcpy(j->rows, x->f, sizeof(float) * (size_t)(n * H));
-        else memcpy(j->rows, x->b, sizeof(uint16_t) * (size_t)(n * H));
+        if (x->sp) {
+            j->sp = x->sp;
+            j->hold = fs_spill_hold(x->sp, &j->src);
+            const uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
+            held = (chunk < j->nrows ? chunk : j->nrows) * j->row_bytes;   /* its read buffer */
+        } else {
+            memcpy(j->rows, x->f ? (const void *)x->f : (const void *)x->b, (size_t)(n * H) * (size_t)j->elem);
+            held = j->nrows * j->row_bytes;
+        }
     }
-    return fs_writer_submit(ctx, wr, run_act, j, free_act, j->nrows * j->row_bytes);
+    return fs_writer_submit(ctx, wr, run_act, j, free_act, held);
 }
 
-/* The input of layer po->start_layer from its boundary file, checked chunk by chunk. */
+/* The input of layer po->start_layer from its boundary file, checked chunk by
+ * chunk (straight into the spill file when spilled). */
 static fs_status load_boundary(fs_ctx *ctx, const fs_pipe_opts *po, acts *x, int64_t n, int64_t H)
 {
     fs_act_file *af = NULL;
     fs_status rc = fs_act_open(ctx, po->start_act, &af);
-    const int elem = po->act_f32 ? 4 : 2;
+    const int elem = x->elem;
     if (rc == FS_OK && (fs_act_rows(af) != (uint64_t)n || fs_act_row_bytes(af) != (uint64_t)(H * elem) ||
                         fs_act_elem_size(af) != elem))
         rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: %llu rows of %llu bytes, the run needs %lld of %lld", po->start_act,
                         (unsigned long long)fs_act_rows(af), (unsigned long long)fs_act_row_bytes(af), (long long)n,
                         (long long)(H * elem));
-    if (rc == FS_OK) rc = fs_act_read_rows(ctx, af, 0, (uint64_t)n, po->act_f32 ? (void *)x->f : (void *)x->b);
+    if (rc == FS_OK && !x->sp) rc = fs_act_read_rows(ctx, af, 0, (uint64_t)n, x->f ? (void *)x->f : (void *)x->b);
+    if (rc == FS_OK && x->sp) {
+        const uint64_t chunk = fs_spill_chunk_rows(x->sp);
+        rc = fs_spill_begin(ctx, x->sp, FS_SPILL_FILL);
+        for (uint64_t r = 0; rc == FS_OK && r < (uint64_t)n; r += chunk) {
+            const uint64_t m = (uint64_t)n - r < chunk ? (uint64_t)n - r : chunk;
+            void *dst;
+            rc = fs_spill_wbuf(ctx, x->sp, r, m, &dst);
+            if (rc == FS_OK) rc = fs_act_read_rows(ctx, af, r, m, dst);
+        }
+        rc = fs_spill_end(ctx, x->sp, rc);
+    }
     fs_act_close(af);
     return rc;
 }
@@ -498,13 +613,17 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     const int g0 = w->g0, io = g0 - 1;
     const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[g0].out;
     const int64_t as = f->mla ? f->nh * f->vh : qs;
-    fs_status rc = FS_OK;
+    /* x moves mid-layer into the other spill file (the layer's input stays
+     * whole for the boundary job of the layer before); the finish overwrites */
+    fs_status rc = acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
+                                            : stage == ST_FINISH ? FS_SPILL_INPLACE
+                                                                 : FS_SPILL_READ);
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
         float *x = s->xb;
         fs_crashpoint(p->ctx, "forward");
-        acts_load(p->x, s0 * p->T, n, x);
+        if ((rc = acts_load(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;
         if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
             if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
@@ -524,7 +643,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
             if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
             fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
-            acts_store(p->x, s0 * p->T, n, x);                              /* (rounded as stored) */
+            if ((rc = acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
             rc = hadd(p, hess, s->xn, n);
             continue;
@@ -536,8 +655,9 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
         if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
         fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
         for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
-        acts_store(p->x, s0 * p->T, n, x);                                  /* the next layer's input */
+        rc = acts_store(p->ctx, p->x, s0 * p->T, n, x);                     /* the next layer's input */
     }
+    rc = acts_end(p->ctx, p->x, rc);
     fwd_mark(p);
     return rc;
 }
@@ -594,10 +714,11 @@ static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t 
         rc = H[e] ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs[e]) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
     }
     p->hin = in;
+    if (rc == FS_OK) rc = acts_begin(p->ctx, p->x, FS_SPILL_READ);
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
-        acts_load(p->x, t0, nb, s->xb);
+        if ((rc = acts_load(p->ctx, p->x, t0, nb, s->xb)) != FS_OK) break;
         fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, Hd, f->eps, s->xn);
         for (int e = e0; rc == FS_OK && e < e1; e++) {
             int64_t nr = 0;
@@ -615,6 +736,7 @@ static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t 
             rc = hadd(p, hs[e - e0], s->g, nr);
         }
     }
+    rc = acts_end(p->ctx, p->x, rc);
     fwd_mark(p);
     for (int e = 0; e < ne; e++) {
         if (rc == FS_OK && seen[e] == 0) memset(H[e], 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
@@ -657,13 +779,14 @@ static fs_status moe_layer(pstate *p, scratch *s)
         if (rc != FS_OK) goto out;
     }
     /* R: routing by the f32 router, batch by batch as the final pass does */
+    rc = acts_begin(ctx, p->x, FS_SPILL_READ);
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        acts_load(p->x, s0 * p->T, nb, s->xb);
+        if ((rc = acts_load(ctx, p->x, s0 * p->T, nb, s->xb)) != FS_OK) break;
         fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, H, f->eps, s->xn);
         rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
     }
-    if (rc != FS_OK) goto out;
+    if ((rc = acts_end(ctx, p->x, rc)) != FS_OK) goto out;
     for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
     int64_t mn = count[0], mx = count[0], nunder = 0;
     for (int64_t e = 0; e < E; e++) {
@@ -722,15 +845,17 @@ static fs_status moe_layer(pstate *p, scratch *s)
         fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
+    if (rc == FS_OK) rc = acts_begin(ctx, p->x, FS_SPILL_INPLACE);
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
         float *x = s->xb;
-        acts_load(p->x, s0 * p->T, nb, x);
+        if ((rc = acts_load(ctx, p->x, s0 * p->T, nb, x)) != FS_OK) break;
         fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
         if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
         for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
-        acts_store(p->x, s0 * p->T, nb, x);
+        rc = acts_store(ctx, p->x, s0 * p->T, nb, x);
     }
+    rc = acts_end(ctx, p->x, rc);
 out:
     p->holding = 0;
     rc = flush_held(p, rc);                              /* frees what an error left held */
@@ -748,22 +873,35 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     const int64_t H = f->H, n = nseq * T;
     fs_qinfo none = {0};
     float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
-    acts xs = {NULL, NULL, H};
+    acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
     acts *x = &xs;
-    if (po->act_f32) xs.f = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
-    else xs.b = fs_alloc2((size_t)n, (size_t)H * sizeof(uint16_t));
-    if ((!xs.f && !xs.b) || !row) {
-        free(xs.f); free(xs.b); free(row);
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
-    }
-    const int l0 = po->start_layer;
     fs_status rc = FS_OK;
+    if (po->spill && !po->work)
+        rc = fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations need a work folder");
+    else if (po->spill)                              /* one window per chunk: batches are whole windows */
+        rc = fs_spill_new(ctx, po->work, (uint64_t)n, (uint64_t)(H * xs.elem), (uint64_t)T, &xs.sp);
+    else if (xs.elem == 4)
+        xs.f = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
+    else
+        xs.b = fs_alloc2((size_t)n, (size_t)H * sizeof(uint16_t));
+    if (rc == FS_OK && ((!xs.sp && !xs.f && !xs.b) || !row))
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
+    if (rc != FS_OK) {
+        fs_spill_free(xs.sp); free(xs.f); free(xs.b); free(row);
+        return rc;
+    }
+    if (xs.sp)
+        fs_log(ctx, "activations: %.3f GB per boundary, spilled to %s (two raw files) and streamed %lld tokens at a time",
+               (double)n * (double)H * xs.elem / 1e9, po->work, (long long)T);
+    const int l0 = po->start_layer;
     if (l0 == 0) {                                   /* the embeddings of the calibration tokens */
         rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
+        if (rc == FS_OK) rc = acts_begin(ctx, x, FS_SPILL_FILL);
         for (int64_t i = 0; rc == FS_OK && i < n; i++) {
             memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
-            acts_store(x, i, 1, row);
+            rc = acts_store(ctx, x, i, 1, row);
         }
+        rc = acts_end(ctx, x, rc);
     } else if (l0 < m->nlayers) {                    /* resumed: the boundary the journal names */
         rc = load_boundary(ctx, po, x, n, H);
         if (rc == FS_OK) fs_log(ctx, "resumed at model.layers.%d from %s", l0, po->start_act);
@@ -771,7 +909,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     free(E);
     free(row);
     fs_writer *wr = NULL;
-    uint64_t pending = (uint64_t)(n * H) * 4 + (64ull << 20);
+    /* the writer may fall a layer behind: resident, a boundary copy and a layer's linears */
+    uint64_t pending = (xs.sp ? 0 : (uint64_t)(n * H) * 4) + (64ull << 20);
     if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
     for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)   /* committed with layer 0 */
         if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
@@ -877,7 +1016,15 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         fs_log(ctx, "writer: %llu jobs, %.3f GB, %.2f s busy; compute waited %.2f s for it",
                (unsigned long long)ws.jobs, (double)ws.bytes / 1e9, ws.busy_s, ws.blocked_s);
     }
-    fs_writer_free(NULL, wr);      /* after an error: drops what is queued */
+    fs_writer_free(NULL, wr);      /* after an error: drops what is queued (and the spill holds) */
+    if (xs.sp && rc == FS_OK) {
+        fs_spill_stats ss;
+        fs_spill_get_stats(xs.sp, &ss);
+        fs_log(ctx, "spilled activations: read %.3f GB%s, wrote %.3f GB; compute waited %.2f s for reads, %.2f s for "
+               "writes, %.2f s for the boundary writer", (double)ss.bytes_read / 1e9, ss.direct ? " (O_DIRECT)" : "",
+               (double)ss.bytes_written / 1e9, ss.read_wait_s, ss.write_wait_s, ss.hold_wait_s);
+    }
+    fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
     free(xs.f);
     free(xs.b);

@@ -46,6 +46,9 @@ typedef struct fs_pipe_opts {
     void *arg;
     const char *work;        /* (optional) folder for the activation cache: the input of
                                 the next layer, act-NNNN.fsa, only the latest kept */
+    int spill;               /* keep the activations in `work` (stream/spill.h), not in
+                                memory: for host budgets that cannot hold a boundary;
+                                the output is the same */
     /* MoE: experts with fewer than min_expert_tokens calibration tokens (and
      * always those with none) follow expert_policy; the counts of every MoE
      * layer are appended to moe_report when it is not NULL. */

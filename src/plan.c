@@ -266,14 +266,15 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     r->experts = (int)E;
 
     uint64_t ring = sat_add(r->read_bytes, next_read);
-    /* resident: the boundary (+ MoE accumulator and routing); spilled: one
-     * window in and one out, double-buffered (+ accumulator chunks) */
-    uint64_t act_res = r->act_bytes, act_sp = sat_mul(sat_mul(Bmin, H), 4 * ab);
+    /* resident: the boundary (+ MoE routing: an expert index and weight per
+     * token and slot); spilled: two windows read ahead and two written behind
+     * (stream/spill.h; the routing stays in memory) */
+    uint64_t act_res = r->act_bytes, act_sp = u64min(sat_mul(sat_mul(Bmin, H), 4 * ab), r->act_bytes);
     if (moe) {
-        act_res = sat_add(sat_add(act_res, sat_mul(TH, 4)), sat_mul(T, (uint64_t)m->top_k * 8));
-        act_sp = sat_add(act_sp, sat_mul(sat_mul(Bmin, H), 8));
+        const uint64_t routing = sat_mul(T, (uint64_t)m->top_k * 8);
+        act_res = sat_add(act_res, routing);
+        act_sp = sat_add(act_sp, routing);
     }
-    act_sp = u64min(act_sp, act_res);            /* chunks never cost more than the whole */
     uint64_t dense_phase = sat_add(s->hess_dense, s->solver_dense);
     uint64_t one_wave = moe ? sat_add(r->expert_bytes, s->solver_e) : 0;
     uint64_t comp_min = sat_add(sat_add(s->w32_dense, u64max(dense_phase, one_wave)), sat_mul(Bmin, per_tok));
@@ -314,19 +315,21 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     else r->host_peak = sat_add(side, comp_peak);
 
     /* traffic and time */
-    uint64_t passes = (uint64_t)s->ndense_groups + 1 + (moe ? 2 * (uint64_t)r->waves : 0);
+    /* passes over the tokens: one per dense input group, the layer's end, and
+     * for MoE the routing and two per wave */
+    uint64_t passes = (uint64_t)s->ndense_groups + 1 + (moe ? 1 + 2 * (uint64_t)r->waves : 0);
     uint64_t spill_rd = 0, spill_wr = 0;
-    if (r->spilled) {
-        spill_rd = sat_mul(passes, r->act_bytes);
-        if (moe) spill_wr = sat_mul(sat_mul((uint64_t)r->waves, TH), 4);   /* accumulator out ... */
-        spill_rd = sat_add(spill_rd, spill_wr);                                /* ... and back in */
+    if (r->spilled) {                            /* every pass reads the boundary; the mid-layer */
+        spill_rd = sat_mul(passes + 1, r->act_bytes);     /* move and the end write it; the */
+        spill_wr = sat_mul(2, r->act_bytes);              /* boundary file is made from it */
     }
-    r->write_bytes = sat_add(sat_add(sat_add(s->qbytes, s->copy_bytes), r->act_bytes), spill_wr);
+    r->write_bytes = sat_add(sat_add(s->qbytes, s->copy_bytes), r->act_bytes);
     r->hess_flops = s->hess_fl;
     r->chol_flops = s->chol_fl;
     r->gptq_flops = s->gptq_fl;
     r->fwd_flops = s->fwd_fl;
-    r->io_s = ((double)r->read_bytes + (double)r->write_bytes + (double)spill_rd) / (o->disk_gbps * 1e9);
+    r->io_s = ((double)r->read_bytes + (double)r->write_bytes + (double)spill_rd + (double)spill_wr) /
+              (o->disk_gbps * 1e9);
     r->compute_s = (s->hess_fl + s->chol_fl + s->gptq_fl + s->fwd_fl) / (o->tflops * 1e12);
     if (gpu) {
         double xfer = (double)r->read_bytes + (double)(passes + 1) * (double)r->act_bytes;
@@ -476,16 +479,17 @@ static const char *fmt_time(char *buf, size_t n, double s)
     return buf;
 }
 
-void fs_plan_disk(const fs_plan *p, uint64_t *out, uint64_t *work)
+void fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work)
 {
     uint64_t o = p->global_bytes, act = 0;
     for (int l = 0; l < p->nlayers; l++) {
         const fs_plan_layer *r = &p->layers[l];
         o += r->write_bytes > r->act_bytes ? r->write_bytes - r->act_bytes : 0;
         act = r->act_bytes > act ? r->act_bytes : act;
+        spill |= r->spilled;
     }
     *out = o;
-    *work = 3 * act;
+    *work = (spill ? 5 : 3) * act;               /* + the two raw spill files */
 }
 
 void fs_plan_print(const fs_plan *p, FILE *f)
@@ -525,9 +529,12 @@ void fs_plan_print(const fs_plan *p, FILE *f)
     fprintf(f, "; minimum host %s (model.layers.%d)", fs_plan_fmt_bytes(b[4], 32, p->host_min), p->host_min_layer);
     if (p->gpu) fprintf(f, ", minimum GPU %s (model.layers.%d)", fs_plan_fmt_bytes(b[5], 32, p->gpu_min), p->gpu_min_layer);
     uint64_t dout, dwork;
-    fs_plan_disk(p, &dout, &dwork);
-    fprintf(f, "\ndisk: output %s, work folder %s (three activation boundaries, for resume)", fs_plan_fmt_bytes(b[6], 32, dout),
-            fs_plan_fmt_bytes(b[7], 32, dwork));
+    int spill = 0;
+    for (int l = 0; l < p->nlayers; l++) spill |= p->layers[l].spilled;
+    fs_plan_disk(p, 0, &dout, &dwork);
+    fprintf(f, "\ndisk: output %s, work folder %s (three activation boundaries, for resume%s)",
+            fs_plan_fmt_bytes(b[6], 32, dout), fs_plan_fmt_bytes(b[7], 32, dwork),
+            spill ? "; two more for the spilled activations" : "");
     fprintf(f, "\nassumptions: disk %.1f GB/s (reads and writes), %g TFLOP/s effective%s", o->disk_gbps, o->tflops,
             p->gpu ? "" : " (CPU)");
     if (p->gpu) fprintf(f, ", PCIe %.1f GB/s", o->pcie_gbps);
@@ -544,7 +551,7 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out)
     const fs_plan_opts *o = &p->opts;
     json_t *ls = json_array(), *j = NULL;
     uint64_t dout, dwork;
-    fs_plan_disk(p, &dout, &dwork);
+    fs_plan_disk(p, 0, &dout, &dwork);
     for (int l = 0; ls && l < p->nlayers; l++) {
         const fs_plan_layer *r = &p->layers[l];
         json_t *x = json_pack(

@@ -11,11 +11,11 @@
  *  1. read     = the layer's bytes on disk (exact from a checkpoint, else
  *                estimated from config.json: torch_dtype, FP8 block scales).
  *  2. act      = T x hidden x ab, the layer boundary kept in host memory; a MoE
- *                layer also holds its f32 output accumulator (T x hidden x 4)
- *                and the routing (T x top_k x 8).  When the host budget cannot
- *                hold them they are spilled: one window in and one out,
- *                double-buffered, streamed from the work folder once per pass
- *                (extra disk traffic).
+ *                layer also holds the routing (T x top_k x 8).  When the host
+ *                budget cannot hold the boundary it is spilled (stream/spill.h):
+ *                two windows read ahead and two written behind, streamed from
+ *                the work folder once per pass (extra disk traffic: every pass
+ *                reads it, the mid-layer move and the layer's end write it).
  *  3. hessian  = the largest input group's [in, in] f32.
  *  4. solver   = U [in, in] f32 + W copy, dequant (f32) and codes (u8)
  *                [out, in] + qmeta [out, ceil(in/G), 4] of the largest linear.
@@ -40,7 +40,7 @@
  *                attention 2 x (2 samples seq_len^2 width).
  *  8. seconds  = max(io, compute) per layer: the prefetcher overlaps reading
  *                layer L+1 with computing layer L; io = (read + written +
- *                spill) / disk rate, compute = flops / rate (+ PCIe traffic
+ *                spill traffic) / disk rate, compute = flops / rate (+ PCIe traffic
  *                on a GPU).  The total adds the embeddings and the first
  *                layer's read, which nothing overlaps.
  *
@@ -85,7 +85,7 @@ typedef struct fs_plan_layer {
     int spilled;               /* activations streamed from disk (host budget) */
     int experts, experts_per_wave, waves;   /* 0 for dense layers */
     uint64_t read_bytes;       /* on disk */
-    uint64_t write_bytes;      /* quantized output, copies, activation checkpoint, spills */
+    uint64_t write_bytes;      /* quantized output, copies, activation checkpoint */
     uint64_t w32_bytes;        /* every weight of the layer as f32 */
     uint64_t hess_bytes;       /* largest Hessian [in, in] f32 */
     uint64_t solver_bytes;     /* solver buffers of the largest linear */
@@ -144,9 +144,10 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out);
 const char *fs_plan_fmt_bytes(char *buf, size_t n, uint64_t bytes);
 /* Disk a quantize run needs: *out for the output checkpoint, *work for the
  * work folder (three activation boundaries: the journal's state and the one
- * before it each name one, and the next is written before the oldest goes).
+ * before it each name one, and the next is written before the oldest goes;
+ * two more, the raw spill files, when spill is set or a layer is spilled).
  * Cannot fail. */
-void fs_plan_disk(const fs_plan *p, uint64_t *out, uint64_t *work);
+void fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work);
 
 #ifdef __cplusplus
 }

@@ -186,6 +186,7 @@ static void sweep_work(const char *work, const char *keep, const char *keep2)
         const char *n = e->d_name;
         int act = !strncmp(n, "act-", 4) && strstr(n, ".fsa");
         int tmp = strstr(n, ".tmp.") != NULL;       /* a killed writer's: journal, flags, boundary */
+        tmp |= !strncmp(n, "spill-", 6) && strstr(n, ".raw") != NULL;   /* a killed run's spilled activations */
         if ((act && !tmp && ((keep && !strcmp(n, keep)) || (keep2 && !strcmp(n, keep2)))) || (!act && !tmp)) continue;
         snprintf(path, sizeof path, "%s/%s", work, n);
         unlink(path);

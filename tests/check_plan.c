@@ -117,7 +117,7 @@ START_TEST(llama_hand_numbers)
     json_t *tot = json_object_get(j, "total");
     ck_assert_int_eq(json_integer_value(json_object_get(tot, "disk_work_bytes")), (json_int_t)(3 * T * LL_H * 2));
     uint64_t dout = 0, dwork = 0;
-    fs_plan_disk(&p, &dout, &dwork);
+    fs_plan_disk(&p, 0, &dout, &dwork);
     ck_assert_uint_eq(dwork, 3 * T * LL_H * 2);
     ck_assert_uint_eq(dout, p.write_bytes - 2 * T * LL_H * 2);
     ck_assert_int_eq(json_integer_value(json_object_get(tot, "disk_out_bytes")), (json_int_t)dout);
@@ -169,6 +169,11 @@ START_TEST(budget_refusal)
     ck_assert_int_eq(fs_plan_compute(&ctx, m, NULL, &o, &p), FS_OK);
     ck_assert(p.host_peak <= min);
     ck_assert_int_eq(p.layers[0].spilled, 1);           /* at the minimum the boundary streams */
+    /* ... from two raw files in the work folder beside the three boundaries */
+    uint64_t dout = 0, dwork = 0;
+    fs_plan_disk(&p, 0, &dout, &dwork);
+    ck_assert_uint_eq(dwork, 5 * p.layers[0].act_bytes);
+    ck_assert_uint_eq(p.layers[0].act_bytes, 16ull * 64 * LL_H * 2);
     fs_plan_free(&p);
 
     /* GPU: the same for --gpu-mem */
