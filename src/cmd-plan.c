@@ -29,6 +29,7 @@ static const char usage[] =
     "                       (bytes estimated from torch_dtype and FP8 quantization_config)\n"
     "  --samples N          calibration windows (default 128)\n"
     "  --seq-len L          tokens per window (default 2048)\n"
+    "  --batch-tokens N     tokens of one forward batch at most (default 65536)\n"
     "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
     "  --host-mem SIZE      host memory budget, suffixes K M G T (decimal); default: the\n"
     "                       machine's physical memory less 10%\n"
@@ -70,6 +71,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, pargs *a, int *help)
         if (!strcmp(f, "--model")) a->model = v;
         else if (!strcmp(f, "--samples")) { if (!(rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &n))) a->o.samples = n; }
         else if (!strcmp(f, "--seq-len")) { if (!(rc = fs_arg_i64(ctx, f, v, 1, 1 << 22, &n))) a->o.seq_len = n; }
+        else if (!strcmp(f, "--batch-tokens")) { if (!(rc = fs_arg_i64(ctx, f, v, 1, 1 << 30, &n))) a->o.batch_tokens = n; }
         else if (!strcmp(f, "--act-dtype")) {
             if (!strcmp(v, "bf16")) a->o.act_bytes = 2;
             else if (!strcmp(v, "f32")) a->o.act_bytes = 4;

@@ -44,6 +44,10 @@ static const char usage[] =
     "                       --calib runs the same pipeline (the baseline to compare with),\n"
     "                       without --calib it rounds every weight on its own\n"
     "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
+    "  --batch-tokens N     tokens of one forward batch at most (default 65536; whole\n"
+    "                       windows, at least one); fewer when --host-mem needs it.  The\n"
+    "                       batch used is recorded and a resume keeps it: Hessians sum\n"
+    "                       batch by batch, so the bytes depend on it\n"
     "  --profile FILE       Chrome trace-event JSON of the run (Perfetto, chrome://tracing):\n"
     "                       one track per stage, spans per layer with bytes and FLOPs\n"
     "  --timings FILE       one JSON line per layer and stage: seconds, bytes, GB/s, GFLOP/s\n"
@@ -99,6 +103,7 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
     a->method = "gptq";
     a->samples = 128;
     a->seq_len = 2048;
+    a->batch_tokens = FS_BATCH_TOKENS_DEFAULT;
     a->policy = FS_EXPERT_POLICY_DEFAULT;
     a->min_expert_tokens = FS_MIN_EXPERT_TOKENS_DEFAULT;
     for (int i = 1; i < argc; i++) {
@@ -122,6 +127,9 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
+        else if (!strcmp(f, "--batch-tokens")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 30, &a->batch_tokens))) return rc;
+        }
         else if (!strcmp(f, "--calib-seed")) {
             int64_t sd;
             if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &sd))) return rc;
@@ -376,7 +384,13 @@ int cmd_quantize(int argc, char **argv)
         po.host_mem = a.host_mem;
         po.bits = a.q.bits;
         po.group_size = a.q.group_size;
+        po.batch_tokens = a.batch_tokens;
         if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
+            /* the batch the budget allows (a resume takes the journal's instead) */
+            rj.batch_tokens = a.batch_tokens;
+            for (int l = 0; l < pl.nlayers; l++)
+                if (pl.layers[l].batch_tokens > 0 && pl.layers[l].batch_tokens < rj.batch_tokens)
+                    rj.batch_tokens = pl.layers[l].batch_tokens;
             rc = preflight_disk(&ctx, &a, &pl);
             int64_t w = 0;                            /* the smallest wave the budget needs */
             for (int l = 0; l < pl.nlayers; l++)
@@ -465,7 +479,7 @@ int cmd_quantize(int argc, char **argv)
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
-        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = 65536, .work = rj.work, .spill = a.spill > 0,
+        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = rj.batch_tokens, .work = rj.work, .spill = a.spill > 0,
                            .expert_policy = a.policy, .min_expert_tokens = a.min_expert_tokens,
                            .experts_per_wave = a.experts_per_wave, .moe_report = &rep, .start_layer = start_layer,
                            .start_act = act[0] ? act : NULL, .commit_prep = fs_rj_commit_prep,

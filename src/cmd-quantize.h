@@ -18,6 +18,7 @@ typedef struct qargs {
     int resume, finished;
     uint64_t need_out, need_work;   /* disk the plan says the run needs (for ENOSPC messages) */
     int64_t samples, seq_len;
+    int64_t batch_tokens;           /* --batch-tokens: tokens per forward batch at most */
     uint64_t seed, host_mem;
     int act_f32;
     int spill;                      /* --spill: -1 never, 0 auto (the plan decides), 1 always */

@@ -108,7 +108,8 @@ int fs_crash_from_env(fs_ctx *ctx, fs_crash *c);
 void fs_crashpoint(const fs_ctx *ctx, const char *point);
 /* I/O faults, for the same tests: with FORGE_STREAM_FAIL_AT="POINT:N" the
  * N-th write at POINT (tensor-write: output staging, shard-write: sealing a
- * shard, act-write: a boundary, atomic-write: journal and small files) fails
+ * shard, act-write: a boundary, spill-write: the spilled activations,
+ * atomic-write: journal and small files) fails
  * with EIO (or FORGE_STREAM_FAIL_ERRNO); returns that errno, else 0. */
 int fs_io_fault(const fs_ctx *ctx, const char *point);
 void fs_crash_report(const fs_ctx *ctx);

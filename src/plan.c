@@ -45,7 +45,7 @@ void fs_plan_opts_default(fs_plan_opts *o)
     o->pcie_gbps = 25.0;
     o->bits = 4;
     o->group_size = 128;
-    o->batch_tokens = 65536;
+    o->batch_tokens = FS_BATCH_TOKENS_DEFAULT;
     o->wbytes = 2;
 }
 

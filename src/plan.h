@@ -58,6 +58,7 @@
 extern "C" {
 #endif
 
+#define FS_BATCH_TOKENS_DEFAULT 65536   /* tokens of one forward batch at most */
 #define FS_PLAN_HOST_MARGIN 0.10      /* detected host memory less this fraction */
 #define FS_PLAN_CPU_TFLOPS 0.2        /* default effective rates */
 #define FS_PLAN_GPU_TFLOPS 50.0        /* F32 GEMMs: the solver and Hessians are F32, TF32 off */

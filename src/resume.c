@@ -53,6 +53,8 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     /* the CPU results depend on how rows and BLAS blocks are split: a resume uses the same */
     if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", omp_get_max_threads(),
                                                                "blas", openblas_get_num_threads()));
+    /* so do the Hessians' sums, batch by batch: a resume under another budget keeps it */
+    if (rc == FS_OK && rj->batch_tokens > 0) rc = set(ctx, root, "batch_tokens", json_integer(rj->batch_tokens));
     if (rc == FS_OK) { rc = set(ctx, root, "model", json_pack("{s:s, s:O}", "dir", c->dir, "files", files)); }
     if (rc == FS_OK) { rc = set(ctx, root, "calib", calib); calib = NULL; }
     if (rc == FS_OK) rc = set(ctx, root, "layers_done", json_integer(0));
@@ -311,6 +313,13 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
                blas, omp_get_max_threads(), openblas_get_num_threads());
         omp_set_num_threads(omp);
         openblas_set_num_threads(blas);
+    }
+    const json_int_t bt = json_integer_value(json_object_get(root, "batch_tokens"));
+    if (bt > 0 && bt <= (1 << 30)) {
+        if (rj->batch_tokens > 0 && bt != rj->batch_tokens)
+            fs_log(ctx, "resume: batches of %lld tokens, as the run had (the budget now allows %lld): the bytes depend "
+                   "on it", (long long)bt, (long long)rj->batch_tokens);
+        rj->batch_tokens = bt;
     }
     /* what is committed, checked byte for byte: the latest state, else the one before it */
     json_t *prev = json_object_get(root, "prev");

@@ -28,6 +28,8 @@ typedef struct fs_run_journal {
     const fs_model *m;
     int calibrated;                 /* a --calib run (boundaries); else rtn from the weights */
     void *start;                    /* json_t * of WORK/start.json when a resume starts over from it */
+    int64_t batch_tokens;           /* tokens per forward batch: recorded by create, read back by
+                                       restore (the bytes depend on it) */
 } fs_run_journal;
 
 /* Starts the journal of a new run in rj->work (rj->o, rj->rep, rj->m set by

@@ -99,6 +99,7 @@ static void *writer_main(void *arg)
             fs_ctx_clear(&sp->tctx);
             rc = pwrite_full(&sp->tctx, sp->fd[f], sp->path[f], sp->wb[b], sp->wn[b] * sp->row_bytes,
                              sp->wrow0[b] * sp->row_bytes);
+            if (rc == FS_OK) fs_crashpoint(&sp->tctx, "spill-written");
         }
         pthread_mutex_lock(&sp->mu);
         if (rc != FS_OK && sp->werr == FS_OK) {

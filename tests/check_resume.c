@@ -26,6 +26,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "util.h"
 
 typedef struct rt {
@@ -234,6 +236,54 @@ START_TEST(kill_anywhere_other_options)
     }
     teardown(&r);
 }
+END_TEST
+
+/* Spilled activations (--spill always): killed anywhere, including between
+ * the spill writes, and a failed spill write; each resumed run must equal
+ * the resident reference byte for byte. */
+static void spilled(const char *type, int spread)
+{
+    rt r;
+    if (!setup(&r, type, "")) return;
+    char base[8800], out[4300], probe[4300], why[9000];
+    snprintf(base, sizeof base, "%.8700s", r.flags);
+    snprintf(r.flags, sizeof r.flags, "%.8700s --spill always", base);
+    snprintf(probe, sizeof probe, "%s/probe", r.tmp);
+    ck_assert_msg(run("FORGE_STREAM_CRASH_REPORT=1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, probe) == 0,
+                  "%s", err);
+    r.points = atol(strstr(err, "crash points passed: ") + strlen("crash points passed: "));
+    ck_assert_msg(same_tree(r.ref, probe, why, sizeof why), "spilled: %s", why);
+    harness(&r, spread, 0);
+    kill_and_resume(&r, "spill-written:3", 1);
+    kill_and_resume(&r, "spill-written:9", 0);
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    run("rm -rf '%s'", out);
+    int c1 = run("FORGE_STREAM_FAIL_AT=spill-write:6 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
+    ck_assert_msg(c1 == 1 && strstr(err, "/spill-") && strstr(err, ".raw") && strstr(err, "Input/output error") &&
+                  strstr(err, "--resume --work"), "exit %d: %s", c1, err);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    /* a resume under the least budget the plan takes keeps the run's batch (4
+     * windows) rather than the one window the budget allows */
+    ck_assert_msg(run("'%s' plan --model '%s' --samples 4 --seq-len 32 --json > '%s/plan.json'", r.bin, r.model,
+                      r.tmp) == 0, "%s", err);
+    char pj[4400];
+    snprintf(pj, sizeof pj, "%s/plan.json", r.tmp);
+    json_t *j = json_load_file(pj, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    long long hmin = (long long)json_integer_value(json_object_get(json_object_get(j, "total"), "host_min"));
+    json_decref(j);
+    run("rm -rf '%s'", out);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %.8700s --out '%s' --quiet", r.bin, base, out)));
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --host-mem %lld", r.bin, out, hmin) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "resume: batches of 128 tokens, as the run had (the budget now allows 32)"), "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+
+START_TEST(kill_anywhere_spilled_dense) { spilled("llama", 8); }
+END_TEST
+START_TEST(kill_anywhere_spilled_moe) { spilled("qwen3_moe", 4); }
 END_TEST
 
 /* Killed before the first commit.  Before the flags are saved (the first
@@ -541,6 +591,8 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, kill_anywhere_deepseek);
     tcase_add_test(tc, kill_anywhere_rtn_without_calibration);
     tcase_add_test(tc, kill_anywhere_other_options);
+    tcase_add_test(tc, kill_anywhere_spilled_dense);
+    tcase_add_test(tc, kill_anywhere_spilled_moe);
     tcase_add_test(tc, killed_twice);
     tcase_add_test(tc, killed_before_first_commit);
     tcase_add_test(tc, corrupted_files_recomputed);

@@ -50,9 +50,9 @@ int t_rec_find(const t_rec *c, const char *name)
     return -1;
 }
 
-void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
-                    const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
-                    int64_t minr, fs_moe_report *rep)
+static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
+                         const uint32_t *ids, t_rec *r, const char *work, int spill, fs_expert_policy pol,
+                         int64_t minr, fs_moe_report *rep)
 {
     fs_ctx ctx;
     fs_ctx_init(&ctx);
@@ -77,6 +77,7 @@ void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nse
     po.on_linear = t_rec_linear;
     po.arg = r;
     po.work = work;
+    po.spill = spill;
     po.expert_policy = pol;
     po.min_expert_tokens = minr;
     po.moe_report = rep;
@@ -92,6 +93,20 @@ void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nse
     fs_model_free(m);
     fs_ckpt_close(c);
     fs_backend_free(ctx.be);
+}
+
+void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
+                    const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
+                    int64_t minr, fs_moe_report *rep)
+{
+    run_pipeline(src, dst, fmt, nseq, T, ids, r, work, 0, pol, minr, rep);
+}
+
+void t_run_pipeline_spilled(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
+                            const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
+                            int64_t minr, fs_moe_report *rep)
+{
+    run_pipeline(src, dst, fmt, nseq, T, ids, r, work, 1, pol, minr, rep);
 }
 
 double *t_read_linear(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out, int64_t *in)

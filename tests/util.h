@@ -147,5 +147,6 @@ Suite *fs_suite_writer(void);
 Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
 Suite *fs_suite_resume(void);
+Suite *fs_suite_spill(void);
 
 #endif
