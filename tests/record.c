@@ -50,9 +50,9 @@ int t_rec_find(const t_rec *c, const char *name)
     return -1;
 }
 
-static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
-                         const uint32_t *ids, t_rec *r, const char *work, int spill, fs_expert_policy pol,
-                         int64_t minr, fs_moe_report *rep)
+void t_run_pipeline_with(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
+                         const uint32_t *ids, t_rec *r, const char *work, int spill, int64_t batch,
+                         fs_expert_policy pol, int64_t minr, fs_moe_report *rep)
 {
     fs_ctx ctx;
     fs_ctx_init(&ctx);
@@ -73,7 +73,7 @@ static void run_pipeline(const char *src, const char *dst, fs_format fmt, int64_
     po.q.act_order = 1;
     po.q.gptq_v1 = fmt == FS_FMT_GPTQ;
     po.act_f32 = 1;
-    po.batch_tokens = 2 * T;                 /* several batches, several expert chunks */
+    po.batch_tokens = batch;
     po.on_linear = t_rec_linear;
     po.arg = r;
     po.work = work;
@@ -99,14 +99,7 @@ void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nse
                     const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
                     int64_t minr, fs_moe_report *rep)
 {
-    run_pipeline(src, dst, fmt, nseq, T, ids, r, work, 0, pol, minr, rep);
-}
-
-void t_run_pipeline_spilled(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
-                            const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
-                            int64_t minr, fs_moe_report *rep)
-{
-    run_pipeline(src, dst, fmt, nseq, T, ids, r, work, 1, pol, minr, rep);
+    t_run_pipeline_with(src, dst, fmt, nseq, T, ids, r, work, 0, 2 * T, pol, minr, rep);
 }
 
 double *t_read_linear(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out, int64_t *in)
