@@ -46,6 +46,7 @@
 #include "backend.h"
 #include "mla.h"
 #include "pipeline.h"
+#include "plan.h"
 #include "../stream/actcache.h"
 #include "../stream/layerio.h"
 #include "../stream/spill.h"
@@ -53,6 +54,7 @@
 
 #define WRITER_MIN_PENDING (512ull << 20)   /* bytes the writer may hold behind compute */
 #define ACT_CHUNK_BYTES (64ull << 20)       /* raw bytes per activation-cache chunk */
+#define SPILL_PIECE_BYTES (8ull << 20)      /* read from a spill file at a time by the boundary job */
 
 /* ---- writer jobs: everything that touches the output folder runs there ---- */
 
@@ -134,9 +136,11 @@ typedef struct job_act {
     void *snap;
 } job_act;
 
-/* Copies the held spill file into the boundary writer, chunk by chunk. */
-static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w, uint64_t chunk)
+/* Copies the held spill file into the boundary writer in pieces (the writer
+ * copies them into its own chunk). */
+static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w)
 {
+    const uint64_t chunk = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
     int fd = open(j->src, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", j->src, strerror(errno));
     uint8_t *buf = fs_alloc2((size_t)chunk, (size_t)j->row_bytes);
@@ -168,7 +172,7 @@ static fs_status run_act(fs_ctx *ctx, void *arg)
         fs_act_writer *w = NULL;
         uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
         rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
-        if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w, chunk) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
+        if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
         if (j->hold >= 0) {                      /* the spill file may be written again */
             fs_spill_unhold(j->sp, j->hold);
             j->hold = -1;
@@ -339,8 +343,8 @@ static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts 
         if (x->sp) {
             j->sp = x->sp;
             j->hold = fs_spill_hold(x->sp, &j->src);
-            const uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
-            held = (chunk < j->nrows ? chunk : j->nrows) * j->row_bytes;   /* its read buffer */
+            const uint64_t piece = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
+            held = (piece < j->nrows ? piece : j->nrows) * j->row_bytes;   /* its read buffer */
         } else {
             memcpy(j->rows, x->f ? (const void *)x->f : (const void *)x->b, (size_t)(n * H) * (size_t)j->elem);
             held = j->nrows * j->row_bytes;
@@ -908,13 +912,13 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     free(E);
     free(row);
+    const int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     fs_writer *wr = NULL;
     /* the writer may fall a layer behind: resident, a boundary copy and a layer's linears */
     uint64_t pending = (xs.sp ? 0 : (uint64_t)(n * H) * 4) + (64ull << 20);
     if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
     for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)   /* committed with layer 0 */
         if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
-    int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
     scratch s = {0};
     fs_layer_reader *lr = NULL;
     if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
