@@ -504,7 +504,7 @@ void fs_plan_print(const fs_plan *p, FILE *f)
             (long long)o->samples, (long long)o->seq_len, (long long)p->tokens, o->act_bytes == 2 ? "bf16" : "f32",
             p->gpu ? "gpu" : "cpu", fs_plan_fmt_bytes(b[0], 32, o->host_mem), p->host_detected ? " (detected)" : "");
     if (p->gpu) fprintf(f, ", GPU budget %s", fs_plan_fmt_bytes(b[1], 32, o->gpu_mem));
-    fprintf(f, "\n\n%-18s %-10s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", "layer", "kind", "read", "written",
+    fprintf(f, "\n\n%-18s %-11s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", "layer", "kind", "read", "written",
             "hessian", "act", "host", "gpu", "waves", "compute", "io", "est");
     for (int l = 0; l < p->nlayers; l++) {
         const fs_plan_layer *r = &p->layers[l];
@@ -513,7 +513,7 @@ void fs_plan_print(const fs_plan *p, FILE *f)
         snprintf(kind, sizeof kind, "%s%s", r->mtp ? "mtp" : r->moe ? "moe" : "dense", r->spilled ? "+spill" : "");
         if (r->waves) snprintf(waves, sizeof waves, "%dx%d", r->waves, r->experts_per_wave);
         else snprintf(waves, sizeof waves, "-");
-        fprintf(f, "%-18s %-10s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", name, kind,
+        fprintf(f, "%-18s %-11s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", name, kind,
                 fs_plan_fmt_bytes(b[0], 32, r->read_bytes), fs_plan_fmt_bytes(b[1], 32, r->write_bytes),
                 r->mtp ? "-" : fs_plan_fmt_bytes(b[2], 32, r->hess_bytes),
                 r->mtp ? "-" : fs_plan_fmt_bytes(b[3], 32, r->act_bytes), fs_plan_fmt_bytes(b[4], 32, r->host_peak),
