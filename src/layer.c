@@ -140,9 +140,11 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
 
     /* permute into processing order (act-order only: otherwise the order is the
      * identity and Hw already is H in it) */
-    if (q->act_order) {
+    if (q->act_order) {                               /* (copies only: any thread split gives the same bytes) */
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < cols; i++)            /* U holds the permuted H until inverted */
             for (int64_t j = 0; j < cols; j++) U[i * cols + j] = Hw[(int64_t)perm[i] * cols + perm[j]];
+#pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t k = 0; k < cols; k++) Wp[r * cols + k] = Ww[r * cols + perm[k]];
         memcpy(Hw, U, cc_n * sizeof(float));
@@ -188,6 +190,7 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     if ((rc = fs_be_gptq(ctx, ctx->be, &job)) != FS_OK) goto out;
     res->gptq_s = fs_now() - ts;
     if (q->act_order) {
+#pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t k = 0; k < cols; k++) {
                 res->qweight[r * cols + perm[k]] = codes[r * cols + k];

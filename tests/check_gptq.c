@@ -4,6 +4,8 @@
  * the RTN fallback, ragged groups, and the loss against its definition. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
@@ -48,8 +50,10 @@ static void problem(uint64_t seed, int rows, int cols, float **W, float **H)
 /* Naive GPTQ, one column at a time in processing order `perm`, with the
  * explicit inverse Hessian downdated after each column (OBS form). Dynamic
  * groups: parameters from the current weights at the group's first column. */
+#define NEAR_HALF 0.01   /* a naive value this close to x.5 may round either way */
+
 static void naive_gptq(const float *W0, const float *H0, int rows, int cols,
-                       const fs_quant_opts *q, const int32_t *perm, uint8_t *codes)
+                       const fs_quant_opts *q, const int32_t *perm, uint8_t *codes, double *pre)
 {
     fs_grid_params gp;
     fs_ctx ctx;
@@ -89,6 +93,7 @@ static void naive_gptq(const float *W0, const float *H0, int rows, int cols,
             float x = (float)w[j];
             float qv = fs_quant1(x, s, z, gp.maxq);
             codes[r * cols + j] = (uint8_t)qv;
+            pre[r * cols + j] = w[j] / s + z;            /* before rounding */
             double e = ((double)x - (double)((qv - z) * s)) / Hrow[j * cols + j];
             for (int c = j + 1; c < cols; c++) w[c] -= e * Hrow[j * cols + c];
             /* remove column j from the inverse Hessian */
@@ -115,13 +120,27 @@ static void blocked_vs_naive_shape(int rows, int cols, int block, int act_order,
     int32_t *perm = malloc(sizeof(int32_t) * cols);
     for (int i = 0; i < cols; i++) perm[i] = act_order ? res.perm[i] : i;
     uint8_t *naive = malloc(rows * cols);
-    naive_gptq(W, H, rows, cols, &q, perm, naive);
-    int same = 0;
+    double *pre = malloc(sizeof(double) * rows * cols);
+    naive_gptq(W, H, rows, cols, &q, perm, naive, pre);
+    /* Every code equals the naive solver's until, in a row, the naive value
+     * before rounding lies within NEAR_HALF of a rounding boundary: there the
+     * f32 inverse factor (relative error ~1e-4 on these conditionings) may
+     * round the other way, and the row's later columns then follow a
+     * different, equally valid error feedback; such a row is compared no
+     * further.  Few rows may take that way out. */
+    int split = 0;
     for (int r = 0; r < rows; r++)
-        for (int k = 0; k < cols; k++) same += naive[r * cols + k] == res.qweight[r * cols + perm[k]];
-    ck_assert_msg(same == rows * cols, "block %d: %d of %d codes equal the naive solver", block,
-                  same, rows * cols);
-    free(perm); free(naive); free(W); free(H);
+        for (int k = 0; k < cols; k++) {
+            const double v = pre[r * cols + k], off = fabs(v - floor(v) - 0.5);
+            if (naive[r * cols + k] == res.qweight[r * cols + perm[k]]) continue;
+            ck_assert_msg(off < NEAR_HALF && abs((int)naive[r * cols + k] - (int)res.qweight[r * cols + perm[k]]) == 1,
+                          "block %d: row %d column %d: code %d, the naive solver %d (its value %.6f is not at a "
+                          "rounding boundary)", block, r, k, res.qweight[r * cols + perm[k]], naive[r * cols + k], v);
+            split++;
+            break;
+        }
+    ck_assert_msg(split <= 1 + rows / 10, "block %d: %d of %d rows left the naive solver's path", block, split, rows);
+    free(perm); free(naive); free(pre); free(W); free(H);
     fs_layer_result_free(&res);
     fs_backend_free(be);
 }

@@ -81,6 +81,12 @@ START_TEST(chol_inv_rejects_non_pd)
     float A[9] = {1, 2, 0, 2, 1, 0, 0, 0, 1};   /* eigenvalues 3, -1, 1 */
     ck_assert_int_eq(fs_be_chol_inv(&ctx, be, A, 3), FS_ERR_NUMERIC);
     ck_assert_ptr_nonnull(strstr(ctx.errmsg, "minor"));
+    /* the column named is H's: a negative pivot at column 10 of 32 */
+    float D[32 * 32] = {0};
+    for (int i = 0; i < 32; i++) D[i * 32 + i] = i == 10 ? -1.0f : 1.0f;
+    fs_ctx_clear(&ctx);
+    ck_assert_int_eq(fs_be_chol_inv(&ctx, be, D, 32), FS_ERR_NUMERIC);
+    ck_assert_msg(strstr(ctx.errmsg, "trailing minor from column 10"), "%s", ctx.errmsg);
     fs_backend_free(be);
 }
 END_TEST
