@@ -225,8 +225,9 @@ static fs_status read_info(fs_ctx *ctx, cuda_be *cb, const int *dinfo, int *info
     return FS_OK;
 }
 
-/* The CPU's potrf, potri, potrf on the column-major 'L' triangle of the
- * row-major buffer, i.e. its row-major upper triangle (hessian/cholinv.c). */
+/* potrf, potri, potrf on the column-major 'L' triangle of the row-major
+ * buffer, i.e. its row-major upper triangle: the same U as the CPU's
+ * potrf + trtri of the reversed matrix (hessian/cholinv.c), up to rounding. */
 static fs_status chol_inv_run(fs_ctx *ctx, cuda_be *cb, dev_bufs *b, float *A, int64_t n)
 {
     const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
