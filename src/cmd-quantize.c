@@ -88,6 +88,9 @@ static const char usage[] =
     "  --experts-per-wave N experts whose Hessians one pass over the activations\n"
     "                       gathers (default: as many as the memory plan fits in\n"
     "                       --host-mem); the output does not depend on it\n"
+    "  --quantize-experts-only  quantize the routed experts only: attention, dense\n"
+    "                       MLPs and shared experts stay as the checkpoint has them\n"
+    "                       (FP8 as BF16), and the forward runs them unquantized\n"
     "  --expert-policy P    what under-calibrated experts get, named in the log:\n"
     "                       all-tokens (default): Hessians from every token of the\n"
     "                         layer, as if the expert saw all (one more pass for it);\n"
@@ -115,6 +118,7 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { *help = 1; return FS_OK; }
         if (!strcmp(f, "--quiet")) { ctx->quiet = 1; continue; }
         if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
+        if (!strcmp(f, "--quantize-experts-only")) { a->experts_only = 1; continue; }
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
         if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
         const char *v = argv[++i];
@@ -292,6 +296,10 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
             float *W = NULL;
             fs_layer_result r;
             snprintf(name, sizeof name, "%s.weight", x->name);
+            if (a->experts_only && x->expert < 0) {     /* kept as the checkpoint has it */
+                rc = fs_out_copy(ctx, o, c, name);
+                continue;
+            }
             rc = fs_ckpt_read_f32(ctx, c, name, &W);
             if (rc == FS_OK) rc = fs_layer_quantize(ctx, W, NULL, NULL, x->out, x->in, &a->q, &r);
             fs_crashpoint(ctx, "gptq");
@@ -361,6 +369,9 @@ int cmd_quantize(int argc, char **argv)
         rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
     if (rc == FS_OK) rc = fs_model_check(&ctx, m, c);
+    if (rc == FS_OK && a.experts_only && m->experts == 0)
+        rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--quantize-experts-only: %s (%s) has no routed experts", a.model,
+                        m->model_type);
     if (rc == FS_OK) total = m->nlayers + m->nmtp;
     /* calibration: every input check before the output folder is touched */
     fs_fwd fw = {0};
@@ -479,7 +490,7 @@ int cmd_quantize(int argc, char **argv)
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
                (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
-        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = rj.batch_tokens, .work = rj.work, .spill = a.spill > 0,
+        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = rj.batch_tokens, .work = rj.work, .spill = a.spill > 0, .experts_only = a.experts_only,
                            .expert_policy = a.policy, .min_expert_tokens = a.min_expert_tokens,
                            .experts_per_wave = a.experts_per_wave, .moe_report = &rep, .start_layer = start_layer,
                            .start_act = act[0] ? act : NULL, .commit_prep = fs_rj_commit_prep,
@@ -503,6 +514,28 @@ int cmd_quantize(int argc, char **argv)
     json_t *extra = json_pack("{s:s, s:s?, s:I, s:I}", "method", a.q.rtn ? "rtn" : "gptq",
                               "calibration", a.calib, "samples", (json_int_t)(a.calib ? a.samples : 0),
                               "seq_len", (json_int_t)(a.calib ? a.seq_len : 0));
+    if (rc == FS_OK && a.experts_only) {             /* what loaders must leave unquantized */
+        json_t *dyn = json_object();
+        char re[2400];
+        for (int l = 0; dyn && l < m->nlayers; l++)
+            for (int i = 0; dyn && i < m->layers[l].nlin; i++) {
+                if (m->layers[l].lin[i].expert >= 0) continue;
+                size_t k = 0;                        /* "-:^name$", dots escaped: vLLM / GPTQModel `dynamic` */
+                k += (size_t)snprintf(re, sizeof re, "-:^");
+                for (const char *q = m->layers[l].lin[i].name; *q && k < sizeof re - 4; q++) {
+                    if (*q == '.') re[k++] = '\\';
+                    re[k++] = *q;
+                }
+                snprintf(re + k, sizeof re - k, "$");
+                if (json_object_set_new(dyn, re, json_object())) { json_decref(dyn); dyn = NULL; }
+            }
+        if (!dyn || !extra || json_object_set_new(extra, "quantize_experts_only", json_true())) {
+            json_decref(dyn);
+            rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "quantization_config");
+        } else if (json_object_set_new(extra, "dynamic", dyn)) {      /* (takes dyn either way) */
+            rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "quantization_config");
+        }
+    }
     if (rc == FS_OK && a.calib && m->experts > 0) {   /* per-layer expert counts and the policy */
         json_t *mj = fs_moe_report_json(&rep, m);
         if (!mj || !extra || json_object_update(extra, mj)) rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "expert report");

@@ -25,6 +25,7 @@ typedef struct qargs {
     fs_format fmt;
     uint64_t max_shard;
     int overwrite;
+    int experts_only;               /* --quantize-experts-only */
     fs_backend_kind backend;
     fs_quant_opts q;
     fs_expert_policy policy;

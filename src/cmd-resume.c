@@ -24,7 +24,7 @@ json_t *quantize_config_json(const qargs *a)
 {
     const fs_quant_opts *q = &a->q;
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
-                     " s:b, s:b, s:i, s:f, s:s, s:I, s:I}",
+                     " s:b, s:b, s:i, s:f, s:s, s:I, s:I, s:b}",
                      "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
                      "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
                      "calib_seed", (json_int_t)a->seed, "method", a->method, "act_dtype", a->act_f32 ? "f32" : "bf16",
@@ -35,7 +35,8 @@ json_t *quantize_config_json(const qargs *a)
                      "grid_n", q->grid_n, "grid_norm", (double)q->norm, "act_order", q->act_order,
                      "static_groups", q->static_groups, "block", q->block, "damp", q->damp,
                      "expert_policy", fs_expert_policy_name(a->policy), "min_expert_tokens",
-                     (json_int_t)a->min_expert_tokens, "batch_tokens", (json_int_t)a->batch_tokens);
+                     (json_int_t)a->min_expert_tokens, "batch_tokens", (json_int_t)a->batch_tokens,
+                     "experts_only", a->experts_only);
 }
 
 /* Flags that do not touch the output: free to differ on --resume. */

@@ -435,6 +435,7 @@ typedef struct pstate {
     job_linear **held;
     int nheld, cap_held;
     int l0;                  /* the first layer this process runs (a resume starts later) */
+    int kept;                /* linears written unquantized (--quantize-experts-only) */
 } pstate;
 
 /* On a terminal (and not --quiet): one line redrawn in place with the layer,
@@ -503,7 +504,7 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     const int li = p->L->index;
     const double o = (double)x->out, in = (double)x->in, tg = tq + r.grid_s, tc = tg + r.chol_s;
     fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tg, (uint64_t)(x->out * x->in) * 4, 0);
-    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, (uint64_t)(x->in * x->in) * 4, in * in * in);
+    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, (uint64_t)(x->in * x->in) * 4, in * in * in * 2.0 / 3.0);
     fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tc, fs_now(), (uint64_t)(x->out * x->in) * 4, o * in * in);
     double rel = wn > 0 ? r.loss / wn : 0.0;
     if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
@@ -649,7 +650,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
             if ((rc = acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
-            rc = hadd(p, hess, s->xn, n);
+            if (hess) rc = hadd(p, hess, s->xn, n);               /* none: x only moves */
             continue;
         }
         fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
@@ -680,9 +681,12 @@ static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H
     return rc;
 }
 
-/* A pass that captures, then the quantization of linears [i0, i1) with it. */
+/* A pass that captures, then the quantization of linears [i0, i1) with it.
+ * --quantize-experts-only keeps every linear this is called for (they were
+ * copied when the layer came in): only the passes that move x run. */
 static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
 {
+    if (p->po->experts_only) return stage == ST_POST ? pass(p, stage, s, NULL) : FS_OK;
     char what[64];
     const char *nm = strrchr(p->L->lin[i0].name, '.');
     snprintf(what, sizeof what, "%s%s", nm ? nm + 1 : p->L->lin[i0].name, i1 - i0 > 1 ? " ..." : "");
@@ -777,7 +781,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
     /* C: x -> mid-layer, the full-input Hessian (shared expert, policies) */
     if ((rc = capture(p, ST_POST, s, H, &Hx)) != FS_OK) goto out;
     const int g0 = p->w->g0;
-    if (e0 > g0) {                 /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
+    if (e0 > g0 && !po->experts_only) {   /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
         for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, Hx, 0);
         if (rc == FS_OK) rc = capture_and_quantize(p, ST_DOWN, s, f->Is, g0 + 2, g0 + 3);
         if (rc != FS_OK) goto out;
@@ -951,9 +955,17 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(lr, l), 0);
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
             if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
+        int kept = 0;                  /* --quantize-experts-only: all but the routed experts, as they are */
+        for (int i = 0; po->experts_only && rc == FS_OK && i < L->nlin; i++)
+            if (L->lin[i].expert < 0) {
+                char wn[1100];
+                snprintf(wn, sizeof wn, "%s.weight", L->lin[i].name);
+                rc = queue_copy(ctx, wr, o, c, wn, po->trace, l);
+                kept++;
+            }
         fs_lr_release(lr, l);
         if (rc != FS_OK) break;
-        pstate p = {.ctx = ctx, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        pstate p = {.ctx = ctx, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
@@ -980,9 +992,11 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
             if (!ctx->quiet && isatty(2)) fputs("\r\033[K", stderr);   /* the progress line gives way */
-            fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s  %.1f s (total %.1f s)",
+            char ks[48] = "";
+            if (p.kept) snprintf(ks, sizeof ks, "  %d kept unquantized", p.kept);
+            fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s%s  %.1f s (total %.1f s)",
                    l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
-                   p.fallbacks ? "  RTN FALLBACK" : "", fs_now() - tl, fs_now() - t0);
+                   p.fallbacks ? "  RTN FALLBACK" : "", ks, fs_now() - tl, fs_now() - t0);
         }
     }
     /* MTP layers: never run by the forward, so never calibrated: copied as they are */

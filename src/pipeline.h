@@ -46,6 +46,9 @@ typedef struct fs_pipe_opts {
     void *arg;
     const char *work;        /* (optional) folder for the activation cache: the input of
                                 the next layer, act-NNNN.fsa, only the latest kept */
+    int experts_only;        /* quantize the routed experts only: attention, dense MLPs and
+                                shared experts are written as the checkpoint has them (FP8
+                                dequantized to BF16) and the forward runs them unquantized */
     int spill;               /* keep the activations in `work` (stream/spill.h), not in
                                 memory: for host budgets that cannot hold a boundary;
                                 the output is the same */

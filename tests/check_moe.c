@@ -261,7 +261,33 @@ static void n_ffn(nmodel *nm, int l, const double *xn, double *x, int64_t n)
 
 /* ---- (a), (b), (e): Hessians, losses, decode ---------------------------- */
 
-static void family(const char *type)
+/* The same bytes (dtype, shape, data) under name in both checkpoints. */
+static int same_tensor(fs_ckpt *a, fs_ckpt *b, const char *name)
+{
+    const fs_ckpt_entry *x = fs_ckpt_find(a, name), *y = fs_ckpt_find(b, name);
+    if (!x || !y || x->t->dtype != y->t->dtype || x->t->ndim != y->t->ndim) return 0;
+    for (int d = 0; d < x->t->ndim; d++)
+        if (x->t->shape[d] != y->t->shape[d]) return 0;
+    void *p = NULL, *q = NULL;
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    fs_dtype dt;
+    int nd;
+    int64_t sh[FS_ST_MAX_DIMS];
+    int ok = fs_out_read_copy(&ctx, a, name, &dt, &nd, sh, &p) == FS_OK &&
+             fs_out_read_copy(&ctx, b, name, &dt, &nd, sh, &q) == FS_OK;
+    uint64_t bytes = fs_dtype_size(dt);
+    for (int d = 0; ok && d < nd; d++) bytes *= (uint64_t)sh[d];
+    ok = ok && !memcmp(p, q, (size_t)bytes);
+    free(p);
+    free(q);
+    return ok;
+}
+
+/* experts_only (--quantize-experts-only): attention, dense MLPs and shared
+ * experts are the source's bytes, the routed experts' Hessians still equal the
+ * naive forward's (which reads those unquantized weights back). */
+static void family_ex(const char *type, int experts_only)
 {
     char *tmp = t_tmpdir(), src[4200], dst[4200];
     snprintf(src, sizeof src, "%s/src", tmp);
@@ -276,7 +302,8 @@ static void family(const char *type)
     t_rec r;
     memset(&r, 0, sizeof r);
     fs_moe_report rep = {0};
-    t_run_pipeline(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, FS_EXPERT_ALL_TOKENS, 8, &rep);
+    t_run_pipeline_with(src, dst, FS_FMT_FORGE, nseq, T, ids, &r, NULL, 0, 2 * T, experts_only, FS_EXPERT_ALL_TOKENS,
+                        8, &rep);
 
     nmodel nm;
     nm_open(&nm, dst);                            /* the quantized weights, read back */
@@ -295,7 +322,7 @@ static void family(const char *type)
     double gap = n_route(&nm, lm, xn, n, idx, wt);
     ck_assert_msg(gap > ROUTE_GAP, "%s: a routing decision hinges on a gap of %g", type, gap);
     char pre[256], nmx[300];
-    if (nm.q2m) {
+    if (nm.q2m && !experts_only) {
         snprintf(nmx, sizeof nmx, "model.layers.%d.mlp.shared_expert.gate_proj", lm);
         double rel = t_hess_rel(r.H[t_rec_find(&r, nmx)], xn, n, H);
         ck_assert_msg(rel < HESS_REL, "%s: shared expert gate/up Hessian off by %g", type, rel);
@@ -338,8 +365,30 @@ static void family(const char *type)
         ck_assert_msg(!memcmp(D, r.dq[i], sizeof(float) * (size_t)r.dqn[i]), "%s: decode differs", r.name[i]);
         free(D);
     }
-    /* every linear of the description was quantized; routers stay as they were */
-    ck_assert_int_eq(r.n, nm.q2m ? 2 * (4 + 3 + 12) : nm.q3m ? 7 + 4 + 12 : 2 * (4 + 12));
+    /* every linear of the description was quantized (experts_only: every routed
+     * expert's, the rest is the source's bytes); routers stay as they were */
+    if (!experts_only) ck_assert_int_eq(r.n, nm.q2m ? 2 * (4 + 3 + 12) : nm.q3m ? 7 + 4 + 12 : 2 * (4 + 12));
+    else {
+        ck_assert_int_eq(r.n, nm.q3m ? 12 : 2 * 12);
+        fs_ckpt *sc = NULL;
+        fs_model *sm = NULL;
+        ck_assert_int_eq(fs_ckpt_open(&ctx, src, &sc), FS_OK);
+        ck_assert_int_eq(fs_model_from_config(&ctx, sc->config, "config.json", &sm), FS_OK);
+        int kept = 0;
+        for (int l = 0; l < sm->nlayers; l++)
+            for (int i = 0; i < sm->layers[l].nlin; i++) {
+                const fs_mlinear *x = &sm->layers[l].lin[i];
+                snprintf(nmx, sizeof nmx, "%s.weight", x->name);
+                if (x->expert >= 0) { ck_assert_ptr_null(fs_ckpt_find(nm.c, nmx)); continue; }
+                ck_assert_msg(same_tensor(sc, nm.c, nmx), "%s: not the source's bytes", nmx);
+                snprintf(nmx, sizeof nmx, "%s.qweight", x->name);
+                ck_assert_ptr_null(fs_ckpt_find(nm.c, nmx));
+                kept++;
+            }
+        ck_assert_int_eq(kept, nm.q2m ? 2 * 7 : nm.q3m ? 7 + 4 : 2 * 4);
+        fs_model_free(sm);
+        fs_ckpt_close(sc);
+    }
     snprintf(nmx, sizeof nmx, "model.layers.%d.%s.gate.weight", lm, nm.mixtral ? "block_sparse_moe" : "mlp");
     ck_assert_int_eq(fs_ckpt_find(nm.c, nmx)->t->dtype, FS_DT_F32);
     free(x); free(xn); free(E); free(idx); free(wt); free(Xe);
@@ -350,11 +399,17 @@ static void family(const char *type)
     free(tmp);
 }
 
+static void family(const char *type) { family_ex(type, 0); }
+
 START_TEST(mixtral_hessians)   { family("mixtral"); }
 END_TEST
 START_TEST(qwen2_moe_hessians) { family("qwen2_moe"); }
 END_TEST
 START_TEST(qwen3_moe_hessians) { family("qwen3_moe"); }
+END_TEST
+START_TEST(experts_only_qwen2_moe) { family_ex("qwen2_moe", 1); }
+END_TEST
+START_TEST(experts_only_qwen3_moe) { family_ex("qwen3_moe", 1); }
 END_TEST
 
 /* ---- (c) an expert without tokens follows each policy --------------------- */
@@ -536,6 +591,64 @@ static int same_files(const char *a, const char *b)
     return system(cmd) == 0;
 }
 
+/* --quantize-experts-only from the command line: the config tells loaders
+ * (vLLM's and GPTQModel's `dynamic`) which modules stay unquantized, the
+ * output verifies and evaluates, RTN without calibration keeps the same
+ * modules, and a model without routed experts is refused. */
+START_TEST(experts_only_cli)
+{
+    const char *bin = getenv("FS_BIN");
+    char *tmp = t_tmpdir(), src[1000], dense[1000], cmd[20000], err[4096], o[1100];
+    snprintf(src, sizeof src, "%s/src", tmp);
+    snprintf(dense, sizeof dense, "%s/dense", tmp);
+    int g = gen("qwen2_moe", src);
+    if (g < 0 || !bin) { printf("check_moe: FS_GEN_TINY/FS_BIN unset, skipped\n"); t_rmdir(tmp); free(tmp); return; }
+    ck_assert_int_eq(g, 0);
+    snprintf(cmd, sizeof cmd, "%s/calib.u32", tmp);
+    FILE *f = fopen(cmd, "wb");
+    for (uint32_t i = 0; i < 512; i++) { uint32_t id = (i * 7) % 90; fwrite(&id, 4, 1, f); }
+    fclose(f);
+    snprintf(o, sizeof o, "%s/gptq", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s' --calib '%s/calib.u32' --samples 4 --seq-len 32 "
+             "--min-expert-tokens 8 --format gptq --quantize-experts-only", bin, src, o, tmp);
+    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "7 kept unquantized"), "%s", err);    /* 4 attention + 3 shared per layer */
+    snprintf(cmd, sizeof cmd, "%s/config.json", o);
+    json_error_t je;
+    json_t *cfg = json_load_file(cmd, 0, &je), *qc = json_object_get(cfg, "quantization_config");
+    ck_assert_msg(json_is_true(json_object_get(qc, "quantize_experts_only")), "%s", cmd);
+    json_t *dyn = json_object_get(qc, "dynamic");
+    ck_assert_int_eq(json_object_size(dyn), 2 * 7);
+    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.1\\.self_attn\\.o_proj$"));
+    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.0\\.mlp\\.shared_expert\\.down_proj$"));
+    json_decref(cfg);
+    snprintf(cmd, sizeof cmd, "'%s' inspect '%s' --verify > /dev/null && '%s' eval --model '%s' --tokens '%s/calib.u32' "
+             "--seq-len 32 > /dev/null", bin, o, bin, o, tmp);
+    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    /* RTN from the weights alone keeps the same modules */
+    snprintf(o, sizeof o, "%s/rtn", tmp);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s' --method rtn --quantize-experts-only --quiet", bin,
+             src, o);
+    ck_assert_msg(t_run_cmd(cmd, err, sizeof err) == 0, "%s", err);
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    fs_ckpt *c = NULL;
+    ck_assert_int_eq(fs_ckpt_open(&ctx, o, &c), FS_OK);
+    ck_assert_ptr_nonnull(fs_ckpt_find(c, "model.layers.0.self_attn.q_proj.weight"));
+    ck_assert_ptr_null(fs_ckpt_find(c, "model.layers.0.self_attn.q_proj.qweight"));
+    ck_assert_ptr_nonnull(fs_ckpt_find(c, "model.layers.0.mlp.experts.0.gate_proj.qweight"));
+    fs_ckpt_close(c);
+    /* a dense model has nothing to quantize that way */
+    ck_assert_int_eq(gen("llama", dense), 0);
+    snprintf(cmd, sizeof cmd, "'%s' quantize --model '%s' --out '%s/x' --method rtn --quantize-experts-only", bin, dense,
+             tmp);
+    ck_assert_int_eq(t_run_cmd(cmd, err, sizeof err), 2);
+    ck_assert_msg(strstr(err, "--quantize-experts-only") && strstr(err, "no routed experts"), "%s", err);
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 START_TEST(waves_same_output_and_spans)
 {
     const char *bin = getenv("FS_BIN");
@@ -610,6 +723,9 @@ Suite *fs_suite_moe(void)
     tcase_add_test(tc, mixtral_hessians);
     tcase_add_test(tc, qwen2_moe_hessians);
     tcase_add_test(tc, qwen3_moe_hessians);
+    tcase_add_test(tc, experts_only_qwen2_moe);
+    tcase_add_test(tc, experts_only_qwen3_moe);
+    tcase_add_test(tc, experts_only_cli);
     tcase_add_test(tc, starved_expert_policies);
     suite_add_tcase(s, tc);
     tc = tcase_create("eval");

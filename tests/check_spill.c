@@ -357,9 +357,9 @@ static void same_as_resident(const char *type, const char *extra, int64_t nseq, 
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     fs_moe_report ra = {0}, rb = {0};
-    t_run_pipeline_with(src, d0, FS_FMT_FORGE, nseq, T, ids, &a, w0, 0, 2 * T, FS_EXPERT_ALL_TOKENS, 1,
+    t_run_pipeline_with(src, d0, FS_FMT_FORGE, nseq, T, ids, &a, w0, 0, 2 * T, 0, FS_EXPERT_ALL_TOKENS, 1,
                         moe ? &ra : NULL);
-    t_run_pipeline_with(src, d1, FS_FMT_FORGE, nseq, T, ids, &b, w1, 1, 2 * T, FS_EXPERT_ALL_TOKENS, 1,
+    t_run_pipeline_with(src, d1, FS_FMT_FORGE, nseq, T, ids, &b, w1, 1, 2 * T, 0, FS_EXPERT_ALL_TOKENS, 1,
                         moe ? &rb : NULL);
     ck_assert_int_gt(a.n, 0);
     ck_assert_int_eq(a.n, b.n);

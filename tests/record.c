@@ -52,7 +52,7 @@ int t_rec_find(const t_rec *c, const char *name)
 
 void t_run_pipeline_with(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
                          const uint32_t *ids, t_rec *r, const char *work, int spill, int64_t batch,
-                         fs_expert_policy pol, int64_t minr, fs_moe_report *rep)
+                         int experts_only, fs_expert_policy pol, int64_t minr, fs_moe_report *rep)
 {
     fs_ctx ctx;
     fs_ctx_init(&ctx);
@@ -78,6 +78,7 @@ void t_run_pipeline_with(const char *src, const char *dst, fs_format fmt, int64_
     po.arg = r;
     po.work = work;
     po.spill = spill;
+    po.experts_only = experts_only;
     po.expert_policy = pol;
     po.min_expert_tokens = minr;
     po.moe_report = rep;
@@ -99,7 +100,7 @@ void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nse
                     const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
                     int64_t minr, fs_moe_report *rep)
 {
-    t_run_pipeline_with(src, dst, fmt, nseq, T, ids, r, work, 0, 2 * T, pol, minr, rep);
+    t_run_pipeline_with(src, dst, fmt, nseq, T, ids, r, work, 0, 2 * T, 0, pol, minr, rep);
 }
 
 double *t_read_linear(fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out, int64_t *in)

@@ -42,11 +42,12 @@ const float *t_rec_H(const t_rec *c, const char *name);
 void t_run_pipeline(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
                     const uint32_t *ids, t_rec *r, const char *work, fs_expert_policy pol,
                     int64_t minr, fs_moe_report *rep);
-/* The same with the activations spilled to work (spill, stream/spill.h) and
- * batches of `batch` tokens. */
+/* The same with the activations spilled to work (spill, stream/spill.h),
+ * batches of `batch` tokens, and only the routed experts quantized
+ * (experts_only, --quantize-experts-only). */
 void t_run_pipeline_with(const char *src, const char *dst, fs_format fmt, int64_t nseq, int64_t T,
                          const uint32_t *ids, t_rec *r, const char *work, int spill, int64_t batch,
-                         fs_expert_policy pol, int64_t minr, fs_moe_report *rep);
+                         int experts_only, fs_expert_policy pol, int64_t minr, fs_moe_report *rep);
 
 /* What the naive forwards read, in double: linear `base` as the checkpoint
  * holds it (dequantized when quantized; *out, *in may be NULL), and tensor
