@@ -462,6 +462,20 @@ static void fwd_mark(pstate *p)
     p->tfwd = t;
 }
 
+/* acts_load, traced: in a spilled run, a batch coming in (waits and the
+ * conversion) is the spill stage, not the forward. */
+static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
+{
+    if (!p->x->sp) return acts_load(p->ctx, p->x, row0, n, dst);
+    fwd_mark(p);
+    fs_status rc = acts_load(p->ctx, p->x, row0, n, dst);
+    double t = fs_now();
+    fs_trace_span(p->po->trace, FS_STAGE_SPILL, p->L->index, NULL, p->tfwd, t,
+                  (uint64_t)n * (uint64_t)p->f->H * (uint64_t)p->x->elem, 0);
+    p->tfwd = t;
+    return rc;
+}
+
 /* H += x^T x through the backend, traced as the hessian stage. */
 static fs_status hadd(pstate *p, void *hess, const float *x, int64_t n)
 {
@@ -628,7 +642,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
         float *x = s->xb;
         fs_crashpoint(p->ctx, "forward");
-        if ((rc = acts_load(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;
+        if ((rc = load(p, s0 * p->T, n, x)) != FS_OK) break;
         if (stage <= ST_POST || stage >= ST_QB) {
             fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
             if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
@@ -726,7 +740,7 @@ static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t 
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
-        if ((rc = acts_load(p->ctx, p->x, t0, nb, s->xb)) != FS_OK) break;
+        if ((rc = load(p, t0, nb, s->xb)) != FS_OK) break;
         fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, Hd, f->eps, s->xn);
         for (int e = e0; rc == FS_OK && e < e1; e++) {
             int64_t nr = 0;
@@ -788,12 +802,14 @@ static fs_status moe_layer(pstate *p, scratch *s)
     }
     /* R: routing by the f32 router, batch by batch as the final pass does */
     rc = acts_begin(ctx, p->x, FS_SPILL_READ);
+    p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        if ((rc = acts_load(ctx, p->x, s0 * p->T, nb, s->xb)) != FS_OK) break;
+        if ((rc = load(p, s0 * p->T, nb, s->xb)) != FS_OK) break;
         fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, H, f->eps, s->xn);
         rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
     }
+    fwd_mark(p);
     if ((rc = acts_end(ctx, p->x, rc)) != FS_OK) goto out;
     for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
     int64_t mn = count[0], mx = count[0], nunder = 0;
@@ -854,15 +870,17 @@ static fs_status moe_layer(pstate *p, scratch *s)
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
     if (rc == FS_OK) rc = acts_begin(ctx, p->x, FS_SPILL_INPLACE);
+    p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
         float *x = s->xb;
-        if ((rc = acts_load(ctx, p->x, s0 * p->T, nb, x)) != FS_OK) break;
+        if ((rc = load(p, s0 * p->T, nb, x)) != FS_OK) break;
         fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
         if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
         for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
         rc = acts_store(ctx, p->x, s0 * p->T, nb, x);
     }
+    fwd_mark(p);
     rc = acts_end(ctx, p->x, rc);
 out:
     p->holding = 0;

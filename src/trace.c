@@ -10,7 +10,7 @@
 
 static const char *names[FS_STAGE_COUNT] = {
     "layer", "read", "upload", "forward", "hessian", "cholesky", "grid", "gptq", "download",
-    "write", "journal", "expert",
+    "write", "journal", "expert", "spill",
 };
 
 const char *fs_stage_name(fs_stage s)

@@ -33,6 +33,8 @@ typedef enum fs_stage {
     FS_STAGE_JOURNAL,
     FS_STAGE_EXPERT,      /* one expert wave of a MoE layer (one expert on the CPU path),
                              nesting the stages it runs; not in the table, like layer */
+    FS_STAGE_SPILL,       /* spilled activations coming in (stream/spill.h): the waits and
+                             the conversion to F32 of each batch */
     FS_STAGE_COUNT
 } fs_stage;
 

@@ -458,9 +458,29 @@ START_TEST(quantize_spills_under_a_small_budget)
     ck_assert_int_eq(run("'%s' quantize %s --out '%s/bad' --spill sometimes", bin, flags, tmp), 2);
     ck_assert_msg(strstr(err, "--spill 'sometimes'"), "%s", err);
     /* always: spilled under any budget, same bytes */
-    ck_assert_msg(run("'%s' quantize %s --out '%s/always' --spill always --act-dtype bf16 --batch-tokens 32", bin, flags,
-                      tmp) == 0, "%s", err);
+    ck_assert_msg(run("'%s' quantize %s --out '%s/always' --spill always --act-dtype bf16 --batch-tokens 32 --profile "
+                      "'%s/trace.json'", bin, flags, tmp, tmp) == 0, "%s", err);
     ck_assert_msg(strstr(err, "spilled activations: read"), "%s", err);
+    /* the profile: one spill span per batch and pass, every track still in order and disjoint */
+    char tp[4300];
+    snprintf(tp, sizeof tp, "%s/trace.json", tmp);
+    json_t *root = json_load_file(tp, 0, NULL), *ev = json_object_get(root, "traceEvents");
+    ck_assert_ptr_nonnull(root);
+    double last_end[64];
+    for (int k = 0; k < 64; k++) last_end[k] = -1;
+    int spill_spans = 0;
+    for (size_t i = 0; i < json_array_size(ev); i++) {
+        json_t *e = json_array_get(ev, i);
+        const char *ph = json_string_value(json_object_get(e, "ph")), *cat = json_string_value(json_object_get(e, "cat"));
+        int tid = (int)json_integer_value(json_object_get(e, "tid"));
+        if (!ph || strcmp(ph, "X") || tid < 0 || tid >= 64) continue;
+        double ts = json_number_value(json_object_get(e, "ts")), dur = json_number_value(json_object_get(e, "dur"));
+        ck_assert_msg(ts >= last_end[tid] - 1e-6, "track %d (%s): spans overlap", tid, cat ? cat : "?");
+        last_end[tid] = ts + dur;
+        spill_spans += cat && !strcmp(cat, "spill");
+    }
+    json_decref(root);
+    ck_assert_int_ge(spill_spans, 2 * 5 * 24);   /* 2 layers x 5 passes x 24 one-window batches */
     ck_assert_msg(run("cmp '%s/ref/model.safetensors' '%s/always/model.safetensors'", tmp, tmp) == 0, "%s", err);
     t_rmdir(tmp);
     free(tmp);
