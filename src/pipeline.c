@@ -902,7 +902,10 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
     acts *x = &xs;
     fs_status rc = FS_OK;
-    if (po->spill && !po->work)
+    const int l0 = po->start_layer, live = l0 < m->nlayers;   /* decoder layers left to run */
+    if (!live)
+        ;                                            /* only MTP layers left: no activations */
+    else if (po->spill && !po->work)
         rc = fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations need a work folder");
     else if (po->spill)                              /* one window per chunk: batches are whole windows */
         rc = fs_spill_new(ctx, po->work, (uint64_t)n, (uint64_t)(H * xs.elem), (uint64_t)T, &xs.sp);
@@ -910,7 +913,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         xs.f = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
     else
         xs.b = fs_alloc2((size_t)n, (size_t)H * sizeof(uint16_t));
-    if (rc == FS_OK && ((!xs.sp && !xs.f && !xs.b) || !row))
+    if (rc == FS_OK && ((live && !xs.sp && !xs.f && !xs.b) || !row))
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
     if (rc != FS_OK) {
         fs_spill_free(xs.sp); free(xs.f); free(xs.b); free(row);
@@ -919,7 +922,6 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     if (xs.sp)
         fs_log(ctx, "activations: %.3f GB per boundary, spilled to %s (two raw files) and streamed %lld tokens at a time",
                (double)n * (double)H * xs.elem / 1e9, po->work, (long long)T);
-    const int l0 = po->start_layer;
     if (l0 == 0) {                                   /* the embeddings of the calibration tokens */
         rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
         if (rc == FS_OK) rc = acts_begin(ctx, x, FS_SPILL_FILL);
