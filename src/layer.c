@@ -101,15 +101,13 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
     if (H && (rc = fs_check_finite(ctx, "hessian", H, cc_n)) != FS_OK) return rc;
     if ((rc = fs_grid_params_init(ctx, &gp, q)) != FS_OK) return rc;
 
-    float *Hw = fs_alloc2(cc_n, sizeof(float)), *U = fs_alloc2(cc_n, sizeof(float));
-    float *Ww = fs_alloc2(rc_n, sizeof(float)), *Wp = fs_alloc2(rc_n, sizeof(float));
+    float *Hw = NULL, *U = NULL, *Ww = NULL, *Wp = NULL;   /* the solver's, after the RTN baseline */
     uint8_t *codes = fs_alloc2(rc_n, 1);
     int32_t *perm = fs_alloc2((size_t)cols, sizeof(int32_t)), *gcol = NULL;
     res->qweight = fs_alloc2(rc_n, 1);
     res->qmeta = fs_alloc2((size_t)rows * (size_t)ng, 4);
     res->dequant = fs_alloc2(rc_n, sizeof(float));
-    if (!Hw || !U || !Ww || !Wp || !codes || !perm || !res->qweight || !res->qmeta ||
-        !res->dequant) {
+    if (!codes || !perm || !res->qweight || !res->qmeta || !res->dequant) {
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "layer %lld x %lld: work buffers", (long long)rows,
                         (long long)cols);
         goto out;
@@ -128,6 +126,14 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
         goto out;
     }
 
+    Hw = fs_alloc2(cc_n, sizeof(float));
+    U = fs_alloc2(cc_n, sizeof(float));
+    Ww = fs_alloc2(rc_n, sizeof(float));
+    Wp = fs_alloc2(rc_n, sizeof(float));
+    if (!Hw || !U || !Ww || !Wp) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "layer %lld x %lld: solver buffers", (long long)rows, (long long)cols);
+        goto out;
+    }
     double t0 = fs_now();
     memcpy(Hw, H, cc_n * sizeof(float));
     memcpy(Ww, W, rc_n * sizeof(float));

@@ -518,8 +518,10 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     const int li = p->L->index;
     const double o = (double)x->out, in = (double)x->in, tg = tq + r.grid_s, tc = tg + r.chol_s;
     fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tg, (uint64_t)(x->out * x->in) * 4, 0);
-    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, (uint64_t)(x->in * x->in) * 4, in * in * in * 2.0 / 3.0);
-    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tc, fs_now(), (uint64_t)(x->out * x->in) * 4, o * in * in);
+    const int solved = !q.rtn && !r.fallback_rtn;   /* RTN: no inversion (a fallback: no solve) to count */
+    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, !q.rtn ? (uint64_t)(x->in * x->in) * 4 : 0,
+                  !q.rtn ? in * in * in * 2.0 / 3.0 : 0.0);
+    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tc, fs_now(), (uint64_t)(x->out * x->in) * 4, solved ? o * in * in : 0.0);
     double rel = wn > 0 ? r.loss / wn : 0.0;
     if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
     p->sum += rel;
