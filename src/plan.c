@@ -260,9 +260,13 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     r->hess_bytes = s->hess;
     r->solver_bytes = u64max(s->solver_dense, s->solver_e);
     r->act_bytes = sat_mul(TH, ab);
-    /* per expert of a wave: f32 weights, one Hessian at a time (gate/up's, then
-     * down's), and its codes (1 byte a weight) held until the wave is written */
-    r->expert_bytes = moe ? sat_add(sat_add(s->e_w32, s->e_hess), s->e_w32 / 4) : 0;
+    /* per expert of a wave: f32 weights (GPU: uploaded per wave; the CPU path
+     * decodes the whole layer at once, see wres), one Hessian at a time
+     * (gate/up's, then down's), and its codes (1 byte a weight) held until the
+     * wave is written */
+    r->expert_bytes = moe ? sat_add(sat_add(gpu ? s->e_w32 : 0, s->e_hess), s->e_w32 / 4) : 0;
+    /* f32 weights resident in the compute memory for the whole layer */
+    const uint64_t wres = gpu ? s->w32_dense : s->w32;
     r->experts = (int)E;
 
     uint64_t ring = sat_add(r->read_bytes, next_read);
@@ -277,7 +281,7 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     }
     uint64_t dense_phase = sat_add(s->hess_dense, s->solver_dense);
     uint64_t one_wave = moe ? sat_add(r->expert_bytes, s->solver_e) : 0;
-    uint64_t comp_min = sat_add(sat_add(s->w32_dense, u64max(dense_phase, one_wave)), sat_mul(Bmin, per_tok));
+    uint64_t comp_min = sat_add(sat_add(wres, u64max(dense_phase, one_wave)), sat_mul(Bmin, per_tok));
     uint64_t act, side;                          /* side: host bytes beside the compute memory */
     if (gpu) {
         r->host_min = sat_add(ring, act_sp);
@@ -295,7 +299,7 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     uint64_t budget = gpu ? gpumem : host;
     int64_t k = 0;
     if (moe) {                                   /* experts per wave beside a one-window batch */
-        uint64_t used = sat_add(sat_add(sat_add(s->w32_dense, sat_mul(Bmin, per_tok)), s->solver_e), side);
+        uint64_t used = sat_add(sat_add(sat_add(wres, sat_mul(Bmin, per_tok)), s->solver_e), side);
         uint64_t left = budget > used ? budget - used : 0;
         uint64_t fit = r->expert_bytes ? left / r->expert_bytes : E;
         k = (int64_t)u64max(1, u64min(fit, E));
@@ -303,14 +307,14 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
         r->waves = (int)ceil_div(E, (uint64_t)k);
     }
     uint64_t wave = moe ? sat_add(sat_mul((uint64_t)k, r->expert_bytes), s->solver_e) : 0;
-    uint64_t solve = sat_add(sat_add(s->w32_dense, u64max(dense_phase, wave)), side);
+    uint64_t solve = sat_add(sat_add(wres, u64max(dense_phase, wave)), side);
     uint64_t room = budget > solve ? budget - solve : 0;     /* then the batch grows */
     uint64_t B = per_tok ? u64min(Bmax, room / per_tok) : Bmax;
     if (B >= L) B -= B % L;                      /* whole windows */
     B = u64max(B, Bmin);
     r->scratch_bytes = sat_mul(B, per_tok);
     r->batch_tokens = (int64_t)B;
-    uint64_t comp_peak = sat_add(sat_add(s->w32_dense, r->scratch_bytes), u64max(dense_phase, wave));
+    uint64_t comp_peak = sat_add(sat_add(wres, r->scratch_bytes), u64max(dense_phase, wave));
     if (gpu) r->gpu_peak = comp_peak;
     else r->host_peak = sat_add(side, comp_peak);
 

@@ -31,9 +31,12 @@
  *                budget needs it; expert waves are sized first (beside a
  *                one-window batch), the batch gets what is left.
  *     host     = prefetch ring (this layer's and the next layer's raw bytes)
- *                + activations + (CPU backend) dense f32 weights + scratch of
+ *                + activations + (CPU backend) every f32 weight of the layer
+ *                (the CPU path decodes a layer at once, experts included, so a
+ *                wave there holds only its Hessians and codes) + scratch of
  *                one batch + max(dense Hessian + solver, wave of experts +
- *                solver); with a GPU those last terms are GPU memory instead.
+ *                solver); with a GPU those last terms are GPU memory instead
+ *                (dense f32 weights, and each wave's experts uploaded with it).
  *  7. flops    = Hessians T_g x in^2 per group (T_g = T x top_k / E for an
  *                expert), Cholesky + inverse in^3 per group, GPTQ out x in^2
  *                per linear, forward 2 x (2 T_l out in) per linear plus

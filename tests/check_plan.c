@@ -242,6 +242,11 @@ START_TEST(moe_waves)
     o.host_mem = BIG;
     ck_assert_int_eq(fs_plan_compute(&ctx, m, NULL, &o, &p), FS_OK);
     ck_assert_int_eq(p.layers[0].waves, 1);
+    /* the CPU path decodes every expert of the layer to f32 at once: a wave adds
+     * only its Hessians and codes, and the minimum holds all the f32 weights */
+    ck_assert_uint_eq(p.layers[0].expert_bytes, (uint64_t)MO_H * MO_H * 4 + 3ull * MO_IE * MO_H);
+    ck_assert(p.layers[0].host_min > (uint64_t)MO_E * 3 * MO_IE * MO_H * 4 + p.layers[0].w32_bytes / 2);
+    ck_assert(p.layers[0].host_min >= p.layers[0].w32_bytes + p.layers[0].expert_bytes);
     uint64_t hmin = p.host_min;
     fs_plan_free(&p);
     o.host_mem = hmin;
