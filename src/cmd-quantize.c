@@ -520,13 +520,16 @@ int cmd_quantize(int argc, char **argv)
         for (int l = 0; dyn && l < m->nlayers; l++)
             for (int i = 0; dyn && i < m->layers[l].nlin; i++) {
                 if (m->layers[l].lin[i].expert >= 0) continue;
-                size_t k = 0;                        /* "-:^name$", dots escaped: vLLM / GPTQModel `dynamic` */
-                k += (size_t)snprintf(re, sizeof re, "-:^");
-                for (const char *q = m->layers[l].lin[i].name; *q && k < sizeof re - 4; q++) {
+                /* "-:^parent\.[^.]+$" for the module holding the linear, dots escaped:
+                 * vLLM's and GPTQModel's `dynamic` exclusion, which also covers the
+                 * fused names loaders build there (qkv_proj, gate_up_proj, ...) */
+                const char *name = m->layers[l].lin[i].name, *last = strrchr(name, '.');
+                size_t k = (size_t)snprintf(re, sizeof re, "-:^");
+                for (const char *q = name; q < last && k < sizeof re - 16; q++) {
                     if (*q == '.') re[k++] = '\\';
                     re[k++] = *q;
                 }
-                snprintf(re + k, sizeof re - k, "$");
+                snprintf(re + k, sizeof re - k, "\\.[^.]+$");
                 if (json_object_set_new(dyn, re, json_object())) { json_decref(dyn); dyn = NULL; }
             }
         if (!dyn || !extra || json_object_set_new(extra, "quantize_experts_only", json_true())) {

@@ -618,9 +618,9 @@ START_TEST(experts_only_cli)
     json_t *cfg = json_load_file(cmd, 0, &je), *qc = json_object_get(cfg, "quantization_config");
     ck_assert_msg(json_is_true(json_object_get(qc, "quantize_experts_only")), "%s", cmd);
     json_t *dyn = json_object_get(qc, "dynamic");
-    ck_assert_int_eq(json_object_size(dyn), 2 * 7);
-    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.1\\.self_attn\\.o_proj$"));
-    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.0\\.mlp\\.shared_expert\\.down_proj$"));
+    ck_assert_int_eq(json_object_size(dyn), 2 * 2);            /* per layer: attention, the shared expert */
+    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.1\\.self_attn\\.[^.]+$"));
+    ck_assert_ptr_nonnull(json_object_get(dyn, "-:^model\\.layers\\.0\\.mlp\\.shared_expert\\.[^.]+$"));
     json_decref(cfg);
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s' --verify > /dev/null && '%s' eval --model '%s' --tokens '%s/calib.u32' "
              "--seq-len 32 > /dev/null", bin, o, bin, o, tmp);
