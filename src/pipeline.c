@@ -32,6 +32,13 @@
  * qwen2_moe's shared-expert place, routed by DeepSeek's router (moe.h).
  * MTP layers (index >= num_hidden_layers) are copied unquantized (FP8
  * dequantized to BF16), and the log says so.
+ *
+ * The activations x live in memory, or in the work folder when the host
+ * budget cannot hold them (po->spill, stream/spill.h: every pass above
+ * streams them; the pass that moves x mid-layer writes the other file).
+ * With po->experts_only the linears outside the routed experts are copied
+ * as they are when the layer comes in and the capture-only passes are
+ * skipped; the passes that move x still run.
  */
 #include <errno.h>
 #include <fcntl.h>
