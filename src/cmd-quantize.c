@@ -207,9 +207,7 @@ static void clean_work(const char *work, int is_default, const char *out)
 static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
 {
     uint64_t out = 0, act3 = 0;
-    int spill = a->spill > 0;
-    for (int l = 0; l < pl->nlayers; l++) spill |= pl->layers[l].spilled && a->spill == 0;
-    fs_plan_disk(pl, spill, &out, &act3);
+    const int spill = fs_plan_disk(pl, a->spill > 0, &out, &act3);
     const char *dirs[2] = {a->out, a->work ? a->work : a->out};
     uint64_t need[2] = {out + (a->work ? 0 : act3), act3};
     a->need_out = need[0];

@@ -83,3 +83,60 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
     free(tmp);
     return rc;
 }
+
+#define MAX_IO (1u << 30)   /* bytes per pread/pwrite call */
+
+typedef unsigned long long ull;
+
+fs_status fs_pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src, uint64_t n, uint64_t off,
+                         const char *fault_point)
+{
+    const uint8_t *p = src;
+    while (n > 0) {
+        size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
+        int inj = fault_point ? fs_io_fault(ctx, fault_point) : 0;
+        ssize_t put = inj ? (errno = inj, -1) : pwrite(fd, p, want, (off_t)off);
+        if (put < 0 && errno == EINTR) continue;
+        if (put <= 0) {
+            int e = put < 0 ? errno : EIO;
+            if (e == ENOSPC)
+                return fs_ctx_err(ctx, FS_ERR_IO,
+                                  "no space left on device while writing %s (%llu bytes needed "
+                                  "at offset %llu)", path, (ull)n, (ull)off);
+            if (e == EDQUOT)
+                return fs_ctx_err(ctx, FS_ERR_IO,
+                                  "disk quota exceeded while writing %s (%llu bytes needed at "
+                                  "offset %llu)", path, (ull)n, (ull)off);
+            if (e == EFBIG)
+                return fs_ctx_err(ctx, FS_ERR_IO,
+                                  "file size limit exceeded while writing %s (%llu bytes needed "
+                                  "at offset %llu)", path, (ull)n, (ull)off);
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of %zu bytes at offset %llu: %s", path,
+                              want, (ull)off, put < 0 ? strerror(e) : "nothing written");
+        }
+        p += put;
+        n -= (uint64_t)put;
+        off += (uint64_t)put;
+    }
+    return FS_OK;
+}
+
+fs_status fs_pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, uint64_t n, uint64_t off)
+{
+    uint8_t *p = dst;
+    while (n > 0) {
+        size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
+        ssize_t got = pread(fd, p, want, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0)
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s: read of %zu bytes at offset %llu: %s", path,
+                              want, (ull)off, strerror(errno));
+        if (got == 0)
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s: file ends at offset %llu (truncated while open?)",
+                              path, (ull)off);
+        p += got;
+        n -= (uint64_t)got;
+        off += (uint64_t)got;
+    }
+    return FS_OK;
+}

@@ -70,6 +70,16 @@ fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path);
  * naming the file, FS_ERR_NOMEM. */
 fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n);
 
+/* pread / pwrite of all n bytes at off, in calls of at most 1 GiB, EINTR
+ * retried.  Reads: FS_ERR_IO naming path and offset, a premature end of
+ * file included.  Writes: FS_ERR_IO naming path, with "no space left on
+ * device while writing PATH (N bytes needed at offset O)" for ENOSPC (and
+ * the like for EDQUOT and EFBIG); fault_point (may be NULL) is the
+ * fs_io_fault point the writes pass. */
+fs_status fs_pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, uint64_t n, uint64_t off);
+fs_status fs_pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src, uint64_t n, uint64_t off,
+                         const char *fault_point);
+
 /* Takes an exclusive fcntl lock on dir/lock (held until *fd_out is closed,
  * or the process ends).  FS_ERR_USAGE naming the holder's pid when another
  * process holds it; FS_ERR_IO. */

@@ -153,15 +153,8 @@ static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w)
     uint8_t *buf = fs_alloc2((size_t)chunk, (size_t)j->row_bytes);
     fs_status rc = buf ? FS_OK : fs_ctx_err(ctx, FS_ERR_NOMEM, "boundary chunk of %llu rows", (unsigned long long)chunk);
     for (uint64_t r = 0; rc == FS_OK && r < j->nrows; r += chunk) {
-        const uint64_t m = j->nrows - r < chunk ? j->nrows - r : chunk, want = m * j->row_bytes;
-        for (uint64_t got = 0; rc == FS_OK && got < want;) {
-            ssize_t k = pread(fd, buf + got, (size_t)(want - got), (off_t)(r * j->row_bytes + got));
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0)
-                rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at offset %llu: %s", j->src,
-                                (unsigned long long)(r * j->row_bytes + got), k < 0 ? strerror(errno) : "end of file");
-            else got += (uint64_t)k;
-        }
+        const uint64_t m = j->nrows - r < chunk ? j->nrows - r : chunk;
+        rc = fs_pread_full(ctx, fd, j->src, buf, m * j->row_bytes, r * j->row_bytes);
         if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, buf, m);
     }
     free(buf);

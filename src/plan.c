@@ -483,7 +483,7 @@ static const char *fmt_time(char *buf, size_t n, double s)
     return buf;
 }
 
-void fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work)
+int fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work)
 {
     uint64_t o = p->global_bytes, act = 0;
     for (int l = 0; l < p->nlayers; l++) {
@@ -494,6 +494,7 @@ void fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work)
     }
     *out = o;
     *work = (spill ? 5 : 3) * act;               /* + the two raw spill files */
+    return spill;
 }
 
 void fs_plan_print(const fs_plan *p, FILE *f)
@@ -533,9 +534,7 @@ void fs_plan_print(const fs_plan *p, FILE *f)
     fprintf(f, "; minimum host %s (model.layers.%d)", fs_plan_fmt_bytes(b[4], 32, p->host_min), p->host_min_layer);
     if (p->gpu) fprintf(f, ", minimum GPU %s (model.layers.%d)", fs_plan_fmt_bytes(b[5], 32, p->gpu_min), p->gpu_min_layer);
     uint64_t dout, dwork;
-    int spill = 0;
-    for (int l = 0; l < p->nlayers; l++) spill |= p->layers[l].spilled;
-    fs_plan_disk(p, 0, &dout, &dwork);
+    const int spill = fs_plan_disk(p, 0, &dout, &dwork);
     fprintf(f, "\ndisk: output %s, work folder %s (three activation boundaries, for resume%s)",
             fs_plan_fmt_bytes(b[6], 32, dout), fs_plan_fmt_bytes(b[7], 32, dwork),
             spill ? "; two more for the spilled activations" : "");

@@ -150,8 +150,8 @@ const char *fs_plan_fmt_bytes(char *buf, size_t n, uint64_t bytes);
  * work folder (three activation boundaries: the journal's state and the one
  * before it each name one, and the next is written before the oldest goes;
  * two more, the raw spill files, when spill is set or a layer is spilled).
- * Cannot fail. */
-void fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work);
+ * Returns whether those two were counted.  Cannot fail. */
+int fs_plan_disk(const fs_plan *p, int spill, uint64_t *out, uint64_t *work);
 
 #ifdef __cplusplus
 }

@@ -22,29 +22,7 @@
 
 #include "safetensors.h"
 
-/* ---- reading ----------------------------------------------------------- */
-
-static fs_status pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, uint64_t n,
-                            uint64_t off)
-{
-    uint8_t *p = dst;
-    while (n > 0) {
-        size_t want = n > (1u << 30) ? (1u << 30) : (size_t)n;
-        ssize_t got = pread(fd, p, want, (off_t)off);
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: read of %zu bytes at offset %llu: %s", path,
-                              want, (unsigned long long)off, strerror(errno));
-        }
-        if (got == 0)
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: file ends at offset %llu (truncated?)", path,
-                              (unsigned long long)off);
-        p += got;
-        n -= (uint64_t)got;
-        off += (uint64_t)got;
-    }
-    return FS_OK;
-}
+/* ---- reading (fs_pread_full, fileio.c) ----------------------------------- */
 
 void fs_st_close(fs_st_file *f)
 {
@@ -229,7 +207,7 @@ fs_status fs_st_open(fs_ctx *ctx, const char *path, fs_st_file **out)
         goto out;
     }
     uint8_t lenb[8];
-    if ((rc = pread_full(ctx, f->fd, path, lenb, 8, 0)) != FS_OK) goto out;
+    if ((rc = fs_pread_full(ctx, f->fd, path, lenb, 8, 0)) != FS_OK) goto out;
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | lenb[i];
     if (n < 2 || n > FS_ST_MAX_HEADER || n > f->size - 8) {
@@ -241,7 +219,7 @@ fs_status fs_st_open(fs_ctx *ctx, const char *path, fs_st_file **out)
     f->data_start = 8 + n;
     hdr = malloc((size_t)n);
     if (!hdr) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: header of %llu bytes", path, (unsigned long long)n); goto out; }
-    if ((rc = pread_full(ctx, f->fd, path, hdr, n, 8)) != FS_OK) goto out;
+    if ((rc = fs_pread_full(ctx, f->fd, path, hdr, n, 8)) != FS_OK) goto out;
     rc = parse_header(ctx, f, hdr, (size_t)n);
 out:
     free(hdr);
@@ -266,7 +244,7 @@ const char *fs_st_meta(const fs_st_file *f, const char *key)
 
 fs_status fs_st_read(fs_ctx *ctx, const fs_st_file *f, const fs_st_tensor *t, void *dst)
 {
-    return pread_full(ctx, f->fd, f->path, dst, t->nbytes, t->offset);
+    return fs_pread_full(ctx, f->fd, f->path, dst, t->nbytes, t->offset);
 }
 
 fs_status fs_st_read_f32(fs_ctx *ctx, const fs_st_file *f, const fs_st_tensor *t, float **out)

@@ -36,7 +36,6 @@
 
 #include "actcache.h"
 
-#define MAX_IO (1u << 30)   /* bytes per pread/pwrite call */
 
 /* LZ4 cannot compress better than 255:1; a table claiming more is forged,
  * and refusing it bounds what a read allocates by the file's size. */
@@ -135,60 +134,6 @@ void fs_act_unshuffle(void *dst, const void *src, size_t elem_size, size_t count
 }
 
 /* ---- file I/O ------------------------------------------------------------------ */
-
-static fs_status pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src, uint64_t n,
-                             uint64_t off)
-{
-    const uint8_t *p = src;
-    while (n > 0) {
-        size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
-        int inj = fs_io_fault(ctx, "act-write");
-        ssize_t put = inj ? (errno = inj, -1) : pwrite(fd, p, want, (off_t)off);
-        if (put < 0 && errno == EINTR) continue;
-        if (put <= 0) {
-            int e = put < 0 ? errno : EIO;
-            if (e == ENOSPC)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "no space left on device while writing %s (%llu bytes needed "
-                                  "at offset %llu)", path, (ull)n, (ull)off);
-            if (e == EDQUOT)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "disk quota exceeded while writing %s (%llu bytes needed at "
-                                  "offset %llu)", path, (ull)n, (ull)off);
-            if (e == EFBIG)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "file size limit exceeded while writing %s (%llu bytes needed "
-                                  "at offset %llu)", path, (ull)n, (ull)off);
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of %zu bytes at offset %llu: %s", path,
-                              want, (ull)off, put < 0 ? strerror(e) : "nothing written");
-        }
-        p += put;
-        n -= (uint64_t)put;
-        off += (uint64_t)put;
-    }
-    return FS_OK;
-}
-
-static fs_status pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, uint64_t n,
-                            uint64_t off)
-{
-    uint8_t *p = dst;
-    while (n > 0) {
-        size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
-        ssize_t got = pread(fd, p, want, (off_t)off);
-        if (got < 0 && errno == EINTR) continue;
-        if (got < 0)
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: read of %zu bytes at offset %llu: %s", path,
-                              want, (ull)off, strerror(errno));
-        if (got == 0)
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: file ends at offset %llu (truncated while open?)",
-                              path, (ull)off);
-        p += got;
-        n -= (uint64_t)got;
-        off += (uint64_t)got;
-    }
-    return FS_OK;
-}
 
 /* XXH3-64 of n checksums laid out as u64 LE: the journal checksum. */
 static fs_status journal_sum(fs_ctx *ctx, const char *path, const uint64_t *sums, uint64_t n,
@@ -336,7 +281,7 @@ static fs_status write_chunk(fs_ctx *ctx, fs_act_writer *w, const uint8_t *raw, 
         stored = (uint32_t)c;
         flags = FS_ACT_CHUNK_LZ4;
     }
-    fs_status rc = pwrite_full(ctx, w->fd, w->tmp, payload, stored, w->next_off);
+    fs_status rc = fs_pwrite_full(ctx, w->fd, w->tmp, payload, stored, w->next_off, "act-write");
     if (rc != FS_OK) return rc;
     uint8_t *e = w->meta + FS_ACT_HEADER_BYTES + FS_ACT_ENTRY_BYTES * w->chunk;
     put64(e, w->next_off);
@@ -419,7 +364,7 @@ fs_status fs_act_writer_close(fs_ctx *ctx, fs_act_writer *w, uint64_t *checksum_
     put64(h + 48, XXH3_64bits(h + FS_ACT_HEADER_BYTES, (size_t)(FS_ACT_ENTRY_BYTES * w->nchunks)));
     put64(h + 56, XXH3_64bits(h, 56));
     uint64_t meta_bytes = FS_ACT_HEADER_BYTES + FS_ACT_ENTRY_BYTES * w->nchunks;
-    if ((rc = pwrite_full(ctx, w->fd, w->tmp, h, meta_bytes, 0)) != FS_OK) goto fail;
+    if ((rc = fs_pwrite_full(ctx, w->fd, w->tmp, h, meta_bytes, 0, "act-write")) != FS_OK) goto fail;
     if (fsync(w->fd) != 0) {
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", w->tmp, strerror(errno));
         goto fail;
@@ -500,7 +445,7 @@ static fs_status parse(fs_ctx *ctx, fs_act_file *f)
         return fs_ctx_err(ctx, FS_ERR_FORMAT,
                           "%s: %llu bytes, shorter than the %u-byte header (truncated?)", path,
                           (ull)f->size, FS_ACT_HEADER_BYTES);
-    fs_status rc = pread_full(ctx, f->fd, path, h, sizeof h, 0);
+    fs_status rc = fs_pread_full(ctx, f->fd, path, h, sizeof h, 0);
     if (rc != FS_OK) return rc;
     if (memcmp(h, FS_ACT_MAGIC, 8) != 0)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not an activation cache file (bad magic)",
@@ -546,7 +491,7 @@ static fs_status parse(fs_ctx *ctx, fs_act_file *f)
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: table of %llu chunks", path, (ull)nchunks);
         goto out;
     }
-    if ((rc = pread_full(ctx, f->fd, path, t, tbytes, FS_ACT_HEADER_BYTES)) != FS_OK) goto out;
+    if ((rc = fs_pread_full(ctx, f->fd, path, t, tbytes, FS_ACT_HEADER_BYTES)) != FS_OK) goto out;
     if (get64(h + 48) != XXH3_64bits(t, (size_t)tbytes)) {
         rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: chunk table checksum mismatch", path);
         goto out;
@@ -641,13 +586,13 @@ static fs_status decode_chunk(fs_ctx *ctx, fs_act_file *f, uint64_t c, uint8_t *
     uint64_t r0 = c * f->chunk_rows, r1 = r0 + x->raw / f->row_bytes;
     fs_status rc;
     if (x->flags == FS_ACT_CHUNK_RAW) {
-        if ((rc = pread_full(ctx, f->fd, f->path, out, x->stored, x->off)) != FS_OK) return rc;
+        if ((rc = fs_pread_full(ctx, f->fd, f->path, out, x->stored, x->off)) != FS_OK) return rc;
     } else {
         if ((!f->cbuf && !(f->cbuf = malloc(f->max_stored))) ||
             (!f->sbuf && !(f->sbuf = malloc(f->max_raw))))
             return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: decode buffers of %zu bytes", f->path,
                               f->max_raw);
-        if ((rc = pread_full(ctx, f->fd, f->path, f->cbuf, x->stored, x->off)) != FS_OK)
+        if ((rc = fs_pread_full(ctx, f->fd, f->path, f->cbuf, x->stored, x->off)) != FS_OK)
             return rc;
         int got = LZ4_decompress_safe((const char *)f->cbuf, (char *)f->sbuf, (int)x->stored,
                                       (int)x->raw);

@@ -23,7 +23,6 @@
 #include "spill.h"
 
 #define MAX_CHUNK (1ull << 30)
-#define MAX_IO (1u << 30)
 
 typedef unsigned long long ull;
 
@@ -61,29 +60,6 @@ struct fs_spill {
     fs_spill_stats st;
 };
 
-/* One pwrite loop; errors name the file and what was needed. */
-static fs_status pwrite_full(fs_ctx *ctx, int fd, const char *path, const uint8_t *p, uint64_t n, uint64_t off)
-{
-    while (n > 0) {
-        size_t want = n > MAX_IO ? MAX_IO : (size_t)n;
-        int inj = fs_io_fault(ctx, "spill-write");
-        ssize_t put = inj ? (errno = inj, -1) : pwrite(fd, p, want, (off_t)off);
-        if (put < 0 && errno == EINTR) continue;
-        if (put <= 0) {
-            int e = put < 0 ? errno : EIO;
-            if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-                return fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing the spilled activations %s "
-                                  "(%llu bytes needed at offset %llu): %s", path, (ull)n, (ull)off, strerror(e));
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of %zu bytes at offset %llu: %s", path, want, (ull)off,
-                              put < 0 ? strerror(e) : "nothing written");
-        }
-        p += put;
-        n -= (uint64_t)put;
-        off += (uint64_t)put;
-    }
-    return FS_OK;
-}
-
 static void *writer_main(void *arg)
 {
     fs_spill *sp = arg;
@@ -97,8 +73,8 @@ static void *writer_main(void *arg)
         fs_status rc = FS_OK;
         if (!skip) {
             fs_ctx_clear(&sp->tctx);
-            rc = pwrite_full(&sp->tctx, sp->fd[f], sp->path[f], sp->wb[b], sp->wn[b] * sp->row_bytes,
-                             sp->wrow0[b] * sp->row_bytes);
+            rc = fs_pwrite_full(&sp->tctx, sp->fd[f], sp->path[f], sp->wb[b], sp->wn[b] * sp->row_bytes,
+                                sp->wrow0[b] * sp->row_bytes, "spill-write");
             if (rc == FS_OK) fs_crashpoint(&sp->tctx, "spill-written");
         }
         pthread_mutex_lock(&sp->mu);
@@ -386,8 +362,6 @@ void fs_spill_unhold(fs_spill *sp, int file)
     pthread_mutex_unlock(&sp->mu);
 }
 
-uint64_t fs_spill_rows(const fs_spill *sp) { return sp->rows; }
-uint64_t fs_spill_row_bytes(const fs_spill *sp) { return sp->row_bytes; }
 uint64_t fs_spill_chunk_rows(const fs_spill *sp) { return sp->chunk_rows; }
 
 void fs_spill_get_stats(fs_spill *sp, fs_spill_stats *st)

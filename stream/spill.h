@@ -114,8 +114,6 @@ fs_status fs_spill_end(fs_ctx *ctx, fs_spill *sp, fs_status rc);
 int fs_spill_hold(fs_spill *sp, const char **path);
 void fs_spill_unhold(fs_spill *sp, int file);
 
-uint64_t fs_spill_rows(const fs_spill *sp);
-uint64_t fs_spill_row_bytes(const fs_spill *sp);
 uint64_t fs_spill_chunk_rows(const fs_spill *sp);
 void fs_spill_get_stats(fs_spill *sp, fs_spill_stats *st);
 

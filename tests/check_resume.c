@@ -19,7 +19,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,16 +38,7 @@ typedef struct rt {
 
 static char err[16384];
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[12000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return t_run_cmd(cmd, err, sizeof err);
-}
+#define run(...) t_run_fmt(err, sizeof err, __VA_ARGS__)
 
 static int killed(int code)
 {

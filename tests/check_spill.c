@@ -14,7 +14,6 @@
  *    error; the output equals the resident run's. */
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -401,16 +400,7 @@ END_TEST
 
 static char err[16384];
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[12000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return t_run_cmd(cmd, err, sizeof err);
-}
+#define run(...) t_run_fmt(err, sizeof err, __VA_ARGS__)
 
 START_TEST(quantize_spills_under_a_small_budget)
 {

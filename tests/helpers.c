@@ -24,6 +24,16 @@ int t_run_cmd(const char *cmd, char *err, size_t errn)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+int t_run_fmt(char *err, size_t errn, const char *fmt, ...)
+{
+    char cmd[12000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return t_run_cmd(cmd, err, errn);
+}
+
 int t_gen_tiny(const char *dir, const char *fmt, ...)
 {
     const char *bin = getenv("FS_GEN_TINY");

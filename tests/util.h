@@ -111,6 +111,8 @@ static inline double t_loss(const float *W, const float *D, const float *H, int 
 /* tests/helpers.c: runs cmd through the shell with stderr captured into err
  * (NUL-terminated, truncated to errn); returns the exit code, -1 if killed. */
 int t_run_cmd(const char *cmd, char *err, size_t errn);
+/* t_run_cmd of a printf-formatted command (at most 12000 bytes). */
+int t_run_fmt(char *err, size_t errn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* tools/gen-tiny ($FS_GEN_TINY) --out dir ARGS (printf-style), its stdout
  * dropped: 0 on success, 1 on failure, -1 when FS_GEN_TINY is unset (the
  * caller then skips, saying so). */
