@@ -22,15 +22,15 @@ endif
 CHECK_FLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -pthread)
 
-CFLAGS_COMMON = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
+CFLAGS_COMMON = -I. -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
 OPT     ?= -O3
 CFLAGS  += $(CFLAGS_COMMON) $(OPT)
 LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
 
-CORE_SRC = src/ctx.c src/fileio.c src/dtype.c src/qmeta.c src/grid.c src/gptq.c src/loss.c src/layer.c \
-           src/opts.c src/args.c src/backend.c src/backend-cpu.c src/safetensors.c src/ckpt.c src/model.c src/pack.c src/outckpt.c src/qread.c src/forward.c src/mla.c src/moe.c src/tokens.c src/pipeline.c src/plan.c src/trace.c src/outstate.c src/journal.c src/resume.c \
-           hessian/accum.c hessian/cholinv.c $(wildcard stream/*.c)
-CLI_SRC  = src/main.c src/cmd-layer.c src/cmd-inspect.c src/cmd-quantize.c src/cmd-resume.c src/cmd-eval.c src/cmd-plan.c
+# one folder per part (README "Layout"); every .c of these folders is built
+CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c \
+                      src/pipeline/*.c cpu/*.c hessian/*.c stream/*.c)
+CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
 TEST_WIP ?=
 CUDA_SRC = $(wildcard cuda/*.cu)
@@ -38,7 +38,7 @@ CUDA_SRC = $(wildcard cuda/*.cu)
 ifeq ($(HAVE_CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
   CFLAGS   += -DFS_HAVE_CUDA
-  NVFLAGS  ?= -O3 -fmad=false -std=c++17 -DFS_HAVE_CUDA -Xcompiler -Wall,-Wextra,-Werror \
+  NVFLAGS  ?= -I. -O3 -fmad=false -std=c++17 -DFS_HAVE_CUDA -Xcompiler -Wall,-Wextra,-Werror \
               -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
   LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
   CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
@@ -63,11 +63,14 @@ $(LIB): $(CORE_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h hessian/*.h cuda/*.h tests/*.h stream/*.h)
+HEADERS  = $(wildcard src/*/*.h cpu/*.h hessian/*.h cuda/*.h cuda/*.cuh tests/*.h stream/*.h)
+
+# deps is order-only: with make -j it still runs before anything compiles
+$(BUILD)/%.o: %.c $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(if $(findstring tests/,$<),$(CHECK_FLAGS)) -c -o $@ $<
 
-$(BUILD)/%.o: %.cu $(wildcard src/*.h cuda/*.h cuda/*.cuh)
+$(BUILD)/%.o: %.cu $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 

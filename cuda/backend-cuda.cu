@@ -23,9 +23,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/backend-impl.h"
-#include "check.h"
-#include "kern.h"
+#include "src/backend/backend-impl.h"
+#include "cuda/check.h"
+#include "cuda/kern.h"
 
 typedef struct cuda_be {
     int device;

@@ -23,7 +23,7 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
-#include "../src/fs.h"
+#include "src/core/core.h"
 
 /* cuSOLVER has no status-name function of its own. Cannot fail. */
 static inline const char *fs_cusolver_status_name(cusolverStatus_t st)

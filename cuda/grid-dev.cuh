@@ -21,9 +21,9 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../src/qmeta-table.h"
-#include "../src/quant-math.h"
-#include "kern.h"
+#include "src/quant/qmeta-table.h"
+#include "src/quant/quant-math.h"
+#include "cuda/kern.h"
 
 static __constant__ double fs_c_q88_frac[256] = FS_Q88_TABLE_FRAC;
 static __constant__ float fs_c_q88_half[256] = FS_Q88_TABLE_HALF;

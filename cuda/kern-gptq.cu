@@ -20,9 +20,9 @@
  *     updates of column jj+1 are visible before it is read: a __syncwarp()
  *     on each side.
  */
-#include "check.h"
-#include "grid-dev.cuh"
-#include "kern.h"
+#include "cuda/check.h"
+#include "cuda/grid-dev.cuh"
+#include "cuda/kern.h"
 
 #define FS_GPTQ_WARPS 4
 #define FS_GPTQ_SMEM (48 * 1024)

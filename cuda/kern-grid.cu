@@ -9,9 +9,9 @@
  *  2. A warp's lanes never diverge around the shuffles: the item index is
  *     uniform across the warp, and a warp past the end returns as a whole.
  */
-#include "check.h"
-#include "grid-dev.cuh"
-#include "kern.h"
+#include "cuda/check.h"
+#include "cuda/grid-dev.cuh"
+#include "cuda/kern.h"
 
 #define FS_GRID_WARPS 4
 

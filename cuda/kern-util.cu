@@ -5,8 +5,8 @@
  *  1. Row-major element (i, j) only: FS_TRI_MIRROR writes (i, j) with j < i
  *     from (j, i), so it reads only what it never writes: no race.
  */
-#include "check.h"
-#include "kern.h"
+#include "cuda/check.h"
+#include "cuda/kern.h"
 
 #define FS_TRI_TILE 16
 

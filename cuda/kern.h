@@ -11,7 +11,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#include "../src/fs.h"
+#include "src/quant/quant.h"
 
 extern "C" {
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hessian.h"
+#include "hessian/hessian.h"
 
 typedef struct hess_cpu {
     int64_t in;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hessian.h"
+#include "hessian/hessian.h"
 
 #define FS_DAMP_RESTART 1e-4   /* first retry damping when --damp 0 failed */
 

@@ -3,7 +3,7 @@
 #ifndef FS_HESSIAN_H
 #define FS_HESSIAN_H
 
-#include "../src/backend.h"
+#include "src/backend/backend.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -34,7 +34,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "actcache.h"
+#include "stream/actcache.h"
 
 
 /* LZ4 cannot compress better than 255:1; a table claiming more is forged,

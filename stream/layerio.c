@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layerio.h"
+#include "stream/layerio.h"
 
 typedef struct lplan {
     int n;

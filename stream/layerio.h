@@ -12,8 +12,8 @@
 #ifndef FS_LAYERIO_H
 #define FS_LAYERIO_H
 
-#include "../src/model.h"
-#include "prefetch.h"
+#include "src/models/model.h"
+#include "stream/prefetch.h"
 
 typedef struct fs_layer_reader fs_layer_reader;
 

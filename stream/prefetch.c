@@ -43,7 +43,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "prefetch.h"
+#include "stream/prefetch.h"
 
 #include <assert.h>
 #include <stdarg.h>

@@ -35,7 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../src/fs.h"
+#include "src/core/core.h"
 
 #ifdef __cplusplus
 extern "C" {

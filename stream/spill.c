@@ -19,8 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "prefetch.h"
-#include "spill.h"
+#include "stream/prefetch.h"
+#include "stream/spill.h"
 
 #define MAX_CHUNK (1ull << 30)
 

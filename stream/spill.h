@@ -48,7 +48,7 @@
 
 #include <stdint.h>
 
-#include "../src/fs.h"
+#include "src/core/core.h"
 
 #ifdef __cplusplus
 extern "C" {

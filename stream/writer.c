@@ -48,7 +48,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "writer.h"
+#include "stream/writer.h"
 
 #include <assert.h>
 #include <pthread.h>

@@ -33,8 +33,8 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "util.h"
-#include "../stream/actcache.h"
+#include "tests/util.h"
+#include "stream/actcache.h"
 
 /* ---- helpers written from the format description -------------------------- */
 

@@ -29,10 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
-#include "../src/ckpt.h"
-#include "../src/model.h"
-#include "../src/outckpt.h"
+#include "tests/util.h"
+#include "src/formats/ckpt.h"
+#include "src/models/model.h"
+#include "src/formats/outckpt.h"
 
 
 #define INDEX "model.safetensors.index.json"

@@ -17,9 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "util.h"
-#include "../src/backend.h"
-#include "../src/safetensors.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "src/formats/safetensors.h"
 
 extern char **environ;
 

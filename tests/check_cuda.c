@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/fs.h"
-#include "../src/backend.h"
-#include "../hessian/hessian.h"
+#include "src/quant/quant.h"
+#include "src/backend/backend.h"
+#include "hessian/hessian.h"
 
 /* f32 ssyrk of 300 rows: cuBLAS and OpenBLAS add the products in different
  * orders; each sum carries a few ulp (~1e-7 relative) of rounding, so 1e-5 of

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 START_TEST(f16_hand)
 {

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
-#include "../src/backend.h"
-#include "../hessian/hessian.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "hessian/hessian.h"
 
 #define LOSS_REL 1e-7   /* the driver's double loss vs a long double evaluation here */
 

@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 /* Candidates whose exhaustive losses differ by less than this (relative) are a
  * tie that float summation may break either way. */

@@ -3,9 +3,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "util.h"
-#include "../src/backend.h"
-#include "../hessian/hessian.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "hessian/hessian.h"
 
 #define ACCUM_REL 1e-5   /* f32 sums of 50 products vs double: a few ulps of the largest entry */
 #define INV_REL 2e-3     /* three f32 factorisations: ~n * eps * cond = 40 * 6e-8 * 1e2, x8 */

@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "record.h"
-#include "util.h"
-#include "../src/backend.h"
-#include "../src/moe.h"
-#include "../src/pipeline.h"
+#include "tests/record.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "src/models/moe.h"
+#include "src/pipeline/pipeline.h"
 
 #define HESS_REL 1e-4    /* f32 pipeline vs double naive forward, Frobenius relative */
 #define ROUTE_GAP 1e-5   /* the naive routing must not hinge on a closer probability gap */

@@ -14,8 +14,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "util.h"
-#include "../src/pack.h"
+#include "tests/util.h"
+#include "src/formats/pack.h"
 
 
 static const int all_bits[] = {2, 3, 4, 8};

@@ -17,11 +17,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "record.h"
-#include "util.h"
-#include "../src/backend.h"
-#include "../src/pipeline.h"
-#include "../stream/actcache.h"
+#include "tests/record.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "src/pipeline/pipeline.h"
+#include "stream/actcache.h"
 
 #define HESS_REL 1e-4    /* f32 pipeline vs double naive forward, Frobenius relative */
 #define PPL_REL 1e-3     /* ../shared/data/README.md: 0.1% */

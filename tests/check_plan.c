@@ -12,8 +12,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "../src/plan.h"
-#include "util.h"
+#include "src/pipeline/plan.h"
+#include "tests/util.h"
 
 
 /* tiny llama: H 64, I 172, 2 layers, 4 heads of 16, 2 kv heads, vocab 96 */

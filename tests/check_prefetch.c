@@ -13,8 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
-#include "../stream/prefetch.h"
+#include "tests/util.h"
+#include "stream/prefetch.h"
 
 #define NFILE 4
 static const uint64_t file_size[NFILE] = { 100003, 250001, 4097, 777 };

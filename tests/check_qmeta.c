@@ -3,7 +3,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 static void bytes_of(float s, uint8_t out[4])
 {

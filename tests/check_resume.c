@@ -4,7 +4,7 @@
  * qwen3_moe) once without interruption, then again many times, each run
  * killed by SIGKILL at a different moment, and resumed with --resume; the
  * resumed output folder must equal the uninterrupted one byte for byte.
- * The moments come from the binary's crash points (fs.h, fs_crashpoint):
+ * The moments come from the binary's crash points (src/core/core.h, fs_crashpoint):
  * FORGE_STREAM_CRASH_AT=POINT:N kills the process the N-th time it passes
  * POINT, "*" counting every point, so the kills spread over reading,
  * forward, GPTQ, tensor writes (between the two halves of a write), shard
@@ -27,7 +27,7 @@
 
 #include <jansson.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 typedef struct rt {
     char *tmp;
@@ -531,7 +531,7 @@ START_TEST(enospc_on_tmpfs_then_resume)
 }
 END_TEST
 
-/* EIO (injected: FORGE_STREAM_FAIL_AT, fs.h) while writing an output tensor,
+/* EIO (injected: FORGE_STREAM_FAIL_AT, src/core/core.h) while writing an output tensor,
  * sealing a shard, writing a boundary and committing the journal: exit 1
  * naming the file, state kept, --resume completes it byte-identical. */
 START_TEST(eio_then_resume)

@@ -8,10 +8,11 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "util.h"
-#include "../src/backend.h"
-#include "../src/qread.h"
-#include "../hessian/hessian.h"
+#include "tests/util.h"
+#include "src/backend/backend.h"
+#include "src/formats/qread.h"
+#include "src/models/model.h"
+#include "hessian/hessian.h"
 
 static int gen(const char *type, const char *dir, const char *extra)
 {

@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util.h"
-#include "../src/safetensors.h"
+#include "tests/util.h"
+#include "src/formats/safetensors.h"
 
 #define FUZZ_ITERS 500        /* mutated files opened by the fuzz test */
 #define FUZZ_SEED 0x5afe7e45ull

@@ -21,9 +21,9 @@
 
 #include <jansson.h>
 
-#include "record.h"
-#include "util.h"
-#include "../stream/spill.h"
+#include "tests/record.h"
+#include "tests/util.h"
+#include "stream/spill.h"
 
 /* ---- the store against a model in memory ---------------------------------- */
 

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "util.h"
-#include "../src/trace.h"
+#include "tests/util.h"
+#include "src/core/trace.h"
 
 #define SUM_TOL 1e-9   /* seconds: sums of the same doubles in another order */
 

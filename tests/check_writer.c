@@ -13,8 +13,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "util.h"
-#include "../stream/writer.h"
+#include "tests/util.h"
+#include "stream/writer.h"
 
 
 /* ---- helpers -------------------------------------------------------------- */

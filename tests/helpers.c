@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 int t_run_cmd(const char *cmd, char *err, size_t errn)
 {

@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "record.h"
-#include "../src/backend.h"
-#include "../src/ckpt.h"
-#include "../src/forward.h"
-#include "../src/model.h"
-#include "../src/pipeline.h"
+#include "tests/record.h"
+#include "src/backend/backend.h"
+#include "src/formats/ckpt.h"
+#include "src/models/forward.h"
+#include "src/models/model.h"
+#include "src/pipeline/pipeline.h"
 
 void t_rec_linear(void *arg, int layer, const char *name, const float *H, int64_t in,
                   const fs_layer_result *r)

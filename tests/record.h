@@ -7,10 +7,10 @@
 
 #include <stdint.h>
 
-#include "../src/fs.h"
-#include "../src/moe.h"
-#include "../src/outckpt.h"
-#include "../src/qread.h"
+#include "src/quant/quant.h"
+#include "src/models/moe.h"
+#include "src/formats/outckpt.h"
+#include "src/formats/qread.h"
 
 #define T_MAXREC 128
 

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "tests/util.h"
 
 char *t_tmpdir(void)
 {

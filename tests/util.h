@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "../src/fs.h"
+#include "src/quant/quant.h"
 
 typedef struct { uint64_t s; } t_rng;
 

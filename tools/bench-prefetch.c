@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../stream/prefetch.h"
+#include "stream/prefetch.h"
 
 #define PIECES 8   /* extents per batch */
 

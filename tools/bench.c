@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../src/backend.h"
-#include "../hessian/hessian.h"
+#include "src/backend/backend.h"
+#include "hessian/hessian.h"
 
 #define REPS 2
 

@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
-#include "../src/safetensors.h"
+#include "src/formats/safetensors.h"
 
 #define NAME_LEN 200         /* longest tensor name we build, with room to spare */
 #define FP8_BLOCK 128        /* weight_block_size of every DeepSeek FP8 checkpoint */

@@ -1,0 +1,36 @@
+/* cli.h: what the command-line front end shares between commands: strict
+ * number parsing that quotes the bad value, the quantization flags, exit
+ * codes. */
+#ifndef FS_CLI_H
+#define FS_CLI_H
+
+#include "src/backend/backend.h"
+
+#define FS_EXIT_OK 0
+#define FS_EXIT_RUNTIME 1
+#define FS_EXIT_USAGE 2
+
+/* Each parses the whole string or records FS_ERR_USAGE naming flag and value. */
+fs_status fs_arg_i64(fs_ctx *ctx, const char *flag, const char *s, int64_t lo, int64_t hi,
+                     int64_t *out);
+fs_status fs_arg_f64(fs_ctx *ctx, const char *flag, const char *s, double *out);
+/* A byte size: a positive number with an optional K, M, G or T (powers of
+ * 1000) and an optional B: "80G", "512M", "5e9". */
+fs_status fs_arg_size(fs_ctx *ctx, const char *flag, const char *s, uint64_t *out);
+
+/* If argv[*i] is a quantization flag, consumes it (and its value) into q,
+ * advances *i and returns FS_OK with *taken = 1; *taken = 0 if it is not one.
+ * Errors: FS_ERR_USAGE (missing or bad value). */
+fs_status fs_arg_quant(fs_ctx *ctx, int argc, char **argv, int *i, fs_quant_opts *q, int *taken);
+/* --backend auto|cpu|cuda */
+fs_status fs_arg_backend(fs_ctx *ctx, const char *s, fs_backend_kind *out);
+/* The text of the quantization flags for --help. */
+extern const char fs_quant_flags_help[];
+
+int cmd_layer(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+
+#endif

@@ -1,0 +1,155 @@
+/* cmd-eval.c: `forge-stream eval`: perplexity over non-overlapping windows,
+ * streaming the model layer by layer (one layer's weights resident), on
+ * original, forge and gptq checkpoints alike (quantized linears decoded with
+ * src/qread.c).  Convention (../shared/data/README.md): windows of --seq-len
+ * tokens from the start of each sequence, the last partial one dropped; in a
+ * window token t predicts token t+1, so seq-len - 1 tokens are scored. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/cli/cli.h"
+#include "src/models/forward.h"
+#include "src/formats/tokens.h"
+#include "stream/layerio.h"
+
+static const char usage[] =
+    "usage: forge-stream eval --model DIR --tokens FILE [options]\n"
+    "\n"
+    "  --model DIR         checkpoint folder (original, forge or gptq)\n"
+    "  --tokens FILE       .u32 ids or JSON lines of id arrays / {\"input_ids\": [...]}\n"
+    "  --seq-len N         window length (default 512)\n"
+    "  --max-windows K     score at most K windows (default: all)\n"
+    "  --skip-tokens N     start after the first N tokens (held-out text after calibration)\n"
+    "  --act-dtype D       bf16 (default) or f32: activations kept between layers\n"
+    "  --json              one JSON object on stdout\n"
+    "  --quiet             no log lines\n";
+
+#define BATCH_TOKENS 65536   /* tokens per forward batch: bounds the scratch memory */
+
+int cmd_eval(int argc, char **argv)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    const char *model = NULL, *tokp = NULL;
+    int64_t L = 512, maxw = -1, skip = 0;
+    int as_json = 0, f32 = 0, code = FS_EXIT_USAGE;
+    fs_status rc = FS_OK;
+    for (int i = 1; rc == FS_OK && i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { fputs(usage, stdout); return FS_EXIT_OK; }
+        if (!strcmp(f, "--json")) { as_json = 1; continue; }
+        if (!strcmp(f, "--quiet")) { ctx.quiet = 1; continue; }
+        if (i + 1 >= argc) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f); break; }
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) model = v;
+        else if (!strcmp(f, "--tokens")) tokp = v;
+        else if (!strcmp(f, "--seq-len")) rc = fs_arg_i64(&ctx, f, v, 2, 1 << 20, &L);
+        else if (!strcmp(f, "--max-windows")) rc = fs_arg_i64(&ctx, f, v, 1, INT64_MAX, &maxw);
+        else if (!strcmp(f, "--skip-tokens")) rc = fs_arg_i64(&ctx, f, v, 0, INT64_MAX, &skip);
+        else if (!strcmp(f, "--act-dtype")) {
+            if (!strcmp(v, "f32")) f32 = 1;
+            else if (strcmp(v, "bf16")) rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
+        } else rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream eval --help)", f);
+    }
+    if (rc == FS_OK && (!model || !tokp)) rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--model and --tokens are required");
+    fs_ckpt *c = NULL;
+    fs_model *m = NULL;
+    fs_qinfo qi;
+    fs_fwd fw = {0};
+    fs_tokens tk = {0};
+    size_t *starts = NULL;
+    float *x = NULL, *E = NULL, *head = NULL, *nrm = NULL, *xn = NULL, *logits = NULL;
+    fs_layer_reader *lr = NULL;
+    if (rc == FS_OK) rc = fs_ckpt_open(&ctx, model, &c);
+    if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", model);
+    if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
+    if (rc == FS_OK) rc = fs_qinfo_from_config(&ctx, c->config, &qi);
+    if (rc == FS_OK) rc = fs_fwd_init(&ctx, c->config, m, &fw);
+    if (rc == FS_OK && L > fw.max_pos)
+        rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--seq-len %lld exceeds max_position_embeddings %lld", (long long)L, (long long)fw.max_pos);
+    if (rc == FS_OK) rc = fs_tokens_load(&ctx, tokp, &tk);
+    if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, tokp, m->vocab);
+    if (rc != FS_OK) goto out;
+    code = FS_EXIT_RUNTIME;
+    size_t nw_all = fs_tokens_windows(&tk, (size_t)L, NULL);
+    starts = malloc(sizeof(size_t) * (nw_all ? nw_all : 1));
+    if (!starts) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "windows"); goto out; }
+    fs_tokens_windows(&tk, (size_t)L, starts);
+    size_t first = 0;
+    while (first < nw_all && starts[first] < (size_t)skip) first++;
+    size_t nw = nw_all - first;
+    if (maxw > 0 && (size_t)maxw < nw) nw = (size_t)maxw;
+    if (nw == 0) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: no window of %lld tokens after %lld skipped", tokp, (long long)L, (long long)skip); code = FS_EXIT_USAGE; goto out; }
+    const int64_t H = fw.H, V = fw.V, n = (int64_t)nw * L;
+    fs_log(&ctx, "eval %s on %s: %zu windows of %lld tokens, activations %s", model, tokp, nw, (long long)L, f32 ? "f32" : "bf16");
+    double t0 = fs_now();
+    x = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
+    if (!x) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "activations of %lld tokens", (long long)n); goto out; }
+    if ((rc = fs_ckpt_read_f32(&ctx, c, "model.embed_tokens.weight", &E)) != FS_OK) goto out;
+    for (size_t w = 0; w < nw; w++)
+        for (int64_t t = 0; t < L; t++)
+            memcpy(x + ((int64_t)w * L + t) * H, E + (int64_t)tk.ids[starts[first + w] + (size_t)t] * H, sizeof(float) * (size_t)H);
+    if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+    const int64_t bw = BATCH_TOKENS / L > 0 ? BATCH_TOKENS / L : 1;        /* windows per batch */
+    if ((rc = fs_lr_new(&ctx, c, m, 2, 1, 0, &lr)) != FS_OK || (rc = fs_lr_start(&ctx, lr, 0)) != FS_OK) goto out;
+    for (int l = 0; l < m->nlayers; l++) {
+        fs_lw lw;
+        if ((rc = fs_lr_acquire(&ctx, lr, l)) != FS_OK || (rc = fs_lr_start(&ctx, lr, l + 1)) != FS_OK) goto out;
+        rc = fs_lw_load(&ctx, c, &qi, m, &fw, l, &lw);
+        fs_lr_release(lr, l);
+        if (rc != FS_OK) goto out;
+        for (size_t w = 0; rc == FS_OK && w < nw; w += (size_t)bw) {
+            int64_t b = (int64_t)(nw - w) < bw ? (int64_t)(nw - w) : bw;
+            rc = fs_fwd_layer(&ctx, &fw, &lw, x + (int64_t)w * L * H, b, L);
+        }
+        fs_lw_free(&lw);
+        if (rc != FS_OK) goto out;
+        if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+        fs_log(&ctx, "[%3d/%3d] model.layers.%d  %.1f s", l + 1, m->nlayers, l, fs_now() - t0);
+    }
+    if ((rc = fs_ckpt_read_f32(&ctx, c, "model.norm.weight", &nrm)) != FS_OK) goto out;
+    if (fs_ckpt_find(c, "lm_head.weight") && !m->tied) {
+        int64_t o, k;
+        if ((rc = fs_qread_linear(&ctx, c, &qi, "lm_head", &head, &o, &k)) != FS_OK) goto out;
+    }
+    const float *Wh = head ? head : E;
+    xn = fs_alloc2((size_t)L, (size_t)H * sizeof(float));
+    logits = fs_alloc2((size_t)L, (size_t)V * sizeof(float));
+    if (!xn || !logits) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "logits"); goto out; }
+    double nll = 0.0;
+    int64_t scored = 0;
+    for (size_t w = 0; w < nw; w++) {
+        fs_fwd_rmsnorm(x + (int64_t)w * L * H, nrm, L, H, fw.eps, xn);
+        fs_fwd_linear(xn, Wh, NULL, L, H, V, logits);
+        const uint32_t *ids = tk.ids + starts[first + w];
+        for (int64_t t = 0; t + 1 < L; t++) {
+            const float *lg = logits + t * V;
+            double mx = -INFINITY, s = 0.0;
+            for (int64_t j = 0; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
+            for (int64_t j = 0; j < V; j++) s += exp((double)lg[j] - mx);
+            nll += mx + log(s) - (double)lg[ids[t + 1]];
+            scored++;
+        }
+    }
+    double mean = nll / (double)scored, ppl = exp(mean);
+    if (as_json) printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"tokens\": %lld, \"windows\": %zu, \"seq_len\": %lld}\n",
+                        ppl, mean, (long long)scored, nw, (long long)L);
+    else printf("PPL %.4f  mean NLL %.6f  tokens scored %lld  (%zu windows of %lld)\n", ppl, mean, (long long)scored, nw, (long long)L);
+    fs_log(&ctx, "eval done in %.1f s", fs_now() - t0);
+    code = FS_EXIT_OK;
+out:
+    if (rc != FS_OK) {
+        fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT) code = FS_EXIT_USAGE;
+    }
+    fs_lr_free(lr);
+    free(x); free(E); free(head); free(nrm); free(xn); free(logits); free(starts);
+    fs_tokens_free(&tk);
+    fs_fwd_free(&fw);
+    fs_model_free(m);
+    fs_ckpt_close(c);
+    return code;
+}

@@ -1,0 +1,225 @@
+/* cmd-inspect.c: `forge-stream inspect PATH`: a checkpoint's tensors (dtype,
+ * shape, shard, bytes), its quantized linears (bits, group size, symmetry,
+ * act-order), totals (bytes, bits per weight, compression vs BF16); --json
+ * for machines; --verify re-reads every tensor and checks its recorded
+ * checksum and every quantized linear's consistency; --dequant NAME --out F
+ * writes one linear's decoded weight as F32. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "src/cli/cli.h"
+#include "src/formats/qread.h"
+#include "src/models/model.h"
+
+static const char usage[] =
+    "usage: forge-stream inspect PATH [--json] [--verify] [--dequant LINEAR --out FILE]\n"
+    "\n"
+    "PATH is a checkpoint folder (model.safetensors.index.json or model.safetensors) or\n"
+    "one .safetensors file.\n"
+    "  --json            one JSON object on stdout instead of the table\n"
+    "  --verify          re-read every tensor: checksums recorded by forge-stream, and\n"
+    "                    every quantized linear decodes; exit 1 naming the first problem\n"
+    "  --dequant LINEAR  decode one linear (e.g. model.layers.0.mlp.up_proj) ...\n"
+    "  --out FILE        ... into FILE as an F32 `weight`\n";
+
+/* The base name of a quantized-linear part, or 0. */
+static int qpart(const char *name, char *base, size_t n)
+{
+    static const char *suf[] = {".qweight", ".qmeta", ".qzeros", ".scales", ".g_idx"};
+    size_t l = strlen(name);
+    for (size_t i = 0; i < sizeof suf / sizeof suf[0]; i++) {
+        size_t k = strlen(suf[i]);
+        if (l > k && !strcmp(name + l - k, suf[i]) && l - k < n) {
+            memcpy(base, name, l - k);
+            base[l - k] = '\0';
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static fs_status verify(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, int *checked)
+{
+    char key[1100], base[1024];
+    *checked = 0;
+    for (size_t i = 0; i < c->ntensors; i++) {
+        const fs_ckpt_entry *e = &c->entries[i];
+        snprintf(key, sizeof key, "xxh3:%s", e->t->name);
+        const char *want = fs_st_meta(c->shards[e->shard], key);
+        if (want) {
+            void *buf = malloc(e->t->nbytes ? (size_t)e->t->nbytes : 1);
+            if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", e->t->name);
+            fs_status rc = fs_ckpt_read_raw(ctx, c, e, buf);
+            char got[32];
+            snprintf(got, sizeof got, "%016llx", (unsigned long long)XXH3_64bits(buf, (size_t)e->t->nbytes));
+            free(buf);
+            if (rc != FS_OK) return rc;
+            if (strcmp(got, want) != 0)
+                return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: tensor '%s' checksum %s, recorded %s",
+                                  c->dir, c->shard_names[e->shard], e->t->name, got, want);
+            (*checked)++;
+        }
+        size_t l = strlen(e->t->name);
+        if (l > 8 && !strcmp(e->t->name + l - 8, ".qweight") && qpart(e->t->name, base, sizeof base)) {
+            float *W = NULL;
+            int64_t o, n;
+            fs_status rc = fs_qread_linear(ctx, c, qi, base, &W, &o, &n);
+            free(W);
+            if (rc != FS_OK) return rc;
+        }
+    }
+    return FS_OK;
+}
+
+static fs_status dequant(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base,
+                         const char *outp)
+{
+    float *W = NULL;
+    int64_t o, n;
+    fs_status rc = fs_qread_linear(ctx, c, qi, base, &W, &o, &n);
+    if (rc != FS_OK) return rc;
+    fs_st_writer *w = NULL;
+    int64_t shape[2] = {o, n};
+    rc = fs_st_writer_new(ctx, outp, &w);
+    if (rc == FS_OK) rc = fs_st_writer_add(ctx, w, "weight", FS_DT_F32, 2, shape, W);
+    if (rc == FS_OK) rc = fs_st_writer_commit(ctx, w);
+    else fs_st_writer_abort(w);
+    free(W);
+    if (rc == FS_OK) fprintf(stderr, "forge-stream: %s [%lld, %lld] -> %s\n", base, (long long)o, (long long)n, outp);
+    return rc;
+}
+
+static void shape_str(const fs_st_tensor *t, char *buf, size_t n)
+{
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < t->ndim && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+int cmd_inspect(int argc, char **argv)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    const char *path = NULL, *deq = NULL, *outp = NULL;
+    int as_json = 0, do_verify = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(usage, stdout); return FS_EXIT_OK; }
+        else if (!strcmp(argv[i], "--json")) as_json = 1;
+        else if (!strcmp(argv[i], "--verify")) do_verify = 1;
+        else if (!strcmp(argv[i], "--dequant") && i + 1 < argc) deq = argv[++i];
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) outp = argv[++i];
+        else if (argv[i][0] == '-' || path) {
+            fprintf(stderr, "forge-stream: error: inspect: unexpected argument '%s'\n%s", argv[i], usage);
+            return FS_EXIT_USAGE;
+        } else path = argv[i];
+    }
+    if (!path || (deq && !outp) || (outp && !deq)) {
+        fprintf(stderr, "forge-stream: error: inspect needs PATH%s\n%s", deq || outp ? ", and --dequant with --out" : "", usage);
+        return FS_EXIT_USAGE;
+    }
+    fs_ckpt *c = NULL;
+    fs_model *m = NULL;
+    fs_qinfo qi;
+    json_t *js = NULL;
+    int rcode = FS_EXIT_RUNTIME;
+    fs_status rc = fs_ckpt_open(&ctx, path, &c);
+    if (rc == FS_OK) rc = fs_qinfo_from_config(&ctx, c->config, &qi);
+    if (rc != FS_OK) goto out;
+    if (c->config && fs_model_from_config(&ctx, c->config, "config.json", &m) != FS_OK) {
+        fs_log(&ctx, "warning: %s (tensors are listed without a model description)", ctx.errmsg);
+        fs_ctx_clear(&ctx);
+    }
+    if (deq) {
+        rc = dequant(&ctx, c, &qi, deq, outp);
+        if (rc == FS_OK) rcode = FS_EXIT_OK;
+        goto out;
+    }
+    /* totals */
+    uint64_t total = 0, qbytes = 0, qweights = 0, bf16 = 0;
+    int nlin = 0;
+    char base[1024], shp[128];
+    js = json_object();
+    json_t *jt = json_array(), *jl = json_array();
+    if (!as_json) {
+        printf("%s: %s, %d shard%s, %zu tensors%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
+               c->nshards, c->nshards == 1 ? "" : "s", c->ntensors, qi.quantized ? ", quantized " : "",
+               qi.quantized ? (qi.fmt == FS_FMT_GPTQ ? "(gptq)" : "(forge)") : "");
+        printf("%-64s %-8s %-20s %-38s %12s\n", "tensor", "dtype", "shape", "shard", "bytes");
+    }
+    for (size_t i = 0; i < c->ntensors; i++) {
+        const fs_ckpt_entry *e = &c->entries[i];
+        const fs_st_tensor *t = e->t;
+        total += t->nbytes;
+        shape_str(t, shp, sizeof shp);
+        if (!as_json)
+            printf("%-64s %-8s %-20s %-38s %12llu\n", t->name, fs_dtype_name(t->dtype), shp,
+                   c->shard_names[e->shard], (unsigned long long)t->nbytes);
+        json_array_append_new(jt, json_pack("{s:s, s:s, s:s, s:s, s:I}", "name", t->name, "dtype",
+                                            fs_dtype_name(t->dtype), "shape", shp, "shard",
+                                            c->shard_names[e->shard], "bytes", (json_int_t)t->nbytes));
+        if (qi.quantized && qpart(t->name, base, sizeof base) && fs_qread_is_quantized(c, base)) {
+            qbytes += t->nbytes;
+            size_t l = strlen(t->name);
+            if (l > 8 && !strcmp(t->name + l - 8, ".qweight")) {
+                float *W = NULL;
+                int64_t o = 0, n = 0;
+                if (fs_qread_linear(&ctx, c, &qi, base, &W, &o, &n) != FS_OK) {
+                    fs_log(&ctx, "warning: %s", ctx.errmsg);
+                    fs_ctx_clear(&ctx);
+                }
+                free(W);
+                qweights += (uint64_t)(o * n);
+                bf16 += (uint64_t)(o * n) * 2;
+                nlin++;
+                json_array_append_new(jl, json_pack("{s:s, s:I, s:I, s:i, s:I, s:b, s:b}", "name", base, "out",
+                                                    (json_int_t)o, "in", (json_int_t)n, "bits", qi.bits,
+                                                    "group_size", (json_int_t)qi.group_size, "sym", qi.sym,
+                                                    "act_order", qi.act_order));
+            }
+        } else if (!fs_ckpt_is_scale(c, t->name)) {
+            bf16 += t->nelem * 2;
+        }
+    }
+    double bpw = qweights ? 8.0 * (double)qbytes / (double)qweights : 0.0;
+    double ratio = total ? (double)bf16 / (double)total : 0.0;
+    json_object_set_new(js, "path", json_string(c->dir));
+    json_object_set_new(js, "model_type", m ? json_string(m->model_type) : json_null());
+    json_object_set_new(js, "format", qi.quantized ? json_string(qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge") : json_null());
+    json_object_set_new(js, "shards", json_integer(c->nshards));
+    json_object_set_new(js, "tensors", jt);
+    json_object_set_new(js, "quantized_linears", jl);
+    json_object_set_new(js, "total_bytes", json_integer((json_int_t)total));
+    json_object_set_new(js, "bits_per_weight", json_real(bpw));
+    json_object_set_new(js, "compression_vs_bf16", json_real(ratio));
+    if (!as_json) {
+        if (nlin)
+            printf("\n%d quantized linears: %d-bit, group %lld, %s%s%s\n", nlin, qi.bits, (long long)qi.group_size,
+                   qi.sym ? "sym" : "asym", qi.act_order ? ", act-order" : "", qi.static_groups ? ", static groups" : "");
+        printf("total %llu bytes (%.3f GB)", (unsigned long long)total, (double)total / 1e9);
+        if (nlin) printf(", %.3f bits per quantized weight (codes + metadata)", bpw);
+        printf(", compression vs BF16 %.2fx\n", ratio);
+    }
+    if (do_verify) {
+        int checked = 0;
+        rc = verify(&ctx, c, &qi, &checked);
+        if (rc != FS_OK) goto out;
+        json_object_set_new(js, "verified_checksums", json_integer(checked));
+        if (!as_json) printf("verify: ok (headers, index, %d checksums, %d quantized linears decode)\n", checked, nlin);
+    }
+    if (as_json) {
+        char *s = json_dumps(js, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        if (s) puts(s);
+        free(s);
+    }
+    rcode = FS_EXIT_OK;
+out:
+    if (rc != FS_OK) fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+    json_decref(js);
+    fs_model_free(m);
+    fs_ckpt_close(c);
+    return rcode;
+}

@@ -1,0 +1,579 @@
+/* cmd-quantize.c: `forge-stream quantize`.
+ *  - with --calib (every family, DeepSeek's MLA included; MTP layers are
+ *    copied unquantized): the layer-by-layer pipeline of
+ *    src/pipeline.c, GPTQ (default) or RTN, calibration propagated through
+ *    the quantized layers;
+ *  - --method rtn without --calib (every family): each linear rounded to
+ *    nearest from its weights alone, one linear resident at a time.
+ * Output in the forge or gptq format; everything else is copied (FP8
+ * dequantized to BF16).  Both kinds keep a journal in the work folder and
+ * commit it per layer (src/resume.c); --resume's option handling is in
+ * cmd-resume.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/cli/cli.h"
+#include "src/pipeline/pipeline.h"
+#include "src/models/moe.h"
+#include "src/pipeline/plan.h"
+#include "src/pipeline/journal.h"
+#include "src/pipeline/resume.h"
+#include "src/cli/cmd-quantize.h"
+
+static const char usage[] =
+    "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
+    "       forge-stream quantize --model DIR --out DIR --method rtn [options]\n"
+    "\n"
+    "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
+    "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
+    "  --calib FILE         calibration tokens: .u32 ids or JSON lines (every family;\n"
+    "                       DeepSeek MTP layers are copied unquantized)\n"
+    "  --samples N          calibration windows (default 128)\n"
+    "  --seq-len L          tokens per window (default 2048, at most max_position_embeddings)\n"
+    "  --calib-seed S       0 (default): the first N non-overlapping windows of the file;\n"
+    "                       otherwise N of them chosen at random with seed S\n"
+    "  --method gptq|rtn    GPTQ (default; needs --calib) or round to nearest; rtn with\n"
+    "                       --calib runs the same pipeline (the baseline to compare with),\n"
+    "                       without --calib it rounds every weight on its own\n"
+    "  --act-dtype bf16|f32 activations kept between layers (default bf16)\n"
+    "  --batch-tokens N     tokens of one forward batch at most (default 65536; whole\n"
+    "                       windows, at least one); fewer when --host-mem needs it.  The\n"
+    "                       batch used is recorded and a resume keeps it: Hessians sum\n"
+    "                       batch by batch, so the bytes depend on it\n"
+    "  --profile FILE       Chrome trace-event JSON of the run (Perfetto, chrome://tracing):\n"
+    "                       one track per stage, spans per layer with bytes and FLOPs\n"
+    "  --timings FILE       one JSON line per layer and stage: seconds, bytes, GB/s, GFLOP/s\n"
+    "  --work DIR           the run's journal and activation cache (each layer's\n"
+    "                       output, LZ4 chunks with checksums; only the latest kept);\n"
+    "                       removed at the end; default OUT/.forge-work\n"
+    "  --host-mem SIZE      host memory budget (default: physical memory less 10%%); a\n"
+    "                       budget that cannot hold the largest layer is refused up front\n"
+    "  --spill auto|always|never  keep the calibration activations in the work folder\n"
+    "                       and stream them in window by window instead of holding a\n"
+    "                       layer boundary in memory: auto (default) when --host-mem\n"
+    "                       cannot hold it (the plan says so); never refuses such a\n"
+    "                       budget; the output is the same either way\n"
+    "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
+    "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
+    "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
+    "  --overwrite          replace a checkpoint already in --out\n"
+    "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
+    "  --quiet              no log lines\n"
+    "\n"
+    "Resume: every run keeps a journal in its work folder; killed at any\n"
+    "moment (kill -9, power loss, a full disk), it goes on where it stopped with\n"
+    "  forge-stream --resume --work DIR   (or: forge-stream quantize --resume --out OUT\n"
+    "                       for the default OUT/.forge-work); every option comes from\n"
+    "                       the journal (a conflicting flag is an error), committed\n"
+    "                       files are checked, and the output is byte-identical to\n"
+    "                       an uninterrupted run on the same backend\n"
+    "\n"
+    "MoE models (each expert's gate/up Hessian comes from the tokens routed to it,\n"
+    "its down Hessian from its own intermediate activations; the counts per expert\n"
+    "are logged per layer and stored in quantization_config):\n"
+    "  --min-expert-tokens N  an expert routed fewer than N calibration tokens is\n"
+    "                       under-calibrated (one with none always is); default 256:\n"
+    "                       the default calibration (128 x 2048 tokens) gives every\n"
+    "                       expert a fair share of >= 16k tokens even at top-8 of 128,\n"
+    "                       and below 256 rows its Hessian has rank < 256 of thousands\n"
+    "                       of columns: GPTQ would fit a handful of tokens\n"
+    "  --experts-per-wave N experts whose Hessians one pass over the activations\n"
+    "                       gathers (default: as many as the memory plan fits in\n"
+    "                       --host-mem); the output does not depend on it\n"
+    "  --quantize-experts-only  quantize the routed experts only: attention, dense\n"
+    "                       MLPs and shared experts stay as the checkpoint has them\n"
+    "                       (FP8 as BF16), and the forward runs them unquantized\n"
+    "  --expert-policy P    what under-calibrated experts get, named in the log:\n"
+    "                       all-tokens (default): Hessians from every token of the\n"
+    "                         layer, as if the expert saw all (one more pass for it);\n"
+    "                       rtn: gate, up and down rounded to nearest on the grid;\n"
+    "                       shared: gate/up from the layer's full-input Hessian\n"
+    "                         (no extra pass), down rounded to nearest\n"
+    "\n";
+
+
+fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help)
+{
+    fs_quant_opts_default(&a->q);
+    a->method = "gptq";
+    a->samples = 128;
+    a->seq_len = 2048;
+    a->batch_tokens = FS_BATCH_TOKENS_DEFAULT;
+    a->policy = FS_EXPERT_POLICY_DEFAULT;
+    a->min_expert_tokens = FS_MIN_EXPERT_TOKENS_DEFAULT;
+    for (int i = 1; i < argc; i++) {
+        int taken = 0;
+        fs_status rc = fs_arg_quant(ctx, argc, argv, &i, &a->q, &taken);
+        if (rc != FS_OK) return rc;
+        if (taken) continue;
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) { *help = 1; return FS_OK; }
+        if (!strcmp(f, "--quiet")) { ctx->quiet = 1; continue; }
+        if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
+        if (!strcmp(f, "--quantize-experts-only")) { a->experts_only = 1; continue; }
+        if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
+        if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--model")) a->model = v;
+        else if (!strcmp(f, "--out")) a->out = v;
+        else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--work")) a->work = v;
+        else if (!strcmp(f, "--profile")) a->profile = v;
+        else if (!strcmp(f, "--timings")) a->timings = v;
+        else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
+        else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
+        else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
+        else if (!strcmp(f, "--batch-tokens")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 30, &a->batch_tokens))) return rc;
+        }
+        else if (!strcmp(f, "--calib-seed")) {
+            int64_t sd;
+            if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &sd))) return rc;
+            a->seed = (uint64_t)sd;
+        } else if (!strcmp(f, "--act-dtype")) {
+            if (!strcmp(v, "f32")) a->act_f32 = 1;
+            else if (strcmp(v, "bf16")) return fs_ctx_err(ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
+        }
+        else if (!strcmp(f, "--spill")) {
+            if (!strcmp(v, "auto")) a->spill = 0;
+            else if (!strcmp(v, "always")) a->spill = 1;
+            else if (!strcmp(v, "never")) a->spill = -1;
+            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--spill '%s': must be auto, always or never", v);
+        }
+        else if (!strcmp(f, "--experts-per-wave")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 0, 1 << 20, &a->experts_per_wave))) return rc;
+        } else if (!strcmp(f, "--min-expert-tokens")) {
+            if ((rc = fs_arg_i64(ctx, f, v, 0, INT64_MAX, &a->min_expert_tokens))) return rc;
+        } else if (!strcmp(f, "--expert-policy")) {
+            if (fs_expert_policy_parse(v, &a->policy))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--expert-policy '%s': must be rtn, all-tokens or shared", v);
+        }
+        else if (!strcmp(f, "--backend")) {
+            if ((rc = fs_arg_backend(ctx, v, &a->backend))) return rc;
+            a->backend_name = v;
+        }
+        else if (!strcmp(f, "--method")) {
+            if (strcmp(v, "rtn") && strcmp(v, "gptq"))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--method '%s': must be rtn or gptq", v);
+            a->method = v;
+        } else if (!strcmp(f, "--format")) {
+            if (!strcmp(v, "forge")) a->fmt = FS_FMT_FORGE;
+            else if (!strcmp(v, "gptq")) a->fmt = FS_FMT_GPTQ;
+            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge or gptq", v);
+        } else if (!strcmp(f, "--max-shard-size")) {
+            if ((rc = fs_arg_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
+        } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);
+    }
+    a->q.rtn = strcmp(a->method, "rtn") == 0;
+    a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
+    if (a->resume) return fs_quant_opts_check(ctx, &a->q);   /* the rest comes from the journal */
+    if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
+    if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");
+    if (strcmp(a->method, "rtn") != 0 && !a->calib)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs --calib TOKENS (or use --method rtn)");
+    a->q.rtn = strcmp(a->method, "rtn") == 0;
+    a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
+    return fs_quant_opts_check(ctx, &a->q);
+}
+
+/* Removes the work folder's files (journal, boundaries, lock) and the
+ * folder itself when it is the default one (the run is over). */
+static void clean_work(const char *work, int is_default, const char *out)
+{
+    if (!work[0]) return;
+    char path[4500];
+    fs_rj_remove(work);
+    snprintf(path, sizeof path, "%s/lock", work);
+    unlink(path);
+    if (is_default) {
+        rmdir(work);
+        rmdir(out);                              /* only if this run left it empty */
+    }
+}
+
+/* Pre-flight: the disk of --out (and of --work) must hold the output and three
+ * activation boundaries (the journal's state and the one before it each name
+ * one, and the next is written before the oldest is removed), and two more
+ * when the activations spill.
+ * An obvious shortfall is refused before any work, with the bytes needed. */
+static fs_status preflight_disk(fs_ctx *ctx, qargs *a, const fs_plan *pl)
+{
+    uint64_t out = 0, act3 = 0;
+    const int spill = fs_plan_disk(pl, a->spill > 0, &out, &act3);
+    const char *dirs[2] = {a->out, a->work ? a->work : a->out};
+    uint64_t need[2] = {out + (a->work ? 0 : act3), act3};
+    a->need_out = need[0];
+    a->need_work = a->work ? need[1] : 0;
+    if (a->resume) return FS_OK;                 /* the disk already holds part of the run */
+    for (int i = 0; i < (a->work ? 2 : 1); i++) {
+        char probe[4200], b1[32], b2[32];
+        struct statvfs sv;
+        snprintf(probe, sizeof probe, "%s", dirs[i]);
+        while (statvfs(probe, &sv) != 0) {           /* not created yet: ask its parent */
+            char *slash = strrchr(probe, '/');
+            if (!slash) { snprintf(probe, sizeof probe, "."); continue; }
+            if (slash == probe) { probe[1] = '\0'; if (statvfs(probe, &sv) != 0) return FS_OK; break; }
+            *slash = '\0';
+        }
+        uint64_t avail = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+        if (need[i] > avail)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s: the disk has %s free, this run needs about %s "
+                              "(the output and three activation boundaries%s)", i ? "--work" : "--out", dirs[i],
+                              fs_plan_fmt_bytes(b1, sizeof b1, avail), fs_plan_fmt_bytes(b2, sizeof b2, need[i]),
+                              spill ? ", and two raw files of the spilled activations" : "");
+    }
+    return FS_OK;
+}
+
+/* Is `name` described by the model (a linear weight or another tensor)? */
+static int described(const fs_model *m, const char *name)
+{
+    if (fs_model_linear_of(m, name, NULL)) return 1;
+    for (int i = 0; i < m->nglobal; i++)
+        if (!strcmp(m->global[i].name, name)) return 1;
+    int l = -1;
+    if (sscanf(name, "model.layers.%d.", &l) != 1 || l < 0 || l >= m->nlayers + m->nmtp) return 0;
+    if (m->layers[l].mtp) return 1;
+    for (int i = 0; i < m->layers[l].nother; i++)
+        if (!strcmp(m->layers[l].other[i].name, name)) return 1;
+    return 0;
+}
+
+/* Layer l and everything before it are written: the journal says so. */
+static fs_status commit_layer(fs_ctx *ctx, fs_run_journal *rj, int l)
+{
+    fs_commit_info ci = {l + 1, NULL, 0, 0, 0, NULL};
+    fs_status rc = fs_rj_commit(ctx, rj, &ci);
+    if (rc == FS_OK) fs_crashpoint(ctx, "committed");
+    return rc;
+}
+
+/* --method rtn without calibration: layer by layer from the weights alone,
+ * committed to the journal after each layer like the pipeline. */
+static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_model *m, fs_outckpt *o,
+                     fs_run_journal *rj, int l0)
+{
+    fs_status rc = FS_OK;
+    char name[1100];
+    double t0 = fs_now(), err = 0.0, norm = 0.0;
+    for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)     /* committed with layer 0 */
+        if (fs_ckpt_find(c, m->global[i].name)) rc = fs_out_copy(ctx, o, c, m->global[i].name);
+    for (int l = l0; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (fs_interrupted()) {
+            rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
+            break;
+        }
+        if (L->mtp) {                                   /* copied through, never quantized */
+            char pre[64];
+            int n = 0;
+            snprintf(pre, sizeof pre, "model.layers.%d.", l);
+            for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+                const char *tn = c->entries[k].t->name;
+                if (!strncmp(tn, pre, strlen(pre)) && !fs_ckpt_is_scale(c, tn)) {
+                    rc = fs_out_copy(ctx, o, c, tn);
+                    n++;
+                }
+            }
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer, %d tensors copied unquantized", l + 1,
+                   m->nlayers + m->nmtp, l, n);
+            if (rc == FS_OK) rc = commit_layer(ctx, rj, l);
+            continue;
+        }
+        double le = 0.0, ln = 0.0;
+        for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
+            const fs_mlinear *x = &L->lin[i];
+            float *W = NULL;
+            fs_layer_result r;
+            snprintf(name, sizeof name, "%s.weight", x->name);
+            if (a->experts_only && x->expert < 0) {     /* kept as the checkpoint has it */
+                rc = fs_out_copy(ctx, o, c, name);
+                continue;
+            }
+            rc = fs_ckpt_read_f32(ctx, c, name, &W);
+            if (rc == FS_OK) rc = fs_layer_quantize(ctx, W, NULL, NULL, x->out, x->in, &a->q, &r);
+            fs_crashpoint(ctx, "gptq");
+            if (rc == FS_OK) {
+                double wn = 0.0;
+                for (int64_t k = 0; k < x->out * x->in; k++) wn += (double)W[k] * W[k];
+                le += r.rtn_loss;
+                ln += wn;
+                rc = fs_out_add_linear(ctx, o, x->name, &r);
+                fs_layer_result_free(&r);
+            }
+            free(W);
+        }
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)
+            if (fs_ckpt_find(c, L->other[i].name)) rc = fs_out_copy(ctx, o, c, L->other[i].name);
+        err += le;
+        norm += ln;
+        if (rc == FS_OK)
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: %d linears%s, relative weight error %.3e, %.1f s", l + 1,
+                   m->nlayers + m->nmtp, l, L->nlin, L->moe ? " (MoE)" : "", ln > 0 ? le / ln : 0.0,
+                   fs_now() - t0);
+        if (rc == FS_OK) rc = commit_layer(ctx, rj, l);
+    }
+    /* tensors the description does not name: copied unchanged, and said */
+    for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+        const char *tn = c->entries[k].t->name;
+        if (described(m, tn) || fs_ckpt_is_scale(c, tn)) continue;
+        fs_log(ctx, "warning: '%s' is not part of the %s description: copied unchanged", tn, m->family);
+        rc = fs_out_copy(ctx, o, c, tn);
+    }
+    if (rc == FS_OK)
+        fs_log(ctx, "done: relative weight error %.3e over all linears, %.1f s", norm > 0 ? err / norm : 0.0,
+               fs_now() - t0);
+    return rc;
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    int lock_fd = -1;                            /* the work folder's lock, held to the end */
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    fs_crash crash;
+    qargs a = {0};
+    int help = 0, code = FS_EXIT_USAGE, journal_live = 0, total = 0;
+    fs_ckpt *c = NULL;
+    fs_model *m = NULL;
+    fs_outckpt *o = NULL;
+    fs_run_journal rj;
+    memset(&rj, 0, sizeof rj);
+    char model_abs[PATH_MAX], out_abs[PATH_MAX], calib_abs[PATH_MAX], act[4400] = "";
+    int start_layer = 0;
+    fs_status rc = quantize_parse(&ctx, argc, argv, &a, &help);
+    if (rc == FS_OK && help) {
+        fputs(usage, stdout);
+        fputs(fs_quant_flags_help, stdout);
+        return FS_EXIT_OK;
+    }
+    int hook = rc == FS_OK ? fs_crash_from_env(&ctx, &crash) : 0;
+    if (hook < 0) rc = ctx.err;
+    else if (hook > 0) ctx.crash = &crash;
+    if (rc == FS_OK && a.resume) rc = quantize_resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
+    if (rc == FS_OK && a.finished) return FS_EXIT_OK;
+    if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
+    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
+    if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
+    if (rc == FS_OK && !c->config)
+        rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
+    if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
+    if (rc == FS_OK) rc = fs_model_check(&ctx, m, c);
+    if (rc == FS_OK && a.experts_only && m->experts == 0)
+        rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--quantize-experts-only: %s (%s) has no routed experts", a.model,
+                        m->model_type);
+    if (rc == FS_OK) total = m->nlayers + m->nmtp;
+    /* calibration: every input check before the output folder is touched */
+    fs_fwd fw = {0};
+    fs_tokens tk = {0};
+    uint32_t *ids = NULL;
+    if (rc == FS_OK && a.calib) {
+        rc = fs_fwd_init(&ctx, c->config, m, &fw);
+        if (rc == FS_OK && a.seq_len > fw.max_pos)
+            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--seq-len %lld exceeds max_position_embeddings %lld of %s",
+                            (long long)a.seq_len, (long long)fw.max_pos, a.model);
+        if (rc == FS_OK) rc = fs_tokens_load(&ctx, a.calib, &tk);
+        if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, a.calib, m->vocab);
+        if (rc == FS_OK) rc = fs_calib_windows(&ctx, &tk, a.calib, a.samples, a.seq_len, a.seed, &ids);
+        /* the memory plan: refuse a budget that cannot hold the largest layer */
+        fs_plan pl;
+        fs_plan_opts po;
+        fs_plan_opts_default(&po);
+        po.samples = a.samples;
+        po.seq_len = a.seq_len;
+        po.act_bytes = a.act_f32 ? 4 : 2;  /* calibration activations: bf16 by default, f32 on request */
+        po.host_mem = a.host_mem;
+        po.bits = a.q.bits;
+        po.group_size = a.q.group_size;
+        po.batch_tokens = a.batch_tokens;
+        if (rc == FS_OK && (rc = fs_plan_compute(&ctx, m, c, &po, &pl)) == FS_OK) {
+            /* the batch the budget allows (a resume takes the journal's instead) */
+            rj.batch_tokens = a.batch_tokens;
+            for (int l = 0; l < pl.nlayers; l++)
+                if (pl.layers[l].batch_tokens > 0 && pl.layers[l].batch_tokens < rj.batch_tokens)
+                    rj.batch_tokens = pl.layers[l].batch_tokens;
+            rc = preflight_disk(&ctx, &a, &pl);
+            int64_t w = 0;                            /* the smallest wave the budget needs */
+            for (int l = 0; l < pl.nlayers; l++)
+                if (pl.layers[l].waves > 1 && (w == 0 || pl.layers[l].experts_per_wave < w))
+                    w = pl.layers[l].experts_per_wave;
+            if (a.experts_per_wave == 0) a.experts_per_wave = w;
+            int need = 0;                             /* a layer whose boundary the budget cannot hold */
+            for (int l = 0; l < pl.nlayers; l++) need |= pl.layers[l].spilled;
+            char b1[32], b2[32];
+            fs_plan_fmt_bytes(b1, sizeof b1, pl.nlayers ? pl.layers[0].act_bytes : 0);
+            fs_plan_fmt_bytes(b2, sizeof b2, pl.opts.host_mem);
+            if (rc == FS_OK && need && a.spill < 0)
+                rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "the calibration activations (%s per layer boundary) do not fit "
+                                "the host budget (%s) and --spill never was given: lower --samples or --seq-len, "
+                                "raise --host-mem, or let them spill to the work folder", b1, b2);
+            if (rc == FS_OK && need && a.spill == 0) {
+                fs_log(&ctx, "the calibration activations (%s per layer boundary) do not fit the host budget (%s): "
+                       "they spill to the work folder", b1, b2);
+                a.spill = 1;
+            }
+            fs_plan_free(&pl);
+        }
+    }
+    fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
+    rj.rep = &rep;
+    rj.m = m;
+    rj.calibrated = a.calib != NULL;
+    if (rc == FS_OK && a.resume) {
+        /* everything committed is checked; a damaged file restarts the run from layer 0 */
+        rc = fs_rj_restore(&ctx, &rj, c, a.calib, ids, (size_t)(a.samples * a.seq_len), a.out, a.max_shard, a.fmt,
+                           &a.q, &rep, &o, &start_layer, act, sizeof act);
+        journal_live = rc == FS_OK;
+    } else if (rc == FS_OK) {
+        /* a new run: the work folder is locked before anything is written (the
+         * default one lives inside --out, which must be empty anyway) */
+        if (a.work) {
+            if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
+                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
+            if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
+            char jp[4400];
+            snprintf(jp, sizeof jp, "%s/%s", a.work, FS_JOURNAL_NAME);
+            if (rc == FS_OK && access(jp, F_OK) == 0 && !a.overwrite)
+                rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--work %s holds an unfinished run (%s): continue it with "
+                                "'forge-stream --resume --work %s', or pass --overwrite to start over", a.work,
+                                FS_JOURNAL_NAME, a.work);
+        }
+        char dj[4400];                           /* the same command again after a crash */
+        snprintf(dj, sizeof dj, "%s/.forge-work/%s", a.out, FS_JOURNAL_NAME);
+        if (rc == FS_OK && !a.work && !a.overwrite && access(dj, F_OK) == 0)
+            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--out %s holds an unfinished run: continue it with 'forge-stream "
+                            "--resume --work %s/.forge-work' (every option comes from its journal), or pass "
+                            "--overwrite to start over", a.out, a.out);
+        if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
+        if (rc == FS_OK) {
+            snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);
+            if (!a.work) strncat(rj.work, "/.forge-work", sizeof rj.work - strlen(rj.work) - 1);
+            if (lock_fd < 0 && mkdir(rj.work, 0755) != 0 && errno != EEXIST)
+                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", rj.work, strerror(errno));
+            if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, rj.work, &lock_fd);   /* one run per folder */
+            if (rc == FS_OK) fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
+            if (rc == FS_OK) {                       /* the flags first: a bare --resume can start over */
+                json_t *st = json_pack("{s:s, s:i, s:o}", "format", "forge-stream-start", "version", 1, "argv",
+                                       quantize_argv_json(argc, argv, &a));
+                char *text = st ? json_dumps(st, JSON_COMPACT) : NULL, sp[4400];
+                snprintf(sp, sizeof sp, "%s/%s", rj.work, START_NAME);
+                rc = text ? fs_write_atomic(&ctx, sp, text, strlen(text)) : fs_ctx_err(&ctx, FS_ERR_NOMEM, "%s", sp);
+                free(text);
+                json_decref(st);
+            }
+            if (rc == FS_OK) {
+                fs_out_journal(o);
+                rj.o = o;
+                rc = fs_rj_create(&ctx, &rj, quantize_argv_json(argc, argv, &a), quantize_config_json(&a), fs_backend_name(ctx.be), c,
+                                  a.calib, ids, (size_t)(a.samples * a.seq_len));
+                journal_live = rc == FS_OK;
+            }
+        }
+    }
+    if (rc != FS_OK) { fs_fwd_free(&fw); fs_tokens_free(&tk); free(ids); goto out; }
+    code = FS_EXIT_RUNTIME;
+    fs_log(&ctx, "%s %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s",
+           a.resume ? "resume" : "quantize", a.model, m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out,
+           a.q.rtn ? "rtn" : "gptq", a.q.bits, (long long)a.q.group_size, a.q.sym ? "sym" : "asym",
+           a.q.act_order ? " act-order" : "", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+    fs_signals_install();                        /* SIGINT/SIGTERM: stop between linears */
+    if (a.calib) {
+        fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,
+               (long long)a.seq_len, a.calib, (unsigned long long)a.seed, rj.work, FS_JOURNAL_NAME);
+        fs_pipe_opts po = {.q = a.q, .act_f32 = a.act_f32, .batch_tokens = rj.batch_tokens, .work = rj.work, .spill = a.spill > 0, .experts_only = a.experts_only,
+                           .expert_policy = a.policy, .min_expert_tokens = a.min_expert_tokens,
+                           .experts_per_wave = a.experts_per_wave, .moe_report = &rep, .start_layer = start_layer,
+                           .start_act = act[0] ? act : NULL, .commit_prep = fs_rj_commit_prep,
+                           .commit = fs_rj_commit, .snap_free = fs_rj_snap_free, .commit_arg = &rj};
+        po.q.loss_f32 = 1;                       /* logs only: estimated (exact losses would triple the time) */
+        double tw = fs_now();
+        rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
+        if (rc == FS_OK && !fs_rj_sealed(&rj)) {
+            if (start_layer < total) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+            if (rc == FS_OK) rc = fs_rj_seal(&ctx, &rj);
+        }
+        if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);
+        fs_trace_free(po.trace);
+    } else if (!fs_rj_sealed(&rj)) {
+        rc = run(&ctx, &a, c, m, o, &rj, start_layer);
+        if (rc == FS_OK) rc = fs_rj_seal(&ctx, &rj);
+    }
+    fs_fwd_free(&fw);
+    fs_tokens_free(&tk);
+    free(ids);
+    json_t *extra = json_pack("{s:s, s:s?, s:I, s:I}", "method", a.q.rtn ? "rtn" : "gptq",
+                              "calibration", a.calib, "samples", (json_int_t)(a.calib ? a.samples : 0),
+                              "seq_len", (json_int_t)(a.calib ? a.seq_len : 0));
+    if (rc == FS_OK && a.experts_only) {             /* what loaders must leave unquantized */
+        json_t *dyn = json_object();
+        char re[2400];
+        for (int l = 0; dyn && l < m->nlayers; l++)
+            for (int i = 0; dyn && i < m->layers[l].nlin; i++) {
+                if (m->layers[l].lin[i].expert >= 0) continue;
+                /* "-:^parent\.[^.]+$" for the module holding the linear, dots escaped:
+                 * vLLM's and GPTQModel's `dynamic` exclusion, which also covers the
+                 * fused names loaders build there (qkv_proj, gate_up_proj, ...) */
+                const char *name = m->layers[l].lin[i].name, *last = strrchr(name, '.');
+                size_t k = (size_t)snprintf(re, sizeof re, "-:^");
+                for (const char *q = name; q < last && k < sizeof re - 16; q++) {
+                    if (*q == '.') re[k++] = '\\';
+                    re[k++] = *q;
+                }
+                snprintf(re + k, sizeof re - k, "\\.[^.]+$");
+                if (json_object_set_new(dyn, re, json_object())) { json_decref(dyn); dyn = NULL; }
+            }
+        if (!dyn || !extra || json_object_set_new(extra, "quantize_experts_only", json_true())) {
+            json_decref(dyn);
+            rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "quantization_config");
+        } else if (json_object_set_new(extra, "dynamic", dyn)) {      /* (takes dyn either way) */
+            rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "quantization_config");
+        }
+    }
+    if (rc == FS_OK && a.calib && m->experts > 0) {   /* per-layer expert counts and the policy */
+        json_t *mj = fs_moe_report_json(&rep, m);
+        if (!mj || !extra || json_object_update(extra, mj)) rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "expert report");
+        json_decref(mj);
+    }
+    if (rc == FS_OK) {
+        rc = fs_out_finish(&ctx, o, c->config, c->dir, extra);
+        o = NULL;
+    }
+    json_decref(extra);
+    if (rc == FS_OK) {
+        code = FS_EXIT_OK;
+        if (journal_live) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
+    }
+out:
+    fs_moe_report_free(&rep);
+    if (journal_live) fs_out_detach(o);          /* kept for --resume */
+    else fs_out_abort(o);                        /* removes staged and partial shards */
+    fs_crash_report(&ctx);
+    if (rc == FS_ERR_ABORTED) {
+        fprintf(stderr, "forge-stream: %s: stopped cleanly.\n", ctx.errmsg);
+        if (journal_live) quantize_resume_hint(&a, &rj, 0);
+        else fprintf(stderr, "forge-stream: %s holds no finished checkpoint; run the same command again.\n", a.out);
+        code = 128 + fs_interrupted();           /* 130 for SIGINT, 143 for SIGTERM */
+    } else if (rc != FS_OK) {
+        fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
+        else code = FS_EXIT_RUNTIME;                 /* I/O, memory, CUDA: the machine, not the input */
+        int space = strstr(ctx.errmsg, "o space left") || strstr(ctx.errmsg, "too large") ||
+                    strstr(ctx.errmsg, "quota") || strstr(ctx.errmsg, "No space");
+        if (journal_live) quantize_resume_hint(&a, &rj, space);
+    }
+    if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
+    if (lock_fd >= 0) close(lock_fd);
+    fs_rj_free(&rj);
+    fs_model_free(m);
+    fs_ckpt_close(c);
+    fs_backend_free(ctx.be);
+    return code;
+}

@@ -1,0 +1,151 @@
+/* qread.c: decoding quantized linears of forge and gptq checkpoints (qread.h).
+ * Every shape, dtype and group index is checked against the others before a
+ * byte is decoded: a checkpoint is outside data. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/formats/pack.h"
+#include "src/formats/qread.h"
+
+fs_status fs_qinfo_from_config(fs_ctx *ctx, const void *config, fs_qinfo *qi)
+{
+    memset(qi, 0, sizeof *qi);
+    json_t *qc = config ? json_object_get((const json_t *)config, "quantization_config") : NULL;
+    json_t *m = qc ? json_object_get(qc, "quant_method") : NULL;
+    if (!json_is_string(m)) return FS_OK;
+    const char *meth = json_string_value(m);
+    if (strcmp(meth, "forge") && strcmp(meth, "gptq")) return FS_OK;
+    qi->quantized = 1;
+    qi->fmt = strcmp(meth, "gptq") ? FS_FMT_FORGE : FS_FMT_GPTQ;
+    json_t *b = json_object_get(qc, "bits"), *g = json_object_get(qc, "group_size");
+    if (!json_is_integer(b) || !json_is_integer(g))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: quantization_config needs integer bits and group_size");
+    qi->bits = (int)json_integer_value(b);
+    qi->group_size = json_integer_value(g);
+    if ((qi->bits != 2 && qi->bits != 3 && qi->bits != 4 && qi->bits != 8) ||
+        (qi->group_size != -1 && (qi->group_size <= 0 || qi->group_size > (1ll << 30))))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: quantization_config bits %d / group_size %lld unsupported",
+                          qi->bits, (long long)qi->group_size);
+    qi->sym = json_is_true(json_object_get(qc, "sym"));
+    qi->act_order = json_is_true(json_object_get(qc, qi->fmt == FS_FMT_GPTQ ? "desc_act" : "act_order"));
+    qi->static_groups = json_is_true(json_object_get(qc, "static_groups"));
+    return FS_OK;
+}
+
+static const fs_ckpt_entry *part(const fs_ckpt *c, const char *base, const char *suffix)
+{
+    char name[1100];
+    snprintf(name, sizeof name, "%s.%s", base, suffix);
+    return fs_ckpt_find(c, name);
+}
+
+int fs_qread_is_quantized(const fs_ckpt *c, const char *base)
+{
+    return part(c, base, "qweight") != NULL;
+}
+
+static fs_status need(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, const char *base,
+                      const char *suffix, fs_dtype dt, int ndim, int64_t d0, int64_t d1)
+{
+    if (!e) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: quantized linear '%s' has no '%s.%s'", c->dir, base, base, suffix);
+    const fs_st_tensor *t = e->t;
+    if (t->dtype != dt || t->ndim != ndim || (d0 >= 0 && t->shape[0] != d0) ||
+        (ndim > 1 && d1 >= 0 && t->shape[1] != d1))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s' is %s of %d dims [%lld, %lld], expected %s [%lld, %lld]",
+                          c->shard_names[e->shard], t->name, fs_dtype_name(t->dtype), t->ndim,
+                          (long long)(t->ndim > 0 ? t->shape[0] : 0), (long long)(t->ndim > 1 ? t->shape[1] : 0),
+                          fs_dtype_name(dt), (long long)d0, (long long)d1);
+    return FS_OK;
+}
+
+static fs_status read_part(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, void **out)
+{
+    *out = malloc(e->t->nbytes ? (size_t)e->t->nbytes : 1);
+    if (!*out) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", e->t->name);
+    fs_status rc = fs_ckpt_read_raw(ctx, c, e, *out);
+    if (rc != FS_OK) { free(*out); *out = NULL; }
+    return rc;
+}
+
+static fs_status check_gidx(fs_ctx *ctx, const int32_t *g, int64_t in, int64_t ng, const char *name)
+{
+    for (int64_t i = 0; i < in; i++)
+        if (g[i] < 0 || g[i] >= ng)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "'%s': g_idx[%lld] = %d is not a group (0..%lld)",
+                              name, (long long)i, g[i], (long long)(ng - 1));
+    return FS_OK;
+}
+
+fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base,
+                          float **W, int64_t *out, int64_t *in)
+{
+    char name[1100];
+    *W = NULL;
+    const fs_ckpt_entry *qw = part(c, base, "qweight");
+    if (!qw) {
+        snprintf(name, sizeof name, "%s.weight", base);
+        const fs_ckpt_entry *e = fs_ckpt_find(c, name);
+        if (!e || e->t->ndim != 2)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no 2-D '%s' nor '%s.qweight'", c->dir, name, base);
+        *out = e->t->shape[0];
+        *in = e->t->shape[1];
+        return fs_ckpt_read_f32(ctx, c, name, W);
+    }
+    if (!qi->quantized)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.qweight' but config.json has no forge/gptq quantization_config",
+                          c->dir, base);
+    const int bits = qi->bits;
+    void *a = NULL, *b = NULL, *s = NULL, *g = NULL;
+    fs_status rc;
+    const fs_ckpt_entry *ge = part(c, base, "g_idx");
+    if (qi->fmt == FS_FMT_FORGE) {
+        const fs_ckpt_entry *qm = part(c, base, "qmeta");
+        snprintf(name, sizeof name, "in_features:%s.qweight", base);
+        const char *inf = fs_st_meta(c->shards[qw->shard], name);
+        char *end = NULL;
+        long long n = inf ? strtoll(inf, &end, 10) : 0;
+        if (!inf || *end || n < 1 || n > (1ll << 32))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no valid in_features for '%s.qweight' in its metadata",
+                              c->shard_names[qw->shard], base);
+        *in = n;
+        *out = qw->t->ndim == 2 ? qw->t->shape[0] : 0;
+        const int64_t ng = fs_ngroups(n, qi->group_size);
+        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_U8, 2, -1, fs_forge_row_bytes(bits, n))) ||
+            (rc = need(ctx, c, qm, base, "qmeta", FS_DT_U8, 3, *out, ng)) ||
+            (qm->t->shape[2] != 4 && (rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "'%s.qmeta': last dim is not 4", base))) ||
+            (ge && (rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, n, 0))))
+            return rc;
+        if ((rc = read_part(ctx, c, qw, &a)) || (rc = read_part(ctx, c, qm, &b)) ||
+            (ge && (rc = read_part(ctx, c, ge, &g))))
+            goto out;
+        int32_t *gi = g ? g : fs_alloc2((size_t)n, sizeof(int32_t));
+        if (!gi) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "g_idx"); goto out; }
+        if (!g) { g = gi; fs_group_index(n, fs_group_width(n, qi->group_size), NULL, 1, gi); }
+        if ((rc = check_gidx(ctx, gi, n, ng, base))) goto out;
+        if (!(*W = fs_alloc2((size_t)(*out * n), sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
+        fs_forge_decode(a, b, gi, *out, n, ng, bits, *W);
+    } else {
+        const fs_ckpt_entry *qz = part(c, base, "qzeros"), *sc = part(c, base, "scales");
+        if ((rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, -1, 0)) ||
+            (rc = need(ctx, c, sc, base, "scales", FS_DT_F16, 2, -1, -1)))
+            return rc;
+        const int64_t n = ge->t->shape[0], ng = sc->t->shape[0], o = sc->t->shape[1];
+        *in = n;
+        *out = o;
+        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_I32, 2, fs_gptq_qweight_rows(bits, n), o)) ||
+            (rc = need(ctx, c, qz, base, "qzeros", FS_DT_I32, 2, ng, fs_gptq_qzeros_cols(bits, o))))
+            return rc;
+        if ((rc = read_part(ctx, c, qw, &a)) || (rc = read_part(ctx, c, qz, &b)) ||
+            (rc = read_part(ctx, c, sc, &s)) || (rc = read_part(ctx, c, ge, &g)))
+            goto out;
+        if ((rc = check_gidx(ctx, g, n, ng, base))) goto out;
+        if (!(*W = fs_alloc2((size_t)(o * n), sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
+        fs_gptq_decode(a, b, s, g, o, n, ng, bits, *W);
+    }
+out:
+    free(a); free(b); free(s); free(g);
+    if (rc != FS_OK) { free(*W); *W = NULL; }
+    return rc;
+}

@@ -1,0 +1,38 @@
+/* qread.h: reading quantized linears back from a checkpoint written in the
+ * forge or gptq format (outckpt.h), and plain ones: the decoder used by
+ * inspect --dequant, the eval of later issues and the tests.  The decoded
+ * weight equals the solver's dequant bit for bit. */
+#ifndef FS_QREAD_H
+#define FS_QREAD_H
+
+#include "src/formats/outckpt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fs_qinfo {
+    int quantized;           /* quant_method forge or gptq */
+    fs_format fmt;
+    int bits;
+    int64_t group_size;
+    int sym, act_order, static_groups;
+} fs_qinfo;
+
+/* From config.json's quantization_config (json_t *, may be NULL): quantized = 0
+ * for none or another method (e.g. fp8).  FS_ERR_FORMAT for a forge/gptq
+ * config with bad fields. */
+fs_status fs_qinfo_from_config(fs_ctx *ctx, const void *config, fs_qinfo *qi);
+/* 1 if `base` is stored quantized in c (base + ".qweight" exists). */
+int fs_qread_is_quantized(const fs_ckpt *c, const char *base);
+/* The weight of linear `base` as f32 [*out, *in] (*W malloc'ed): decoded from
+ * forge/gptq tensors, or read from base + ".weight" (FP8 dequantized).
+ * FS_ERR_FORMAT naming the tensor for any inconsistent shape, dtype or index. */
+fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base,
+                          float **W, int64_t *out, int64_t *in);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

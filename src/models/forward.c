@@ -1,0 +1,527 @@
+/* forward.c: the decoder forward on the CPU (forward.h; the MoE block in moe.c), the reference
+ * the CUDA forward and the pipeline are checked against.
+ *
+ * Invariants:
+ *  1. Math in f32, reductions of norms and softmax in f32 as transformers does;
+ *     the per-token NLL of eval is accumulated in double.
+ *  2. RoPE is half-split ("rotate half") on the whole head, positions 0..T-1 per
+ *     sequence; cos/sin from inv_freq after rope scaling, times attn_factor.
+ *  3. GQA: query head h reads key/value head h / (nh / nkv).
+ *  4. Attention runs per (sequence, head) on OpenMP threads, each with a
+ *     single-threaded BLAS (the BLAS thread count is restored afterwards).
+ *  5. DeepSeek (MLA, its routing) is set up here (ds_init) and computed in
+ *     mla.c / moe.c.
+ */
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "src/models/forward.h"
+#include "src/models/mla.h"
+#include "src/models/moe.h"
+
+void fs_fwd_free(fs_fwd *f)
+{
+    free(f->inv_freq);
+    f->inv_freq = NULL;
+}
+
+static double jnum(const json_t *o, const char *k, double def)
+{
+    json_t *v = o ? json_object_get(o, k) : NULL;
+    return json_is_number(v) ? json_number_value(v) : def;
+}
+
+/* inv_freq with the rope_scaling of config.json (ARCHITECTURES.md §2.4). */
+static fs_status rope_init(fs_ctx *ctx, const json_t *cfg, fs_fwd *f)
+{
+    const json_t *rs = json_object_get(cfg, "rope_scaling");
+    if (!rs || json_is_null(rs)) rs = json_object_get(cfg, "rope_parameters");
+    if (rs && json_is_null(rs)) rs = NULL;
+    double theta = jnum(cfg, "rope_theta", jnum(rs, "rope_theta", 10000.0));
+    const char *type = "default";
+    if (rs) {
+        json_t *t = json_object_get(rs, "rope_type");
+        if (!json_is_string(t)) t = json_object_get(rs, "type");
+        if (json_is_string(t)) type = json_string_value(t);
+    }
+    const int64_t d = f->hd, half = d / 2;
+    f->inv_freq = malloc(sizeof(float) * (size_t)(half ? half : 1));
+    if (!f->inv_freq) return fs_ctx_err(ctx, FS_ERR_NOMEM, "rope");
+    f->attn_factor = 1.0f;
+    double factor = jnum(rs, "factor", 1.0);
+    for (int64_t i = 0; i < half; i++) {
+        double inv = 1.0 / pow(theta, (double)(2 * i) / (double)d);
+        if (!strcmp(type, "default") || !strcmp(type, "dynamic")) {
+            /* dynamic (NTK) equals default up to max_position_embeddings */
+        } else if (!strcmp(type, "linear")) {
+            inv /= factor;
+        } else if (!strcmp(type, "llama3")) {
+            double lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0);
+            double L = jnum(rs, "original_max_position_embeddings", 8192.0);
+            double wl = 2.0 * M_PI / inv;
+            if (wl < L / hi) {
+            } else if (wl > L / lo) {
+                inv /= factor;
+            } else {
+                double s = (L / wl - lo) / (hi - lo);
+                inv = (1 - s) * inv / factor + s * inv;
+            }
+        } else if (!strcmp(type, "yarn")) {
+            double orig = jnum(rs, "original_max_position_embeddings", (double)f->max_pos / factor);
+            double bf = jnum(rs, "beta_fast", 32.0), bs = jnum(rs, "beta_slow", 1.0);
+            double cd_f = d * log(orig / (2 * M_PI * bf)) / (2 * log(theta));
+            double cd_s = d * log(orig / (2 * M_PI * bs)) / (2 * log(theta));
+            json_t *tr = json_object_get(rs, "truncate");
+            double lo = json_is_false(tr) ? cd_f : floor(cd_f), hi = json_is_false(tr) ? cd_s : ceil(cd_s);
+            if (lo < 0) lo = 0;
+            if (hi > d - 1) hi = d - 1;
+            if (lo == hi) hi += 0.001;
+            double r = ((double)i - lo) / (hi - lo);
+            r = r < 0 ? 0 : (r > 1 ? 1 : r);
+            inv = inv * (1 - r) + inv / factor * r;
+        } else {
+            return fs_ctx_err(ctx, FS_ERR_FORMAT,
+                              "config.json: rope_scaling type '%s' is not supported (default, linear, "
+                              "dynamic, llama3, yarn)", type);
+        }
+        f->inv_freq[i] = (float)inv;
+    }
+    if (!strcmp(type, "yarn")) {
+        double m = jnum(rs, "mscale", 0.0), mad = jnum(rs, "mscale_all_dim", 0.0);
+        json_t *af = json_object_get(rs, "attention_factor");
+#define YARN_M(s, mm) ((s) <= 1 ? 1.0 : 0.1 * (mm) * log(s) + 1.0)
+        if (json_is_number(af)) f->attn_factor = (float)json_number_value(af);
+        else if (m != 0 && mad != 0) f->attn_factor = (float)(YARN_M(factor, m) / YARN_M(factor, mad));
+        else f->attn_factor = (float)YARN_M(factor, 1.0);
+#undef YARN_M
+    }
+    return FS_OK;
+}
+
+/* YaRN's M(s, m) (ARCHITECTURES.md §2.4). */
+static double yarn_m(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
+
+/* deepseek_v2 / deepseek_v3 (kimi_k2): MLA sizes, softmax scale, routing (§5). */
+static fs_status ds_init(fs_ctx *ctx, const json_t *cfg, const fs_model *m, fs_fwd *f)
+{
+    json_t *act = json_object_get(cfg, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
+    const int v3 = !strcmp(m->family, "deepseek_v3");
+    f->mla = 1;
+    f->H = m->hidden;
+    f->V = m->vocab;
+    f->tied = m->tied;
+    f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
+    f->nkv = f->nh;
+    f->qr = (int64_t)jnum(cfg, "q_lora_rank", 0);
+    f->kvr = (int64_t)jnum(cfg, "kv_lora_rank", 0);
+    f->nope = (int64_t)jnum(cfg, "qk_nope_head_dim", 0);
+    f->rope = (int64_t)jnum(cfg, "qk_rope_head_dim", 0);
+    f->vh = (int64_t)jnum(cfg, "v_head_dim", 0);
+    f->hd = f->rope;
+    f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
+    f->mla_eps = 1e-6f;                       /* q_a/kv_a_layernorm: class default, §2.1 */
+    f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
+    f->interleave = !json_is_false(json_object_get(cfg, "rope_interleave"));
+    if (f->nh < 1 || f->kvr < 1 || f->vh < 1 || f->rope < 2 || f->rope % 2)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, kv_lora_rank %lld, v_head_dim %lld, "
+                          "qk_rope_head_dim %lld: unusable", (long long)f->nh, (long long)f->kvr,
+                          (long long)f->vh, (long long)f->rope);
+    for (int l = 0; l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        const int g0 = f->qr ? 5 : 4;
+        if (L->nlin < g0 + 3 && !L->moe)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears", l, L->nlin);
+        if (!L->moe && !f->inter) f->inter = L->lin[g0].out;
+        if (L->moe && !f->E) {
+            f->E = m->experts;
+            f->topk = m->top_k;
+            int e0 = L->nlin - 3 * m->experts;
+            if (e0 != g0 && e0 != g0 + 3)
+                return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears for %d experts", l,
+                                  L->nlin, m->experts);
+            f->Ie = L->lin[e0].out;
+            f->Is = e0 == g0 + 3 ? L->lin[g0].out : 0;
+        }
+    }
+    f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
+    if (f->Is > f->ffn_max) f->ffn_max = f->Is;
+    f->route = v3 ? FS_ROUTE_DS_SIGMOID : FS_ROUTE_DS_SOFTMAX;
+    f->rsf = (float)jnum(cfg, "routed_scaling_factor", v3 ? 2.5 : 1.0);
+    f->norm_topk = v3 ? !json_is_false(json_object_get(cfg, "norm_topk_prob")) : 0;   /* v2: never (§5.5) */
+    json_t *tm = json_object_get(cfg, "topk_method"), *sf = json_object_get(cfg, "scoring_func");
+    const char *method = json_is_string(tm) ? json_string_value(tm) : (v3 ? "noaux_tc" : "greedy");
+    const char *score = json_is_string(sf) ? json_string_value(sf) : (v3 ? "sigmoid" : "softmax");
+    if (f->E) {
+        if (v3 ? (strcmp(method, "noaux_tc") || strcmp(score, "sigmoid"))
+               : ((strcmp(method, "greedy") && strcmp(method, "group_limited_greedy")) || strcmp(score, "softmax")))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %s with topk_method '%s' and scoring_func '%s' "
+                              "is not supported (deepseek_v3: noaux_tc + sigmoid; deepseek_v2: greedy or "
+                              "group_limited_greedy + softmax)", m->model_type, method, score);
+        int grouped = v3 || !strcmp(method, "group_limited_greedy");
+        f->group_max = !v3;
+        f->n_group = grouped ? (int64_t)jnum(cfg, "n_group", 1) : 1;
+        f->topk_group = grouped ? (int64_t)jnum(cfg, "topk_group", 1) : 1;
+        if (f->n_group < 1) f->n_group = 1;
+        if (f->n_group == 1) f->topk_group = 1;
+        if (f->topk < 1 || f->topk > f->E || f->E % f->n_group || f->topk_group < 1 || f->topk_group > f->n_group ||
+            f->topk_group * (f->E / f->n_group) < f->topk || (v3 && f->n_group > 1 && f->E / f->n_group < 2))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld experts, top-%lld, n_group %lld, topk_group "
+                              "%lld: unusable", (long long)f->E, (long long)f->topk, (long long)f->n_group,
+                              (long long)f->topk_group);
+    }
+    fs_status rc = rope_init(ctx, cfg, f);
+    if (rc != FS_OK) return rc;
+    /* softmax scale (§5.4): qk^-0.5, times M(factor, mscale_all_dim)^2 under yarn */
+    const json_t *rs = json_object_get(cfg, "rope_scaling");
+    if (!rs || json_is_null(rs)) rs = json_object_get(cfg, "rope_parameters");
+    if (rs && json_is_null(rs)) rs = NULL;
+    json_t *t = rs ? json_object_get(rs, "rope_type") : NULL;
+    if (rs && !json_is_string(t)) t = json_object_get(rs, "type");
+    double scale = 1.0 / sqrt((double)(f->nope + f->rope));
+    double mad = jnum(rs, "mscale_all_dim", 0.0);
+    if (json_is_string(t) && !strcmp(json_string_value(t), "yarn") && mad != 0) {
+        double factor = jnum(rs, "factor", 1.0), mm = yarn_m(factor, mad);
+        scale *= mm * mm;
+    }
+    f->mla_scale = (float)scale;
+    return FS_OK;
+}
+
+fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f)
+{
+    const json_t *cfg = config;
+    memset(f, 0, sizeof *f);
+    const char *fam = m->family;
+    if (!strncmp(fam, "deepseek", 8)) return ds_init(ctx, cfg, m, f);
+    int llama = !strcmp(fam, "llama"), mistral = !strcmp(fam, "mistral");
+    int qwen2 = !strcmp(fam, "qwen2"), qwen3 = !strcmp(fam, "qwen3");
+    int mixtral = !strcmp(fam, "mixtral"), q2m = !strcmp(fam, "qwen2_moe"), q3m = !strcmp(fam, "qwen3_moe");
+    if (!llama && !mistral && !qwen2 && !qwen3 && !mixtral && !q2m && !q3m)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: no forward for this family", m->model_type);
+    json_t *act = json_object_get(cfg, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
+    const fs_mlayer *L0 = &m->layers[0];
+    f->H = m->hidden;
+    f->V = m->vocab;
+    f->tied = m->tied;
+    f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
+    f->nkv = (int64_t)jnum(cfg, "num_key_value_heads", (double)f->nh);
+    f->hd = f->nh > 0 ? L0->lin[FS_Q].out / f->nh : 0;
+    f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
+    f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
+    f->qkv_bias = L0->lin[FS_Q].bias;
+    f->o_bias = L0->lin[FS_O].bias;
+    f->qk_norm = qwen3 || q3m;
+    /* widths: the dense MLP of the first dense layer, the experts and shared
+     * expert of the first MoE layer */
+    for (int l = 0; l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (!L->moe && !f->inter) { f->inter = L->lin[FS_G].out; f->mlp_bias = L->lin[FS_G].bias; }
+        if (L->moe && !f->E) {
+            f->E = m->experts;
+            f->topk = m->top_k;
+            int e0 = L->nlin - 3 * m->experts;
+            if (e0 != 4 && e0 != 7)
+                return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears for %d experts", l,
+                                  L->nlin, m->experts);
+            f->Ie = L->lin[e0].out;
+            f->Is = e0 == 7 ? L->lin[FS_G].out : 0;
+        }
+    }
+    f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
+    if (f->Is > f->ffn_max) f->ffn_max = f->Is;
+    if (f->E) {
+        json_t *nt = json_object_get(cfg, "norm_topk_prob");
+        f->norm_topk = mixtral || json_is_true(nt);
+        if (f->topk < 1 || f->topk > f->E)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: num_experts_per_tok %lld with %lld experts",
+                              (long long)f->topk, (long long)f->E);
+    }
+    if (f->nh < 1 || f->nkv < 1 || f->nh % f->nkv || f->hd < 2 || f->hd % 2)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, %lld kv heads, head_dim %lld: unusable",
+                          (long long)f->nh, (long long)f->nkv, (long long)f->hd);
+    json_t *sw = json_object_get(cfg, "sliding_window");
+    int use_sw = mistral || mixtral || (json_is_true(json_object_get(cfg, "use_sliding_window")));
+    if (use_sw && (qwen2 || qwen3 || q2m || q3m))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: use_sliding_window is not supported for %s", fam);
+    if (mistral) f->window = json_is_integer(sw) ? json_integer_value(sw) : (sw ? 0 : 4096);
+    if (mixtral) f->window = json_is_integer(sw) ? json_integer_value(sw) : 0;   /* MixtralConfig: None */
+    return rope_init(ctx, cfg, f);
+}
+
+void fs_lw_free(fs_lw *w)
+{
+    free(w->in_norm); free(w->post_norm); free(w->q_norm); free(w->k_norm);
+    free(w->q_a_norm); free(w->kv_a_norm); free(w->escb);
+    for (int i = 0; i < FS_LW_SLOTS; i++) { free(w->w[i]); free(w->b[i]); }
+    free(w->router); free(w->sgate);
+    for (int i = 0; w->ex && i < 3 * (w->moe ? w->moe : 0); i++) free(w->ex[i]);
+    free(w->ex);
+    memset(w, 0, sizeof *w);
+}
+
+float **fs_lw_weight(fs_lw *w, int i)
+{
+    return i < w->e0 ? &w->w[i] : &w->ex[i - w->e0];
+}
+
+/* The other tensor of L whose name ends with suffix, or NULL. */
+static const char *other_named(const fs_mlayer *L, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    for (int i = 0; i < L->nother; i++) {
+        size_t n = strlen(L->other[i].name);
+        if (n >= k && !strcmp(L->other[i].name + n - k, suffix)) return L->other[i].name;
+    }
+    return NULL;
+}
+
+fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m,
+                     const fs_fwd *f, int l, fs_lw *w)
+{
+    memset(w, 0, sizeof *w);
+    const fs_mlayer *L = &m->layers[l];
+    char name[600];
+    fs_status rc = FS_OK;
+    w->e0 = L->nlin;
+    w->g0 = f->mla && f->qr ? 5 : 4;
+    if (L->moe) {
+        w->e0 = L->nlin - 3 * (int)f->E;
+        w->ex = calloc((size_t)(3 * f->E), sizeof *w->ex);
+        if (!w->ex) return fs_ctx_err(ctx, FS_ERR_NOMEM, "model.layers.%d: expert table", l);
+        w->moe = (int)f->E;        /* also the expert count fs_lw_free walks */
+    }
+    if (w->e0 > FS_LW_SLOTS || w->e0 < 0)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: %d linears before the experts", l, w->e0);
+    for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
+        int64_t o, n;
+        float **slot = fs_lw_weight(w, i);
+        rc = fs_qread_linear(ctx, c, qi, L->lin[i].name, slot, &o, &n);
+        if (rc == FS_OK && (o != L->lin[i].out || n != L->lin[i].in))
+            rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: [%lld, %lld], config.json says [%lld, %lld]",
+                            L->lin[i].name, (long long)o, (long long)n, (long long)L->lin[i].out,
+                            (long long)L->lin[i].in);
+        if (rc == FS_OK && L->lin[i].bias) {
+            if (i >= w->e0) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: expert biases are not supported", L->lin[i].name);
+            snprintf(name, sizeof name, "%s.bias", L->lin[i].name);
+            if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->b[i]);
+        }
+    }
+    if (rc == FS_OK && L->moe) {
+        const char *r = other_named(L, ".gate.weight"), *sg = other_named(L, ".shared_expert_gate.weight");
+        if (!r) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "model.layers.%d: no router", l);
+        else rc = fs_ckpt_read_f32(ctx, c, r, &w->router);
+        if (rc == FS_OK && w->e0 == 7 && sg) rc = fs_ckpt_read_f32(ctx, c, sg, &w->sgate);
+        const char *eb = other_named(L, ".gate.e_score_correction_bias");
+        if (rc == FS_OK && eb && fs_ckpt_find(c, eb)) rc = fs_ckpt_read_f32(ctx, c, eb, &w->escb);
+    }
+    if (rc == FS_OK && f->mla) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.kv_a_layernorm.weight", l);
+        rc = fs_ckpt_read_f32(ctx, c, name, &w->kv_a_norm);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_a_layernorm.weight", l);
+        if (rc == FS_OK && f->qr) rc = fs_ckpt_read_f32(ctx, c, name, &w->q_a_norm);
+    }
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->in_norm);
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+    if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->post_norm);
+    if (f->qk_norm) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+        if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->q_norm);
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+        if (rc == FS_OK) rc = fs_ckpt_read_f32(ctx, c, name, &w->k_norm);
+    }
+    if (rc != FS_OK) fs_lw_free(w);
+    return rc;
+}
+
+void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        const float *xr = x + r * dim;
+        float ss = 0.0f;
+        for (int64_t i = 0; i < dim; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int64_t i = 0; i < dim; i++) out[r * dim + i] = w[i] * (xr[i] * inv);
+    }
+}
+
+void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, int64_t in,
+                   int64_t out, float *y)
+{
+    if (n == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
+                (int)in, W, (int)in, 0.0f, y, (int)out);
+    if (b)
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t o = 0; o < out; o++) y[r * out + o] += b[o];
+}
+
+void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n * inter; i++) {
+        float z = g[i];
+        a[i] = z / (1.0f + expf(-z)) * u[i];
+    }
+}
+
+/* RoPE (half-split) on one head vector h[hd] at position p. */
+static void rope(const fs_fwd *f, float *h, int64_t p)
+{
+    const int64_t half = f->hd / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double ang = (double)p * (double)f->inv_freq[i];
+        float c = (float)cos(ang) * f->attn_factor, s = (float)sin(ang) * f->attn_factor;
+        float a = h[i], b = h[i + half];
+        h[i] = a * c - b * s;
+        h[i + half] = b * c + a * s;
+    }
+}
+
+/* e^x for x <= 0 (softmax arguments after the max is subtracted): 2^k times a
+ * degree-7 Taylor polynomial on |r| <= ln2/2 (truncation 5e-9, below float's
+ * ulp), branch-free so the compiler vectorises the row loop; libm's expf is
+ * not vectorised without -ffast-math and made attention 8x slower. */
+static inline float exp_nonpos(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    float k = rintf(x * 1.44269504f);
+    float r = x - k * 0.693145751953125f;       /* ln2 split: exact high part */
+    r = r - k * 1.428606765330187e-06f;
+    float p = 1.98412698e-04f;                   /* 1/7! */
+    p = p * r + 1.38888889e-03f;
+    p = p * r + 8.33333333e-03f;
+    p = p * r + 4.16666667e-02f;
+    p = p * r + 1.66666667e-01f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t e = ((int32_t)k + 127) << 23;
+    float s;
+    memcpy(&s, &e, 4);
+    return p * s;
+}
+
+static void head_norm(float *h, const float *w, int64_t hd, float eps)
+{
+    fs_fwd_rmsnorm(h, w, 1, hd, eps, h);
+}
+
+fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *q, float *k,
+                           const float *v, int64_t nseq, int64_t T, float *out)
+{
+    const int64_t nh = f->nh, nkv = f->nkv, hd = f->hd, n = nseq * T, rep = nh / nkv;
+    const int64_t qs = nh * hd, ks = nkv * hd;
+    /* qk-norm (qwen3) then rope, per token and head */
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n; t++) {
+        int64_t p = t % T;
+        for (int64_t h = 0; h < nh; h++) {
+            if (f->qk_norm) head_norm(q + t * qs + h * hd, w->q_norm, hd, f->eps);
+            rope(f, q + t * qs + h * hd, p);
+        }
+        for (int64_t h = 0; h < nkv; h++) {
+            if (f->qk_norm) head_norm(k + t * ks + h * hd, w->k_norm, hd, f->eps);
+            rope(f, k + t * ks + h * hd, p);
+        }
+    }
+    const int nthr = omp_get_max_threads();
+    float *S = fs_alloc2((size_t)nthr * (size_t)T, (size_t)T * sizeof(float));
+    if (!S) return fs_ctx_err(ctx, FS_ERR_NOMEM, "attention scores %lld x %lld", (long long)T, (long long)T);
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t sh = 0; sh < nseq * nh; sh++) {
+        const int64_t s = sh / nh, h = sh % nh, kh = h / rep;
+        float *Sc = S + (size_t)omp_get_thread_num() * (size_t)(T * T);
+        const float *Q = q + s * T * qs + h * hd, *K = k + s * T * ks + kh * hd, *Vv = v + s * T * ks + kh * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, Q, (int)qs,
+                    K, (int)ks, 0.0f, Sc, (int)T);
+        for (int64_t i = 0; i < T; i++) {              /* causal (+ window) softmax, f32 */
+            float *row = Sc + i * T;
+            int64_t j0 = f->window > 0 && i - f->window + 1 > 0 ? i - f->window + 1 : 0;
+            float mx = -INFINITY;
+            {   /* 8 running maxima: no loop-carried chain (max is exact in any order) */
+                float m8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                               -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+                int64_t j = j0;
+                for (; j + 8 <= i + 1; j += 8)
+                    for (int u = 0; u < 8; u++) m8[u] = row[j + u] > m8[u] ? row[j + u] : m8[u];
+                for (; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+                for (int u = 0; u < 8; u++) mx = m8[u] > mx ? m8[u] : mx;
+            }
+            for (int64_t j = j0; j <= i; j++) row[j] = exp_nonpos(row[j] - mx);
+            float sum = 0.0f;
+            {   /* 8 partial sums (a fixed order, so the result is deterministic) */
+                float s8[8] = {0};
+                int64_t j = j0;
+                for (; j + 8 <= i + 1; j += 8)
+                    for (int u = 0; u < 8; u++) s8[u] += row[j + u];
+                for (; j <= i; j++) sum += row[j];
+                for (int u = 0; u < 8; u++) sum += s8[u];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t j = j0; j <= i; j++) row[j] *= inv;
+            for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
+            for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, Sc, (int)T,
+                    Vv, (int)ks, 0.0f, out + s * T * qs + h * hd, (int)qs);
+    }
+    openblas_set_num_threads(blas);
+    free(S);
+    return FS_OK;
+}
+
+void fs_fwd_round_bf16(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = fs_bf16_to_f32(fs_f32_to_bf16(x[i]));
+}
+
+fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
+                       int64_t T)
+{
+    if (f->mla) return fs_mla_layer(ctx, f, w, x, nseq, T);
+    const int64_t n = nseq * T, H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = w->moe ? 1 : f->inter;
+    float *xn = fs_alloc2((size_t)n, (size_t)H * 4), *q = fs_alloc2((size_t)n, (size_t)qs * 4);
+    float *k = fs_alloc2((size_t)n, (size_t)ks * 4), *v = fs_alloc2((size_t)n, (size_t)ks * 4);
+    float *att = fs_alloc2((size_t)n, (size_t)qs * 4), *g = fs_alloc2((size_t)n, (size_t)NI * 4);
+    float *u = fs_alloc2((size_t)n, (size_t)NI * 4), *o = fs_alloc2((size_t)n, (size_t)H * 4);
+    fs_status rc = FS_OK;
+    if (!xn || !q || !k || !v || !att || !g || !u || !o) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "layer activations for %lld tokens", (long long)n);
+        goto out;
+    }
+    fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, xn);
+    fs_fwd_linear(xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, q);
+    fs_fwd_linear(xn, w->w[FS_K], w->b[FS_K], n, H, ks, k);
+    fs_fwd_linear(xn, w->w[FS_V], w->b[FS_V], n, H, ks, v);
+    if ((rc = fs_fwd_attention(ctx, f, w, q, k, v, nseq, T, att)) != FS_OK) goto out;
+    fs_fwd_linear(att, w->w[FS_O], w->b[FS_O], n, qs, H, o);
+    for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
+    fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, xn);
+    if (w->moe) {
+        if ((rc = fs_moe_ffn(ctx, f, w, xn, n, o)) != FS_OK) goto out;
+        for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
+        goto out;
+    }
+    fs_fwd_linear(xn, w->w[FS_G], w->b[FS_G], n, H, NI, g);
+    fs_fwd_linear(xn, w->w[FS_U], w->b[FS_U], n, H, NI, u);
+    fs_fwd_swiglu(g, u, n, NI, g);
+    fs_fwd_linear(g, w->w[FS_D], w->b[FS_D], n, NI, H, o);
+    for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
+out:
+    free(xn); free(q); free(k); free(v); free(att); free(g); free(u); free(o);
+    return rc;
+}

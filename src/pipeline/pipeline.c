@@ -1,0 +1,1072 @@
+/* pipeline.c: the synchronous quantize pipeline of pipeline.h.
+ *
+ * Per layer, five passes over the calibration batches (recomputing rather
+ * than keeping intermediate activations, so memory stays one batch deep):
+ *   A  xn = norm(x)                          -> H_qkv;  quantize q, k, v
+ *   B  attention with quantized q, k, v      -> H_o;    quantize o
+ *   C  x += o(att); xn2 = norm(x)            -> H_gu;   quantize gate, up
+ *   D  a = silu(gate xn2) * up xn2           -> H_down; quantize down
+ *   E  x += down(a)                          (x is the next layer's input)
+ * Each quantized weight replaces the f32 one in memory as soon as it is
+ * solved, so later passes see exactly what the checkpoint will hold.
+ *
+ * A MoE layer (moe_layer) runs A and B, then:
+ *   C  x += o(att); xn2 = norm(x)            -> H_x (every token); qwen2_moe:
+ *                                               quantize shared gate, up
+ *   D  qwen2_moe: shared down from its silu(gate) * up (all tokens)
+ *   R  routing of every token by the f32 router on xn2 -> counts per expert
+ *   per expert e, over the rows R sent to e (all rows under all-tokens):
+ *   Ge gathered xn2 rows                     -> H_e;    quantize gate, up
+ *   De silu(gate xe) * up xe (quantized)     -> H_de;   quantize down
+ *   E  x += MoE(xn2) with every quantized weight (moe.c, same routing)
+ * Under-calibrated experts (< min_expert_tokens, or none) follow the policy
+ * (moe.h) and are logged by name with it; nothing is silently skipped.
+ *
+ * A DeepSeek layer (f->mla, mla.h) replaces A and B by four passes:
+ *   A  xn = norm(x)                          -> H_a;    quantize q_a (or q), kv_a
+ *   Aq cq = q_a_layernorm(xn q_a^T), quantized q_a -> H_qb; quantize q_b (q LoRA only)
+ *   Ak c = kv_a_layernorm(xn kv_a^T [:kvr]), quantized kv_a -> H_kvb; quantize kv_b
+ *   B  MLA attention with every quantized projection -> H_o; quantize o
+ * then the dense MLP as C..E, or a MoE layer whose shared experts (one MLP
+ * of width moe_intermediate_size * n_shared_experts over every token) take
+ * qwen2_moe's shared-expert place, routed by DeepSeek's router (moe.h).
+ * MTP layers (index >= num_hidden_layers) are copied unquantized (FP8
+ * dequantized to BF16), and the log says so.
+ *
+ * The activations x live in memory, or in the work folder when the host
+ * budget cannot hold them (po->spill, stream/spill.h: every pass above
+ * streams them; the pass that moves x mid-layer writes the other file).
+ * With po->experts_only the linears outside the routed experts are copied
+ * as they are when the layer comes in and the capture-only passes are
+ * skipped; the passes that move x still run.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "src/backend/backend.h"
+#include "src/models/mla.h"
+#include "src/pipeline/pipeline.h"
+#include "src/pipeline/plan.h"
+#include "stream/actcache.h"
+#include "stream/layerio.h"
+#include "stream/spill.h"
+#include "stream/writer.h"
+
+#define WRITER_MIN_PENDING (512ull << 20)   /* bytes the writer may hold behind compute */
+#define ACT_CHUNK_BYTES (64ull << 20)       /* raw bytes per activation-cache chunk */
+#define SPILL_PIECE_BYTES (8ull << 20)      /* read from a spill file at a time by the boundary job */
+
+/* ---- writer jobs: everything that touches the output folder runs there ---- */
+
+typedef struct job_linear {
+    fs_trace *tr;
+    int layer;
+    int lin;                 /* index in the layer's description (the order of the output) */
+    uint64_t bytes;          /* memory it holds until written */
+    fs_outckpt *o;
+    char *name;
+    fs_layer_result r;
+} job_linear;
+
+static fs_status run_linear(fs_ctx *ctx, void *arg)
+{
+    job_linear *j = arg;
+    double t0 = fs_now();
+    fs_status rc = fs_out_add_linear(ctx, j->o, j->name, &j->r);
+    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, j->name, t0, fs_now(),
+                  (uint64_t)(j->r.rows * j->r.cols), 0);
+    return rc;
+}
+
+static void free_linear(void *arg)
+{
+    job_linear *j = arg;
+    fs_layer_result_free(&j->r);
+    free(j->name);
+    free(j);
+}
+
+typedef struct job_tensor {
+    fs_trace *tr;
+    int layer;
+    fs_outckpt *o;
+    char *name;
+    fs_dtype dt;
+    int ndim;
+    int64_t shape[FS_ST_MAX_DIMS];
+    void *data;              /* handed to fs_out_add (which owns it from then on) */
+} job_tensor;
+
+static fs_status run_tensor(fs_ctx *ctx, void *arg)
+{
+    job_tensor *j = arg;
+    void *d = j->data;
+    j->data = NULL;
+    uint64_t bytes = fs_dtype_size(j->dt);
+    for (int k = 0; k < j->ndim; k++) bytes *= (uint64_t)j->shape[k];
+    double t0 = fs_now();
+    fs_status rc = fs_out_add(ctx, j->o, j->name, j->dt, j->ndim, j->shape, d);
+    fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, j->name, t0, fs_now(), bytes, 0);
+    return rc;
+}
+
+static void free_tensor(void *arg)
+{
+    job_tensor *j = arg;
+    free(j->data);
+    free(j->name);
+    free(j);
+}
+
+/* A layer's end: writes its boundary (when there is one), then commits the
+ * layer to the journal (when there is one), then removes the previous
+ * boundary, which the journal no longer names.  The rows come from a copy
+ * (resident activations) or from the spill file the job holds. */
+typedef struct job_act {
+    fs_trace *tr;
+    int layer;
+    char *path, *prev;       /* write path (NULL: no boundary); then remove prev */
+    void *rows;              /* resident: a copy of the boundary */
+    fs_spill *sp;            /* spilled: the rows are in src, held until freed */
+    const char *src;
+    int hold;                /* the held spill file, -1 when none */
+    int elem;
+    uint64_t nrows, row_bytes;
+    const fs_pipe_opts *po;  /* commit, snap_free, commit_arg */
+    void *snap;
+} job_act;
+
+/* Copies the held spill file into the boundary writer in pieces (the writer
+ * copies them into its own chunk). */
+static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w)
+{
+    const uint64_t chunk = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
+    int fd = open(j->src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", j->src, strerror(errno));
+    uint8_t *buf = fs_alloc2((size_t)chunk, (size_t)j->row_bytes);
+    fs_status rc = buf ? FS_OK : fs_ctx_err(ctx, FS_ERR_NOMEM, "boundary chunk of %llu rows", (unsigned long long)chunk);
+    for (uint64_t r = 0; rc == FS_OK && r < j->nrows; r += chunk) {
+        const uint64_t m = j->nrows - r < chunk ? j->nrows - r : chunk;
+        rc = fs_pread_full(ctx, fd, j->src, buf, m * j->row_bytes, r * j->row_bytes);
+        if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, buf, m);
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+static fs_status run_act(fs_ctx *ctx, void *arg)
+{
+    job_act *j = arg;
+    double t0 = fs_now();
+    fs_status rc = FS_OK;
+    fs_commit_info ci = {j->layer + 1, j->path, 0, j->nrows, j->row_bytes, j->snap};
+    if (j->path) {
+        fs_act_writer *w = NULL;
+        uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
+        rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
+        if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
+        if (j->hold >= 0) {                      /* the spill file may be written again */
+            fs_spill_unhold(j->sp, j->hold);
+            j->hold = -1;
+        }
+        if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, &ci.act_sum);
+        else fs_act_writer_abort(w);
+        fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
+    }
+    if (rc == FS_OK && j->po->commit) {
+        double t1 = fs_now();
+        rc = j->po->commit(ctx, j->po->commit_arg, &ci);
+        fs_trace_span(j->tr, FS_STAGE_JOURNAL, j->layer, "commit", t1, fs_now(), 0, 0);
+        if (rc == FS_OK) fs_crashpoint(ctx, "committed");
+    }
+    if (rc == FS_OK && j->prev) unlink(j->prev);
+    return rc;
+}
+
+static void free_act(void *arg)
+{
+    job_act *j = arg;
+    if (j->hold >= 0) fs_spill_unhold(j->sp, j->hold);   /* dropped after an error */
+    if (j->snap && j->po->snap_free) j->po->snap_free(j->snap);
+    free(j->path);
+    free(j->prev);
+    free(j->rows);
+    free(j);
+}
+
+/* Reads tensor `name` here (from the prefetched slot when acquired) and
+ * queues its write. */
+static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_ckpt *c, const char *name,
+                            fs_trace *tr, int layer)
+{
+    job_tensor *j = calloc(1, sizeof *j);
+    if (!j || !(j->name = strdup(name))) { free(j); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", name); }
+    j->o = o;
+    j->tr = tr;
+    j->layer = layer;
+    fs_status rc = fs_out_read_copy(ctx, c, name, &j->dt, &j->ndim, j->shape, &j->data);
+    if (rc != FS_OK) { free_tensor(j); return rc; }
+    uint64_t bytes = fs_dtype_size(j->dt);
+    for (int d = 0; d < j->ndim; d++) bytes *= (uint64_t)j->shape[d];
+    return fs_writer_submit(ctx, wr, run_tensor, j, free_tensor, bytes);
+}
+
+/* The calibration activations of every token, between layers and mid-layer:
+ * BF16 (default: what the design budgets, half the memory) or F32.  Passes
+ * load a batch of rows into F32 scratch and store back what they changed.
+ * When the host budget cannot hold them (po->spill) they live in the work
+ * folder instead (stream/spill.h) and every pass streams them chunk by
+ * chunk: a pass is bracketed by acts_begin / acts_end and visits its batches
+ * in row order. */
+typedef struct acts {
+    float *f;                /* [n, H] when act_f32 (resident) */
+    uint16_t *b;             /* [n, H] BF16 otherwise (resident) */
+    int64_t H;
+    fs_spill *sp;            /* spilled: rows of H elements of elem bytes on disk */
+    int elem;                /* 4 (f32) or 2 (bf16) */
+} acts;
+
+static fs_status acts_begin(fs_ctx *ctx, acts *a, fs_spill_mode mode)
+{
+    return a->sp ? fs_spill_begin(ctx, a->sp, mode) : FS_OK;
+}
+
+static fs_status acts_end(fs_ctx *ctx, acts *a, fs_status rc)
+{
+    return a->sp ? fs_spill_end(ctx, a->sp, rc) : rc;
+}
+
+static void rows_to_f32(const void *src, int elem, size_t k, float *dst)
+{
+    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
+    const uint16_t *s = src;
+    for (size_t i = 0; i < k; i++) dst[i] = fs_bf16_to_f32(s[i]);
+}
+
+/* f32 rows out as stored; in BF16 src is rounded in place too, so the caller
+ * goes on with exactly what later passes will load. */
+static void rows_from_f32(float *src, int elem, size_t k, void *dst)
+{
+    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
+    uint16_t *d = dst;
+    for (size_t i = 0; i < k; i++) {
+        d[i] = fs_f32_to_bf16(src[i]);
+        src[i] = fs_bf16_to_f32(d[i]);
+    }
+}
+
+static fs_status acts_load(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *dst)
+{
+    if (!a->sp) {
+        const void *src = a->f ? (const void *)(a->f + row0 * a->H) : (const void *)(a->b + row0 * a->H);
+        rows_to_f32(src, a->elem, (size_t)(n * a->H), dst);
+        return FS_OK;
+    }
+    for (int64_t done = 0; done < n;) {          /* the pass's next chunks: batches are whole chunks */
+        const void *rows;
+        uint64_t r0, m;
+        fs_status rc = fs_spill_read(ctx, a->sp, &rows, &r0, &m);
+        if (rc != FS_OK) return rc;
+        if ((int64_t)r0 != row0 + done || (int64_t)m > n - done) {
+            fs_spill_release(a->sp);
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations: rows [%llu, %llu) came in for a batch of "
+                              "[%lld, %lld)", (unsigned long long)r0, (unsigned long long)(r0 + m), (long long)row0,
+                              (long long)(row0 + n));
+        }
+        rows_to_f32(rows, a->elem, (size_t)((int64_t)m * a->H), dst + done * a->H);
+        fs_spill_release(a->sp);
+        done += (int64_t)m;
+    }
+    return FS_OK;
+}
+
+static fs_status acts_store(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *src)
+{
+    if (!a->sp) {
+        void *dst = a->f ? (void *)(a->f + row0 * a->H) : (void *)(a->b + row0 * a->H);
+        rows_from_f32(src, a->elem, (size_t)(n * a->H), dst);
+        return FS_OK;
+    }
+    const int64_t chunk = (int64_t)fs_spill_chunk_rows(a->sp);
+    for (int64_t done = 0; done < n;) {
+        const int64_t m = n - done < chunk ? n - done : chunk;
+        void *dst;
+        fs_status rc = fs_spill_wbuf(ctx, a->sp, (uint64_t)(row0 + done), (uint64_t)m, &dst);
+        if (rc != FS_OK) return rc;
+        rows_from_f32(src + done * a->H, a->elem, (size_t)(m * a->H), dst);
+        done += m;
+    }
+    return FS_OK;
+}
+
+/* The end of layer l: the boundary after it (x [n, H] as bf16 or f32 rows in
+ * work/act-<l+1>.fsa; none when x is NULL) and the journal commit. */
+static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts *po, int l, const acts *x,
+                                 int64_t n, int64_t H)
+{
+    job_act *j = calloc(1, sizeof *j);
+    if (!j) return fs_ctx_err(ctx, FS_ERR_NOMEM, "end of layer %d", l);
+    j->tr = po->trace;
+    j->layer = l;
+    j->po = po;
+    j->hold = -1;
+    fs_status rc = FS_OK;
+    if (po->commit_prep && (rc = po->commit_prep(ctx, po->commit_arg, l + 1, &j->snap)) != FS_OK) {
+        free_act(j);
+        return rc;
+    }
+    uint64_t held = 0;                           /* memory the job holds until it ran */
+    if (x && po->work) {
+        size_t pl = strlen(po->work) + 32;
+        j->path = malloc(pl);
+        j->prev = malloc(pl);
+        j->elem = x->elem;
+        if (!x->sp) j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
+        if (!j->path || !j->prev || (!x->sp && !j->rows)) {
+            free_act(j);
+            return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
+        }
+        snprintf(j->path, pl, "%s/act-%04d.fsa", po->work, l + 1);
+        /* the boundary two back: the journal's previous state needs the one before */
+        snprintf(j->prev, pl, "%s/act-%04d.fsa", po->work, l - 1);
+        if (l == 0) { free(j->prev); j->prev = NULL; }
+        j->nrows = (uint64_t)n;
+        j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
+        if (x->sp) {
+            j->sp = x->sp;
+            j->hold = fs_spill_hold(x->sp, &j->src);
+            const uint64_t piece = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
+            held = (piece < j->nrows ? piece : j->nrows) * j->row_bytes;   /* its read buffer */
+        } else {
+            memcpy(j->rows, x->f ? (const void *)x->f : (const void *)x->b, (size_t)(n * H) * (size_t)j->elem);
+            held = j->nrows * j->row_bytes;
+        }
+    }
+    return fs_writer_submit(ctx, wr, run_act, j, free_act, held);
+}
+
+/* The input of layer po->start_layer from its boundary file, checked chunk by
+ * chunk (straight into the spill file when spilled). */
+static fs_status load_boundary(fs_ctx *ctx, const fs_pipe_opts *po, acts *x, int64_t n, int64_t H)
+{
+    fs_act_file *af = NULL;
+    fs_status rc = fs_act_open(ctx, po->start_act, &af);
+    const int elem = x->elem;
+    if (rc == FS_OK && (fs_act_rows(af) != (uint64_t)n || fs_act_row_bytes(af) != (uint64_t)(H * elem) ||
+                        fs_act_elem_size(af) != elem))
+        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: %llu rows of %llu bytes, the run needs %lld of %lld", po->start_act,
+                        (unsigned long long)fs_act_rows(af), (unsigned long long)fs_act_row_bytes(af), (long long)n,
+                        (long long)(H * elem));
+    if (rc == FS_OK && !x->sp) rc = fs_act_read_rows(ctx, af, 0, (uint64_t)n, x->f ? (void *)x->f : (void *)x->b);
+    if (rc == FS_OK && x->sp) {
+        const uint64_t chunk = fs_spill_chunk_rows(x->sp);
+        rc = fs_spill_begin(ctx, x->sp, FS_SPILL_FILL);
+        for (uint64_t r = 0; rc == FS_OK && r < (uint64_t)n; r += chunk) {
+            const uint64_t m = (uint64_t)n - r < chunk ? (uint64_t)n - r : chunk;
+            void *dst;
+            rc = fs_spill_wbuf(ctx, x->sp, r, m, &dst);
+            if (rc == FS_OK) rc = fs_act_read_rows(ctx, af, r, m, dst);
+        }
+        rc = fs_spill_end(ctx, x->sp, rc);
+    }
+    fs_act_close(af);
+    return rc;
+}
+
+fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
+                           int64_t L, uint64_t seed, uint32_t **ids)
+{
+    *ids = NULL;
+    size_t nw = fs_tokens_windows(t, (size_t)L, NULL);
+    if ((int64_t)nw < nsamples)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--calib %s: %zu tokens hold %zu windows of %lld tokens, "
+                          "but --samples %lld needs %lld", path, t->n, nw, (long long)L,
+                          (long long)nsamples, (long long)nsamples);
+    size_t *st = malloc(sizeof(size_t) * (nw ? nw : 1));
+    uint32_t *out = fs_alloc2((size_t)nsamples, (size_t)L * sizeof(uint32_t));
+    if (!st || !out) { free(st); free(out); return fs_ctx_err(ctx, FS_ERR_NOMEM, "calibration windows"); }
+    fs_tokens_windows(t, (size_t)L, st);
+    uint64_t s = seed;
+    for (int64_t i = 0; seed && i < nsamples; i++) {      /* partial Fisher-Yates, splitmix64 */
+        s += 0x9e3779b97f4a7c15ull;
+        uint64_t z = s;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        size_t j = (size_t)i + (size_t)(z % (nw - (size_t)i));
+        size_t tmp = st[i]; st[i] = st[j]; st[j] = tmp;
+    }
+    for (int64_t i = 0; i < nsamples; i++) memcpy(out + i * L, t->ids + st[i], sizeof(uint32_t) * (size_t)L);
+    free(st);
+    *ids = out;
+    return FS_OK;
+}
+
+typedef struct pstate {
+    fs_ctx *ctx;
+    const fs_fwd *f;
+    const fs_pipe_opts *po;
+    fs_outckpt *o;
+    fs_writer *wr;
+    const fs_mlayer *L;
+    fs_lw *w;
+    acts *x;
+    int64_t nseq, T, bseq;
+    double worst, sum;       /* relative losses of the layer */
+    const char *worst_name;
+    int nq, retries, fallbacks;
+    double tfwd;             /* start of the forward time not yet traced */
+    double t_start;          /* when the first layer started (for the ETA) */
+    int nlayers;
+    int64_t hin;             /* width of the Hessian being accumulated */
+    double read_gbps;        /* the prefetcher's rate so far */
+    /* MoE waves: quantized experts are held until the wave's downs are done,
+     * then written in the description's order, so the output does not
+     * depend on the wave size */
+    int holding;
+    job_linear **held;
+    int nheld, cap_held;
+    int l0;                  /* the first layer this process runs (a resume starts later) */
+    int kept;                /* linears written unquantized (--quantize-experts-only) */
+} pstate;
+
+/* On a terminal (and not --quiet): one line redrawn in place with the layer,
+ * the stage, the ETA from the layers done so far and the peak memory.  The
+ * per-layer log lines stay, so a log file gets only those. */
+static void progress(const pstate *p, const char *what)
+{
+    if (p->ctx->quiet || !isatty(2)) return;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const int l = p->L->index, n = p->nlayers;
+    const int done = l - p->l0;
+    double el = fs_now() - p->t_start, eta = done > 0 ? el / done * (n - l) : 0.0;
+    fprintf(stderr, "\r[%3d/%3d] model.layers.%d  %-22s  ETA %s%.0f s  read %.2f GB/s  peak RSS %.2f GB\033[K", l + 1,
+            n, l, what, done > 0 ? "" : "~", eta, p->read_gbps, (double)ru.ru_maxrss / 1e6);
+    fflush(stderr);
+}
+
+/* The forward time since tfwd goes to the trace; the clock restarts. */
+static void fwd_mark(pstate *p)
+{
+    double t = fs_now();
+    if (t > p->tfwd) fs_trace_span(p->po->trace, FS_STAGE_FORWARD, p->L->index, NULL, p->tfwd, t, 0, 0);
+    p->tfwd = t;
+}
+
+/* acts_load, traced: in a spilled run, a batch coming in (waits and the
+ * conversion) is the spill stage, not the forward. */
+static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
+{
+    if (!p->x->sp) return acts_load(p->ctx, p->x, row0, n, dst);
+    fwd_mark(p);
+    fs_status rc = acts_load(p->ctx, p->x, row0, n, dst);
+    double t = fs_now();
+    fs_trace_span(p->po->trace, FS_STAGE_SPILL, p->L->index, NULL, p->tfwd, t,
+                  (uint64_t)n * (uint64_t)p->f->H * (uint64_t)p->x->elem, 0);
+    p->tfwd = t;
+    return rc;
+}
+
+/* H += x^T x through the backend, traced as the hessian stage. */
+static fs_status hadd(pstate *p, void *hess, const float *x, int64_t n)
+{
+    fwd_mark(p);
+    fs_status rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, x, n);
+    double t = fs_now();
+    fs_trace_span(p->po->trace, FS_STAGE_HESSIAN, p->L->index, NULL, p->tfwd, t,
+                  (uint64_t)(n * p->hin) * 4, (double)n * (double)p->hin * (double)p->hin);
+    p->tfwd = t;
+    return rc;
+}
+
+/* Quantizes linear i of the layer with H (round to nearest when force_rtn,
+ * H then only measures the loss), writes it, swaps in the dequant. */
+static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
+{
+    const fs_mlinear *x = &p->L->lin[i];
+    if (fs_interrupted())
+        return fs_ctx_err(p->ctx, FS_ERR_ABORTED, "interrupted by signal %d in model.layers.%d", fs_interrupted(),
+                          p->L->index);
+    float *W = *fs_lw_weight(p->w, i);
+    fs_layer_result r;
+    fs_quant_opts q = p->po->q;
+    if (force_rtn) q.rtn = 1;
+    double tq = fs_now();
+    fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
+    fs_crashpoint(p->ctx, "gptq");
+    if (rc != FS_OK) return rc;
+    double wn = 0.0;
+    /* the same rows as the losses' estimate when those are estimated (loss_f32) */
+    rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, H, x->out, x->in, &wn)
+                           : fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn);
+    if (rc != FS_OK) {
+        fs_layer_result_free(&r);
+        return rc;
+    }
+    /* the solver's stages, in the order they ran (grid first, then inversion, solve);
+     * gptq runs to now: the solve and its bookkeeping (buffers, permutations, losses) */
+    fs_trace *tr = p->po->trace;
+    const int li = p->L->index;
+    const double o = (double)x->out, in = (double)x->in, tg = tq + r.grid_s, tc = tg + r.chol_s;
+    fs_trace_span(tr, FS_STAGE_GRID, li, x->name, tq, tg, (uint64_t)(x->out * x->in) * 4, 0);
+    const int solved = !q.rtn && !r.fallback_rtn;   /* RTN: no inversion (a fallback: no solve) to count */
+    fs_trace_span(tr, FS_STAGE_CHOLESKY, li, x->name, tg, tc, !q.rtn ? (uint64_t)(x->in * x->in) * 4 : 0,
+                  !q.rtn ? in * in * in * 2.0 / 3.0 : 0.0);
+    fs_trace_span(tr, FS_STAGE_GPTQ, li, x->name, tc, fs_now(), (uint64_t)(x->out * x->in) * 4, solved ? o * in * in : 0.0);
+    double rel = wn > 0 ? r.loss / wn : 0.0;
+    if (rel >= p->worst) { p->worst = rel; p->worst_name = strrchr(x->name, '.') + 1; }
+    p->sum += rel;
+    p->nq++;
+    p->retries += r.retries;
+    p->fallbacks += r.fallback_rtn;
+    if (r.retries || r.fallback_rtn)
+        fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
+               r.fallback_rtn ? ", fell back to RTN" : "");
+    if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
+    /* later passes see the quantized weight; the packing and writing go to the writer */
+    memcpy(W, r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    free(r.dequant);
+    r.dequant = NULL;
+    job_linear *j = calloc(1, sizeof *j);
+    if (!j || !(j->name = strdup(x->name))) {
+        free(j);
+        fs_layer_result_free(&r);
+        return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s", x->name);
+    }
+    j->o = p->o;
+    j->r = r;
+    j->tr = p->po->trace;
+    j->layer = p->L->index;
+    j->lin = i;
+    j->bytes = (uint64_t)(x->out * x->in) * 2 + (uint64_t)x->in * 4;
+    if (p->holding) {
+        if (p->nheld == p->cap_held) {
+            int cap = p->cap_held ? 2 * p->cap_held : 64;
+            job_linear **h = realloc(p->held, sizeof *h * (size_t)cap);
+            if (!h) { free_linear(j); return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "held linears"); }
+            p->held = h;
+            p->cap_held = cap;
+        }
+        p->held[p->nheld++] = j;
+        return FS_OK;
+    }
+    return fs_writer_submit(p->ctx, p->wr, run_linear, j, free_linear, j->bytes);
+}
+
+/* Submits the held linears in the layer description's order (or, after an
+ * error, frees them). */
+static fs_status flush_held(pstate *p, fs_status rc)
+{
+    for (int a = 1; a < p->nheld; a++)                   /* insertion sort: small, nearly sorted */
+        for (int b = a; b > 0 && p->held[b - 1]->lin > p->held[b]->lin; b--) {
+            job_linear *t = p->held[b];
+            p->held[b] = p->held[b - 1];
+            p->held[b - 1] = t;
+        }
+    for (int k = 0; k < p->nheld; k++) {
+        if (rc == FS_OK) rc = fs_writer_submit(p->ctx, p->wr, run_linear, p->held[k], free_linear, p->held[k]->bytes);
+        else free_linear(p->held[k]);
+    }
+    p->nheld = 0;
+    return rc;
+}
+
+/* Scratch of one batch. */
+typedef struct scratch {
+    float *xn, *q, *k, *v, *att, *g, *u, *o;
+    float *xg;               /* MoE: gathered rows [n, H] */
+    float *xb;               /* the batch's activations in F32 [n, H] */
+    fs_mla_buf mb;           /* DeepSeek MLA activations */
+} scratch;
+
+static void scratch_free(scratch *s)
+{
+    free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
+    free(s->xg);
+    fs_mla_buf_free(&s->mb);
+    free(s->xb);
+}
+
+static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
+{
+    const size_t qs = (size_t)(f->nh * f->hd), ks = (size_t)(f->nkv * f->hd);
+    memset(s, 0, sizeof *s);
+    s->xn = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    s->q = fs_alloc2((size_t)n, qs * 4);
+    s->k = fs_alloc2((size_t)n, ks * 4);
+    s->v = fs_alloc2((size_t)n, ks * 4);
+    s->att = fs_alloc2((size_t)n, qs * 4);
+    s->g = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
+    s->u = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
+    s->o = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    s->xg = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    s->xb = fs_alloc2((size_t)n, (size_t)f->H * 4);
+    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o || !s->xg || !s->xb) {
+        scratch_free(s);
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
+    }
+    if (f->mla) {
+        fs_status rc = fs_mla_buf_new(ctx, f, n, &s->mb);
+        if (rc != FS_OK) scratch_free(s);
+        return rc;
+    }
+    return FS_OK;
+}
+
+/* One pass over the batches; stage decides what is computed and captured:
+ * 0 attention input, 5 / 6 MLA q_b / kv_b inputs, 1 o_proj input, 2 the
+ * post-attention norm (x moves mid-layer), 3 the MLP's down input, 4 the
+ * rest of the layer (x moves to the next layer's input). */
+enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6 };
+static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
+{
+    const fs_fwd *f = p->f;
+    const fs_lw *w = p->w;
+    const int g0 = w->g0, io = g0 - 1;
+    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[g0].out;
+    const int64_t as = f->mla ? f->nh * f->vh : qs;
+    /* x moves mid-layer into the other spill file (the layer's input stays
+     * whole for the boundary job of the layer before); the finish overwrites */
+    fs_status rc = acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
+                                            : stage == ST_FINISH ? FS_SPILL_INPLACE
+                                                                 : FS_SPILL_READ);
+    p->tfwd = fs_now();
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
+        float *x = s->xb;
+        fs_crashpoint(p->ctx, "forward");
+        if ((rc = load(p, s0 * p->T, n, x)) != FS_OK) break;
+        if (stage <= ST_POST || stage >= ST_QB) {
+            fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
+            if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
+            float *att = s->att;
+            if (f->mla) {
+                fs_mla_latents(f, w, s->xn, n, &s->mb);
+                if (stage == ST_QB) { rc = hadd(p, hess, s->mb.cq, n); continue; }
+                if (stage == ST_KVB) { rc = hadd(p, hess, s->mb.c, n); continue; }
+                if ((rc = fs_mla_attend(p->ctx, f, w, s->xn, ns, p->T, &s->mb)) != FS_OK) break;
+                att = s->mb.att;
+            } else {
+                fs_fwd_linear(s->xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, s->q);
+                fs_fwd_linear(s->xn, w->w[FS_K], w->b[FS_K], n, H, ks, s->k);
+                fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
+                if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
+            }
+            if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
+            fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
+            for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
+            if ((rc = acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
+            fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
+            if (hess) rc = hadd(p, hess, s->xn, n);               /* none: x only moves */
+            continue;
+        }
+        fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
+        fs_fwd_linear(s->xn, w->w[g0], w->b[g0], n, H, NI, s->g);
+        fs_fwd_linear(s->xn, w->w[g0 + 1], w->b[g0 + 1], n, H, NI, s->u);
+        fs_fwd_swiglu(s->g, s->u, n, NI, s->g);
+        if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
+        fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
+        for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
+        rc = acts_store(p->ctx, p->x, s0 * p->T, n, x);                     /* the next layer's input */
+    }
+    rc = acts_end(p->ctx, p->x, rc);
+    fwd_mark(p);
+    return rc;
+}
+
+/* A pass that captures into a new *H [in, in] (malloc'ed, caller frees). */
+static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H)
+{
+    void *hs = NULL;
+    p->hin = in;
+    *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+    fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    if (rc == FS_OK) rc = pass(p, stage, s, hs);
+    if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
+    fs_be_hess_free(p->ctx->be, hs);
+    if (rc != FS_OK) { free(*H); *H = NULL; }
+    return rc;
+}
+
+/* A pass that captures, then the quantization of linears [i0, i1) with it.
+ * --quantize-experts-only keeps every linear this is called for (they were
+ * copied when the layer came in): only the passes that move x run. */
+static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
+{
+    if (p->po->experts_only) return stage == ST_POST ? pass(p, stage, s, NULL) : FS_OK;
+    char what[64];
+    const char *nm = strrchr(p->L->lin[i0].name, '.');
+    snprintf(what, sizeof what, "%s%s", nm ? nm + 1 : p->L->lin[i0].name, i1 - i0 > 1 ? " ..." : "");
+    progress(p, what);
+    float *H = NULL;
+    fs_status rc = capture(p, stage, s, in, &H);
+    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H, 0);
+    free(H);
+    return rc;
+}
+
+/* ---- MoE layers ------------------------------------------------------------ */
+
+/* The Hessians of the experts [e0, e1) of one wave in one pass over the
+ * calibration batches: gate/up's from each expert's post-norm rows (down ==
+ * 0), or down's from silu(gate) * up of them with its current (quantized)
+ * gate/up (down == 1).  An expert's rows are the tokens routed to it (idx),
+ * or all of them when all[e].  Each expert accumulates batch by batch, its
+ * rows of each batch in one call, so its Hessian does not depend on which
+ * experts share its wave: the output is the same for any wave size.
+ * H[e - e0] malloc'ed [in, in]. */
+static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t *idx, const int *all, int down,
+                           float **H)
+{
+    const fs_fwd *f = p->f;
+    const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, K = f->topk;
+    const int ne = e1 - e0;
+    void **hs = calloc((size_t)ne, sizeof *hs);
+    int64_t *seen = calloc((size_t)ne, sizeof *seen);
+    fs_status rc = hs && seen ? FS_OK : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "wave of %d experts", ne);
+    for (int e = 0; rc == FS_OK && e < ne; e++) {
+        H[e] = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+        rc = H[e] ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs[e]) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    }
+    p->hin = in;
+    if (rc == FS_OK) rc = acts_begin(p->ctx, p->x, FS_SPILL_READ);
+    p->tfwd = fs_now();
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
+        if ((rc = load(p, t0, nb, s->xb)) != FS_OK) break;
+        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, Hd, f->eps, s->xn);
+        for (int e = e0; rc == FS_OK && e < e1; e++) {
+            int64_t nr = 0;
+            for (int64_t t = 0; t < nb; t++) {
+                int hit = all[e];
+                for (int64_t k = 0; !hit && k < K; k++) hit = idx[(t0 + t) * K + k] == e;
+                if (hit) memcpy(s->xg + nr++ * Hd, s->xn + t * Hd, sizeof(float) * (size_t)Hd);
+            }
+            if (nr == 0) continue;
+            seen[e - e0] += nr;
+            if (!down) { rc = hadd(p, hs[e - e0], s->xg, nr); continue; }
+            fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nr, Hd, Ie, s->g);
+            fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nr, Hd, Ie, s->u);
+            fs_fwd_swiglu(s->g, s->u, nr, Ie, s->g);
+            rc = hadd(p, hs[e - e0], s->g, nr);
+        }
+    }
+    rc = acts_end(p->ctx, p->x, rc);
+    fwd_mark(p);
+    for (int e = 0; e < ne; e++) {
+        if (rc == FS_OK && seen[e] == 0) memset(H[e], 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
+        else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs[e], H[e]);
+        if (hs) fs_be_hess_free(p->ctx->be, hs[e]);
+    }
+    if (rc != FS_OK)
+        for (int e = 0; e < ne; e++) { free(H[e]); H[e] = NULL; }
+    free(hs);
+    free(seen);
+    return rc;
+}
+
+/* Passes C..E of a MoE layer (see the file comment); x goes mid-layer -> next input. */
+static fs_status moe_layer(pstate *p, scratch *s)
+{
+    fs_ctx *ctx = p->ctx;
+    const fs_fwd *f = p->f;
+    const fs_pipe_opts *po = p->po;
+    const fs_mlayer *L = p->L;
+    const int64_t H = f->H, n = p->nseq * p->T, E = f->E, K = f->topk;
+    const int e0 = p->w->e0;
+    const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
+    float *Hx = NULL;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K));
+    float *wt = malloc(sizeof(float) * (size_t)(n * K));
+    int64_t *count = calloc((size_t)E, sizeof(int64_t));
+    int *under = calloc((size_t)E, sizeof(int)), *all = calloc((size_t)E, sizeof(int));
+    fs_status rc = FS_OK;
+    if (!idx || !wt || !count || !under || !all) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "routing of %lld tokens", (long long)n);
+        goto out;
+    }
+    /* C: x -> mid-layer, the full-input Hessian (shared expert, policies) */
+    if ((rc = capture(p, ST_POST, s, H, &Hx)) != FS_OK) goto out;
+    const int g0 = p->w->g0;
+    if (e0 > g0 && !po->experts_only) {   /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
+        for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, Hx, 0);
+        if (rc == FS_OK) rc = capture_and_quantize(p, ST_DOWN, s, f->Is, g0 + 2, g0 + 3);
+        if (rc != FS_OK) goto out;
+    }
+    /* R: routing by the f32 router, batch by batch as the final pass does */
+    rc = acts_begin(ctx, p->x, FS_SPILL_READ);
+    p->tfwd = fs_now();
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
+        if ((rc = load(p, s0 * p->T, nb, s->xb)) != FS_OK) break;
+        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, H, f->eps, s->xn);
+        rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
+    }
+    fwd_mark(p);
+    if ((rc = acts_end(ctx, p->x, rc)) != FS_OK) goto out;
+    for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
+    int64_t mn = count[0], mx = count[0], nunder = 0;
+    for (int64_t e = 0; e < E; e++) {
+        mn = count[e] < mn ? count[e] : mn;
+        mx = count[e] > mx ? count[e] : mx;
+        under[e] = count[e] < minr;
+        nunder += under[e];
+    }
+    fs_log(ctx, "model.layers.%d: calibration tokens per expert min %lld median %.1f max %lld (%lld experts, top-%lld)",
+           L->index, (long long)mn, fs_moe_median(count, (int)E), (long long)mx, (long long)E, (long long)K);
+    for (int64_t e = 0; e < E; e++)
+        if (under[e]) {
+            char nm[512];
+            fs_moe_expert_name(L, (int)e, nm, sizeof nm);
+            fs_log(ctx, "model.layers.%d: under-calibrated expert %s: %lld tokens (< %lld): policy %s",
+                   L->index, nm, (long long)count[e], (long long)minr, fs_expert_policy_name(po->expert_policy));
+        }
+    if (nunder)
+        fs_log(ctx, "model.layers.%d: %lld of %lld experts below %lld tokens, policy %s", L->index,
+               (long long)nunder, (long long)E, (long long)minr, fs_expert_policy_name(po->expert_policy));
+    if (po->moe_report && (rc = fs_moe_report_add(ctx, po->moe_report, L->index, (int)E, count, under)) != FS_OK)
+        goto out;
+    /* experts in waves: gate/up Hessians of the wave's experts in one pass,
+     * quantize them, then their down Hessians in another, quantize those */
+    const int64_t wave = po->experts_per_wave > 0 && po->experts_per_wave < E ? po->experts_per_wave : E;
+    for (int64_t e = 0; e < E; e++) all[e] = under[e] && po->expert_policy == FS_EXPERT_ALL_TOKENS;
+    for (int64_t w0 = 0; rc == FS_OK && w0 < E; w0 += wave) {
+        const int w1 = (int)(w0 + wave < E ? w0 + wave : E), nw = w1 - (int)w0;
+        const double te = fs_now();
+        p->holding = 1;
+        float **He = calloc((size_t)nw, sizeof *He), **Hd = calloc((size_t)nw, sizeof *Hd);
+        if (!He || !Hd) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "wave of %d experts", nw);
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 0, He);
+        for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
+            /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
+             * (its own Hessian only measures the loss) */
+            const int pol = under[e] ? (int)po->expert_policy : -1, ig = e0 + 3 * e;
+            const float *Hgu = pol == FS_EXPERT_SHARED ? Hx : He[e - w0];
+            for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
+        }
+        for (int e = 0; He && e < nw; e++) { free(He[e]); He[e] = NULL; }   /* before the down Hessians */
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 1, Hd);
+        for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
+            const int pol = under[e] ? (int)po->expert_policy : -1;
+            rc = quantize_one(p, e0 + 3 * e + 2, Hd[e - w0], pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
+        }
+        for (int e = 0; He && Hd && e < nw; e++) { free(He[e]); free(Hd[e]); }
+        free(He);
+        free(Hd);
+        p->holding = 0;
+        rc = flush_held(p, rc);
+        char en[96];
+        int64_t toks = 0;
+        for (int e = (int)w0; e < w1; e++) toks += all[e] ? n : count[e];
+        snprintf(en, sizeof en, "experts %lld-%d (%lld rows)", (long long)w0, w1 - 1, (long long)toks);
+        fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
+    }
+    /* E: x += MoE(norm(x)) with the quantized experts */
+    if (rc == FS_OK) rc = acts_begin(ctx, p->x, FS_SPILL_INPLACE);
+    p->tfwd = fs_now();
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
+        float *x = s->xb;
+        if ((rc = load(p, s0 * p->T, nb, x)) != FS_OK) break;
+        fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
+        if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
+        for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
+        rc = acts_store(ctx, p->x, s0 * p->T, nb, x);
+    }
+    fwd_mark(p);
+    rc = acts_end(ctx, p->x, rc);
+out:
+    p->holding = 0;
+    rc = flush_held(p, rc);                              /* frees what an error left held */
+    free(p->held);
+    p->held = NULL;
+    p->cap_held = 0;
+    free(Hx); free(idx); free(wt); free(count); free(under); free(all);
+    return rc;
+}
+
+fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f,
+                          const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
+                          fs_outckpt *o)
+{
+    const int64_t H = f->H, n = nseq * T;
+    fs_qinfo none = {0};
+    float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
+    acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
+    acts *x = &xs;
+    fs_status rc = FS_OK;
+    const int l0 = po->start_layer, live = l0 < m->nlayers;   /* decoder layers left to run */
+    if (!live)
+        ;                                            /* only MTP layers left: no activations */
+    else if (po->spill && !po->work)
+        rc = fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations need a work folder");
+    else if (po->spill)                              /* one window per chunk: batches are whole windows */
+        rc = fs_spill_new(ctx, po->work, (uint64_t)n, (uint64_t)(H * xs.elem), (uint64_t)T, &xs.sp);
+    else if (xs.elem == 4)
+        xs.f = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
+    else
+        xs.b = fs_alloc2((size_t)n, (size_t)H * sizeof(uint16_t));
+    if (rc == FS_OK && ((live && !xs.sp && !xs.f && !xs.b) || !row))
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of %lld tokens x %lld", (long long)n, (long long)H);
+    if (rc != FS_OK) {
+        fs_spill_free(xs.sp); free(xs.f); free(xs.b); free(row);
+        return rc;
+    }
+    if (xs.sp)
+        fs_log(ctx, "activations: %.3f GB per boundary, spilled to %s (two raw files) and streamed %lld tokens at a time",
+               (double)n * (double)H * xs.elem / 1e9, po->work, (long long)T);
+    if (l0 == 0) {                                   /* the embeddings of the calibration tokens */
+        rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
+        if (rc == FS_OK) rc = acts_begin(ctx, x, FS_SPILL_FILL);
+        for (int64_t i = 0; rc == FS_OK && i < n; i++) {
+            memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
+            rc = acts_store(ctx, x, i, 1, row);
+        }
+        rc = acts_end(ctx, x, rc);
+    } else if (l0 < m->nlayers) {                    /* resumed: the boundary the journal names */
+        rc = load_boundary(ctx, po, x, n, H);
+        if (rc == FS_OK) fs_log(ctx, "resumed at model.layers.%d from %s", l0, po->start_act);
+    }
+    free(E);
+    free(row);
+    const int64_t bseq = po->batch_tokens / T > 0 ? po->batch_tokens / T : 1;
+    fs_writer *wr = NULL;
+    /* the writer may fall a layer behind: resident, a boundary copy and a layer's linears */
+    uint64_t pending = (xs.sp ? 0 : (uint64_t)(n * H) * 4) + (64ull << 20);
+    if (rc == FS_OK) rc = fs_writer_new(ctx, pending > WRITER_MIN_PENDING ? pending : WRITER_MIN_PENDING, &wr);
+    for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)   /* committed with layer 0 */
+        if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
+    scratch s = {0};
+    fs_layer_reader *lr = NULL;
+    if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
+    double t_sub = fs_now(), busy_prev = 0.0;
+    if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
+    double t0 = fs_now(), wait_s = 0.0;
+    for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (fs_interrupted()) {
+            rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
+            break;
+        }
+        fs_lw w;
+        double tl = fs_now();
+        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
+        wait_s += fs_now() - tl;
+        fs_crashpoint(ctx, "read");
+        /* the read track: the I/O busy time spent since the previous layer came in,
+         * placed from the layer's submission (reads run in the background) */
+        fs_prefetch_stats pst;
+        fs_lr_stats(lr, &pst);
+        fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, t_sub, t_sub + (pst.busy_s - busy_prev),
+                      fs_lr_bytes(lr, l), 0);
+        busy_prev = pst.busy_s;
+        t_sub = fs_now();
+        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
+        double tu = fs_now();
+        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);   /* decoded into the compute layout: the upload stage */
+        fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(lr, l), 0);
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
+            if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
+        int kept = 0;                  /* --quantize-experts-only: all but the routed experts, as they are */
+        for (int i = 0; po->experts_only && rc == FS_OK && i < L->nlin; i++)
+            if (L->lin[i].expert < 0) {
+                char wn[1100];
+                snprintf(wn, sizeof wn, "%s.weight", L->lin[i].name);
+                rc = queue_copy(ctx, wr, o, c, wn, po->trace, l);
+                kept++;
+            }
+        fs_lr_release(lr, l);
+        if (rc != FS_OK) break;
+        pstate p = {.ctx = ctx, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+                    .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
+                    .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
+        const int64_t qs = f->nh * f->hd;
+        const int g0 = w.g0;
+        if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
+            const int kvb = fs_mla_slot_kvb(f), io = fs_mla_slot_o(f);
+            rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, 0, 2);
+            if (rc == FS_OK && f->qr) rc = capture_and_quantize(&p, ST_QB, &s, f->qr, 2, 3);
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_KVB, &s, f->kvr, kvb, kvb + 1);
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_O_IN, &s, f->nh * f->vh, io, io + 1);
+        } else {
+            rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, FS_Q, FS_V + 1);       /* q, k, v */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_O_IN, &s, qs, FS_O, FS_O + 1);
+        }
+        if (rc == FS_OK && L->moe) {
+            rc = moe_layer(&p, &s);                                         /* x -> next input */
+        } else {
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_POST, &s, H, g0, g0 + 2);   /* x -> mid */
+            if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
+            if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
+        }
+        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, x, n, H);
+        fs_lw_free(&w);
+        fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
+        if (rc == FS_OK) {
+            if (!ctx->quiet && isatty(2)) fputs("\r\033[K", stderr);   /* the progress line gives way */
+            char ks[48] = "";
+            if (p.kept) snprintf(ks, sizeof ks, "  %d kept unquantized", p.kept);
+            fs_log(ctx, "[%3d/%3d] model.layers.%d  rel.loss mean %.3e worst %.3e (%s)  retries %d%s%s  %.1f s (total %.1f s)",
+                   l + 1, m->nlayers, l, p.nq ? p.sum / p.nq : 0.0, p.worst, p.worst_name, p.retries,
+                   p.fallbacks ? "  RTN FALLBACK" : "", ks, fs_now() - tl, fs_now() - t0);
+        }
+    }
+    /* MTP layers: never run by the forward, so never calibrated: copied as they are */
+    for (int l = l0 > m->nlayers ? l0 : m->nlayers; rc == FS_OK && l < m->nlayers + m->nmtp; l++) {
+        char pre[64];
+        int cnt = 0;
+        snprintf(pre, sizeof pre, "model.layers.%d.", l);
+        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;
+        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;
+        for (size_t k = 0; rc == FS_OK && k < c->ntensors; k++) {
+            const char *tn = c->entries[k].t->name;
+            if (!strncmp(tn, pre, strlen(pre)) && !fs_ckpt_is_scale(c, tn)) {
+                rc = queue_copy(ctx, wr, o, c, tn, po->trace, l);
+                cnt++;
+            }
+        }
+        fs_lr_release(lr, l);
+        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, NULL, 0, H);
+        if (rc == FS_OK)
+            fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer (speculative decoding only, not run by the "
+                   "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,
+                   c->fp8_block[0] ? ", FP8 dequantized to BF16" : "");
+    }
+    if (lr) {
+        fs_prefetch_stats st;
+        fs_lr_stats(lr, &st);
+        fs_log(ctx, "read %.3f GB in %.2f s of I/O (%.2f GB/s%s%s); compute waited %.2f s for reads",
+               (double)st.bytes / 1e9, st.busy_s, st.busy_s > 0 ? (double)st.bytes / 1e9 / st.busy_s : 0.0,
+               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
+    }
+    fs_lr_free(lr);
+    if (wr && rc == FS_OK && (rc = fs_writer_flush(ctx, wr)) == FS_OK) {
+        fs_writer_stats ws;
+        fs_writer_get_stats(wr, &ws);
+        fs_log(ctx, "writer: %llu jobs, %.3f GB, %.2f s busy; compute waited %.2f s for it",
+               (unsigned long long)ws.jobs, (double)ws.bytes / 1e9, ws.busy_s, ws.blocked_s);
+    }
+    fs_writer_free(NULL, wr);      /* after an error: drops what is queued (and the spill holds) */
+    if (xs.sp && rc == FS_OK) {
+        fs_spill_stats ss;
+        fs_spill_get_stats(xs.sp, &ss);
+        fs_log(ctx, "spilled activations: read %.3f GB%s, wrote %.3f GB; compute waited %.2f s for reads, %.2f s for "
+               "writes, %.2f s for the boundary writer", (double)ss.bytes_read / 1e9, ss.direct ? " (O_DIRECT)" : "",
+               (double)ss.bytes_written / 1e9, ss.read_wait_s, ss.write_wait_s, ss.hold_wait_s);
+    }
+    fs_spill_free(xs.sp);          /* removes the spill files */
+    scratch_free(&s);
+    free(xs.f);
+    free(xs.b);
+    return rc;
+}
