@@ -158,7 +158,7 @@ fs_status fs_spill_new(fs_ctx *ctx, const char *dir, uint64_t rows, uint64_t row
         int e = fallocate(sp->fd[i], 0, 0, (off_t)size) == 0 ? 0 : errno;
         if (e == EOPNOTSUPP || e == ENOSYS || e == EINVAL) e = ftruncate(sp->fd[i], (off_t)size) == 0 ? 0 : errno;
         if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-            rc = fs_ctx_err(ctx, FS_ERR_IO, "no space left on device for the spilled activations: %s needs %llu bytes "
+            rc = fs_ctx_err(ctx, FS_ERR_NOSPACE, "no space left on device for the spilled activations: %s needs %llu bytes "
                             "(two such files): %s", sp->path[i], (ull)size, strerror(e));
         else if (e)
             rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: reserving %llu bytes: %s", sp->path[i], (ull)size, strerror(e));

@@ -871,13 +871,13 @@ START_TEST(enospc_dev_full)
         fprintf(stderr, "actcache: skipped ENOSPC through /dev/full (no pwrite on it)\n");
         fs_act_writer_abort(w);
     } else {
-        ck_assert_int_eq(st2, FS_ERR_IO);
+        ck_assert_int_eq(st2, FS_ERR_NOSPACE);
         ck_assert_msg(strstr(ctx.errmsg, "no space left on device while writing") &&
                       strstr(ctx.errmsg, tmp) && strstr(ctx.errmsg, "512 bytes needed"),
                       "message: %s", ctx.errmsg);
         /* FAILED: put repeats the error, close removes the temporary name */
-        ck_assert_int_eq(fs_act_writer_put(&ctx, w, rows, 0), FS_ERR_IO);
-        ck_assert_int_eq(fs_act_writer_close(&ctx, w, NULL), FS_ERR_IO);
+        ck_assert_int_eq(fs_act_writer_put(&ctx, w, rows, 0), FS_ERR_NOSPACE);
+        ck_assert_int_eq(fs_act_writer_close(&ctx, w, NULL), FS_ERR_NOSPACE);
     }
     ck_assert_int_eq(entries_in(dir), 0);
     t_rmdir(dir);
@@ -906,12 +906,12 @@ START_TEST(full_disk_rlimit)
         fs_status st = FS_OK;
         for (uint64_t r = 0; r < rows && st == FS_OK; r += 16)
             st = fs_act_writer_put(&ctx, w, data + r * rb, 16);
-        if (st != FS_ERR_IO) _exit(12);
+        if (st != FS_ERR_NOSPACE) _exit(12);
         fprintf(stderr, "actcache: full disk message: %s\n", ctx.errmsg);
         if (!strstr(ctx.errmsg, "file size limit exceeded while writing") ||
             !strstr(ctx.errmsg, path) || !strstr(ctx.errmsg, "bytes needed"))
             _exit(13);
-        if (fs_act_writer_close(&ctx, w, NULL) != FS_ERR_IO) _exit(14);
+        if (fs_act_writer_close(&ctx, w, NULL) != FS_ERR_NOSPACE) _exit(14);
         if (exists(path)) _exit(15);
         DIR *d = opendir(dir);
         struct dirent *e;

@@ -465,7 +465,7 @@ START_TEST(full_disk_then_resume)
         return;
     }
     ck_assert_msg(code == 1, "exit %d: %s", code, err);
-    ck_assert_msg(strstr(err, out) && (strstr(err, "File too large") || strstr(err, "no space")), "%s", err);
+    ck_assert_msg(strstr(err, out) && (strstr(err, "file size limit exceeded") || strstr(err, "no space")), "%s", err);
     ck_assert_msg(strstr(err, "needs about") && strstr(err, "--resume --work"), "%s", err);
     ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
     ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);

@@ -314,12 +314,12 @@ START_TEST(failed_write_names_the_file)
         if (rc == FS_OK) memset(d, 7, 16);
     }
     rc = fs_spill_end(&ctx, sp, rc);
-    ck_assert_int_eq(rc, FS_ERR_IO);
+    ck_assert_int_eq(rc, FS_ERR_NOSPACE);
     ck_assert_msg(strstr(ctx.errmsg, "no space left on device") && strstr(ctx.errmsg, "/spill-0.raw") &&
                   strstr(ctx.errmsg, "16 bytes needed at offset 16"), "%s", ctx.errmsg);
     /* the error stays: the next writing pass reports it too */
     fs_ctx_init(&ctx);
-    ck_assert_int_eq(fs_spill_begin(&ctx, sp, FS_SPILL_INPLACE), FS_ERR_IO);
+    ck_assert_int_eq(fs_spill_begin(&ctx, sp, FS_SPILL_INPLACE), FS_ERR_NOSPACE);
     ck_assert_msg(strstr(ctx.errmsg, "spill-0.raw"), "%s", ctx.errmsg);
     fs_spill_free(sp);
     t_rmdir(tmp);

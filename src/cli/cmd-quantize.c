@@ -565,9 +565,7 @@ out:
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
         if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
         else code = FS_EXIT_RUNTIME;                 /* I/O, memory, CUDA: the machine, not the input */
-        int space = strstr(ctx.errmsg, "o space left") || strstr(ctx.errmsg, "too large") ||
-                    strstr(ctx.errmsg, "quota") || strstr(ctx.errmsg, "No space");
-        if (journal_live) quantize_resume_hint(&a, &rj, space);
+        if (journal_live) quantize_resume_hint(&a, &rj, rc == FS_ERR_NOSPACE);
     }
     if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
     if (lock_fd >= 0) close(lock_fd);

@@ -35,7 +35,9 @@ typedef enum fs_status {
     FS_ERR_CUDA,    /* a CUDA, cuBLAS or cuSOLVER call failed */
     FS_ERR_USAGE,   /* a bad flag or argument (exit code 2) */
     FS_ERR_ABORTED, /* stopped by a signal */
-    FS_ERR_NODEV    /* the requested backend has no device */
+    FS_ERR_NODEV,   /* the requested backend has no device */
+    FS_ERR_NOSPACE  /* a write failed for lack of space: ENOSPC, EDQUOT, EFBIG (as
+                       SQLite's SQLITE_FULL: callers test the code, never the text) */
 } fs_status;
 
 const char *fs_status_str(fs_status st);
@@ -69,18 +71,33 @@ double fs_now(void);
 fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path);
 /* Writes buf[n] to path through path.tmp.PID, fsync, rename, fsync of the
  * folder; nothing is left under either name on error.  Errors: FS_ERR_IO
- * naming the file, FS_ERR_NOMEM. */
+ * naming the file, FS_ERR_NOSPACE, FS_ERR_NOMEM. */
 fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n);
 
 /* pread / pwrite of all n bytes at off, in calls of at most 1 GiB, EINTR
  * retried.  Reads: FS_ERR_IO naming path and offset, a premature end of
- * file included.  Writes: FS_ERR_IO naming path, with "no space left on
- * device while writing PATH (N bytes needed at offset O)" for ENOSPC (and
- * the like for EDQUOT and EFBIG); fault_point (may be NULL) is the
- * fs_io_fault point the writes pass. */
+ * file included.  Writes: FS_ERR_NOSPACE with "no space left on device
+ * while writing PATH (N bytes needed at offset O)" for ENOSPC (and the like
+ * for EDQUOT and EFBIG), FS_ERR_IO naming path otherwise; fault_point (may
+ * be NULL) is the fs_io_fault point the writes pass. */
 fs_status fs_pread_full(fs_ctx *ctx, int fd, const char *path, void *dst, uint64_t n, uint64_t off);
 fs_status fs_pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src, uint64_t n, uint64_t off,
                          const char *fault_point);
+
+/* Records a failed write of n bytes at offset off of path (errno e):
+ * FS_ERR_NOSPACE for ENOSPC, EDQUOT, EFBIG ("no space left on device while
+ * writing PATH (N bytes needed at offset O)"), FS_ERR_IO otherwise.  Returns
+ * the code. */
+fs_status fs_write_errno(fs_ctx *ctx, int e, const char *path, uint64_t n, uint64_t off);
+
+/* Opens an existing file of outside data for reading (flags: O_RDONLY or
+ * O_RDWR; O_CLOEXEC is added) without ever blocking on it: a named pipe, a
+ * device, a socket or a folder is refused before a byte is read.  *size
+ * (may be NULL) gets its size.  Errors: FS_ERR_USAGE naming path for a
+ * missing or unreadable file ("No such file ...") and for one that is not a
+ * regular file ("not a regular file (a named pipe)"), FS_ERR_IO for other
+ * failures. */
+fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uint64_t *size);
 
 /* Takes an exclusive fcntl lock on dir/lock (held until *fd_out is closed,
  * or the process ends).  FS_ERR_USAGE naming the holder's pid when another

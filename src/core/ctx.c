@@ -113,6 +113,7 @@ const char *fs_status_str(fs_status st)
     case FS_ERR_USAGE: return "usage error";
     case FS_ERR_ABORTED: return "aborted";
     case FS_ERR_NODEV: return "no device";
+    case FS_ERR_NOSPACE: return "no space left";
     }
     return "unknown status";
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "src/core/core.h"
@@ -64,10 +65,7 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
         int inj = fs_io_fault(ctx, "atomic-write");
         ssize_t w = inj ? (errno = inj, -1) : write(fd, (const char *)buf + off, n - off);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0 && (errno == ENOSPC || errno == EDQUOT || errno == EFBIG))
-            rc = fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing %s (%zu bytes): %s", tmp, n,
-                            strerror(errno));
-        else if (w <= 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", tmp, strerror(errno));
+        if (w <= 0) rc = fs_write_errno(ctx, w < 0 ? errno : EIO, tmp, n - off, off);
         else off += (size_t)w;
     }
     if (rc == FS_OK && fsync(fd) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
@@ -88,6 +86,55 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
 
 typedef unsigned long long ull;
 
+fs_status fs_write_errno(fs_ctx *ctx, int e, const char *path, uint64_t n, uint64_t off)
+{
+    const char *what = e == ENOSPC ? "no space left on device" : e == EDQUOT ? "disk quota exceeded"
+                     : e == EFBIG ? "file size limit exceeded" : NULL;
+    if (what)
+        return fs_ctx_err(ctx, FS_ERR_NOSPACE, "%s while writing %s (%llu bytes needed at offset %llu)", what, path,
+                          (ull)n, (ull)off);
+    return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of %llu bytes at offset %llu: %s", path, (ull)n, (ull)off,
+                      e ? strerror(e) : "nothing written");
+}
+
+static const char *kind_of(mode_t m)
+{
+    return S_ISFIFO(m) ? "a named pipe" : S_ISDIR(m) ? "a folder" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
+}
+
+fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uint64_t *size)
+{
+    *fd = -1;
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer forever */
+    int f = open(path, (flags & (O_RDONLY | O_WRONLY | O_RDWR)) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (f < 0) {
+        int e = errno;
+        int bad_path = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM || e == ELOOP ||
+                       e == ENAMETOOLONG || e == ENXIO || e == EISDIR || e == ENODEV;
+        return fs_ctx_err(ctx, bad_path ? FS_ERR_USAGE : FS_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(f, &st) != 0) {
+        int e = errno;
+        close(f);
+        return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(f);
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: not a regular file (%s)", path, kind_of(st.st_mode));
+    }
+    int fl = fcntl(f, F_GETFL);
+    if (fl < 0 || fcntl(f, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(f);
+        return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(e));
+    }
+    *fd = f;
+    if (size) *size = (uint64_t)st.st_size;
+    return FS_OK;
+}
+
 fs_status fs_pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src, uint64_t n, uint64_t off,
                          const char *fault_point)
 {
@@ -97,23 +144,7 @@ fs_status fs_pwrite_full(fs_ctx *ctx, int fd, const char *path, const void *src,
         int inj = fault_point ? fs_io_fault(ctx, fault_point) : 0;
         ssize_t put = inj ? (errno = inj, -1) : pwrite(fd, p, want, (off_t)off);
         if (put < 0 && errno == EINTR) continue;
-        if (put <= 0) {
-            int e = put < 0 ? errno : EIO;
-            if (e == ENOSPC)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "no space left on device while writing %s (%llu bytes needed "
-                                  "at offset %llu)", path, (ull)n, (ull)off);
-            if (e == EDQUOT)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "disk quota exceeded while writing %s (%llu bytes needed at "
-                                  "offset %llu)", path, (ull)n, (ull)off);
-            if (e == EFBIG)
-                return fs_ctx_err(ctx, FS_ERR_IO,
-                                  "file size limit exceeded while writing %s (%llu bytes needed "
-                                  "at offset %llu)", path, (ull)n, (ull)off);
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of %zu bytes at offset %llu: %s", path,
-                              want, (ull)off, put < 0 ? strerror(e) : "nothing written");
-        }
+        if (put <= 0) return fs_write_errno(ctx, put < 0 ? errno : EIO, path, n, off);
         p += put;
         n -= (uint64_t)put;
         off += (uint64_t)put;

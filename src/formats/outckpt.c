@@ -232,11 +232,7 @@ static fs_status add(fs_ctx *ctx, fs_outckpt *o, const char *name, fs_dtype dt, 
             int e = errno;
             free(data);
             fs_out_staging_path(o, o->nshards + 1, path, sizeof path);
-            if (e == ENOSPC || e == EDQUOT || e == EFBIG)
-                return fs_ctx_err(ctx, FS_ERR_IO, "no space left on device while writing %s ('%s', %llu bytes): %s",
-                                  path, name, (unsigned long long)nb, strerror(e));
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write of '%s' (%llu bytes): %s", path, name,
-                              (unsigned long long)nb, strerror(e));
+            return fs_write_errno(ctx, k < 0 ? e : EIO, path, nb - done, t->off + done);
         }
         done += (uint64_t)k;
     }

@@ -390,7 +390,7 @@ static fs_status write_full(fs_ctx *ctx, int fd, const char *path, const void *b
         ssize_t put = inj ? (errno = inj, -1) : write(fd, p, want);
         if (put < 0) {
             if (errno == EINTR) continue;
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: write: %s", path, strerror(errno));
+            return fs_write_errno(ctx, errno, path, n, 0);
         }
         p += put;
         n -= (uint64_t)put;
