@@ -7,7 +7,7 @@
  *
  * Invariants:
  *  1. A writer's payloads go to the temporary file at their final offsets
- *     (from 64 + 32 * nchunks on, contiguous); the header and table are
+ *     (from 80 + 32 * nchunks on, contiguous); the header and table are
  *     written last, so a file whose header checksum matches was completely
  *     written, and the final path only ever names such a file (rename after
  *     fsync).
@@ -169,8 +169,9 @@ struct fs_act_writer {
     uint8_t *buf;            /* [chunk_bytes] partial chunk, allocated on first need */
     uint8_t *shuf;           /* [chunk_bytes] shuffled chunk */
     uint8_t *cbuf;           /* [cbound] LZ4 output */
-    uint8_t *meta;           /* [64 + 32 * nchunks] header + encoded table */
+    uint8_t *meta;           /* [80 + 32 * nchunks] header + encoded table */
     uint64_t *sums;          /* [nchunks] chunk checksums */
+    uint64_t tag;            /* the header's label (FS_ACT_NO_TAG unless set) */
     fs_status failed;        /* FS_OK, or the error that made the writer FAILED */
 };
 
@@ -230,6 +231,7 @@ fs_status fs_act_writer_open(fs_ctx *ctx, const char *path, int elem_size, uint6
     w->rows = rows;
     w->chunk_rows = chunk_rows;
     w->nchunks = nchunks;
+    w->tag = FS_ACT_NO_TAG;
     w->next_off = FS_ACT_HEADER_BYTES + FS_ACT_ENTRY_BYTES * nchunks;
     w->chunk_bytes = (size_t)(chunk_rows * row_bytes);
     size_t plen = strlen(path), tlen = plen + 32;
@@ -361,8 +363,10 @@ fs_status fs_act_writer_close(fs_ctx *ctx, fs_act_writer *w, uint64_t *checksum_
     put64(h + 24, w->rows);
     put64(h + 32, w->chunk_rows);
     put64(h + 40, w->nchunks);
-    put64(h + 48, XXH3_64bits(h + FS_ACT_HEADER_BYTES, (size_t)(FS_ACT_ENTRY_BYTES * w->nchunks)));
-    put64(h + 56, XXH3_64bits(h, 56));
+    put64(h + 48, w->tag);
+    put64(h + 56, 0);
+    put64(h + 64, XXH3_64bits(h + FS_ACT_HEADER_BYTES, (size_t)(FS_ACT_ENTRY_BYTES * w->nchunks)));
+    put64(h + 72, XXH3_64bits(h, 72));
     uint64_t meta_bytes = FS_ACT_HEADER_BYTES + FS_ACT_ENTRY_BYTES * w->nchunks;
     if ((rc = fs_pwrite_full(ctx, w->fd, w->tmp, h, meta_bytes, 0, "act-write")) != FS_OK) goto fail;
     if (fsync(w->fd) != 0) {
@@ -409,6 +413,7 @@ struct fs_act_file {
     uint64_t row_bytes, rows, chunk_rows, nchunks, size;
     act_entry *ent;          /* [nchunks] */
     uint64_t checksum;       /* journal checksum */
+    uint64_t tag;            /* the header's label */
     size_t max_stored;       /* largest LZ4 payload */
     size_t max_raw;          /* largest raw chunk */
     uint8_t *cbuf;           /* [max_stored] LZ4 payload, on first need */
@@ -435,6 +440,12 @@ int fs_act_elem_size(const fs_act_file *f) { return f->elem_size; }
 uint64_t fs_act_chunk_rows(const fs_act_file *f) { return f->chunk_rows; }
 uint64_t fs_act_nchunks(const fs_act_file *f) { return f->nchunks; }
 uint64_t fs_act_checksum(const fs_act_file *f) { return f->checksum; }
+uint64_t fs_act_tag(const fs_act_file *f) { return f->tag; }
+
+void fs_act_writer_set_tag(fs_act_writer *w, uint64_t tag)
+{
+    w->tag = tag;
+}
 
 /* Header fields and table of an open file (fd, path, size set). */
 static fs_status parse(fs_ctx *ctx, fs_act_file *f)
@@ -450,16 +461,19 @@ static fs_status parse(fs_ctx *ctx, fs_act_file *f)
     if (memcmp(h, FS_ACT_MAGIC, 8) != 0)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not an activation cache file (bad magic)",
                           path);
-    if (get64(h + 56) != XXH3_64bits(h, 56))
+    if (get64(h + 72) != XXH3_64bits(h, 72))
         return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: header checksum mismatch", path);
     uint32_t version = get32(h + 8), es = get32(h + 12);
     uint64_t row_bytes = get64(h + 16), rows = get64(h + 24), chunk_rows = get64(h + 32);
     uint64_t nchunks = get64(h + 40);
+    f->tag = get64(h + 48);
     if (version != FS_ACT_VERSION)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: format version %u (this build reads %u)",
                           path, version, FS_ACT_VERSION);
     if (es != 1 && es != 2 && es != 4 && es != 8)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: element size %u", path, es);
+    if (get64(h + 56) != 0)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: reserved header field is not 0", path);
     if (row_bytes == 0 || row_bytes % es != 0 || row_bytes > FS_ACT_MAX_CHUNK_BYTES)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: row size %llu (element size %u)", path,
                           (ull)row_bytes, es);
@@ -492,7 +506,7 @@ static fs_status parse(fs_ctx *ctx, fs_act_file *f)
         goto out;
     }
     if ((rc = fs_pread_full(ctx, f->fd, path, t, tbytes, FS_ACT_HEADER_BYTES)) != FS_OK) goto out;
-    if (get64(h + 48) != XXH3_64bits(t, (size_t)tbytes)) {
+    if (get64(h + 64) != XXH3_64bits(t, (size_t)tbytes)) {
         rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: chunk table checksum mismatch", path);
         goto out;
     }
@@ -557,7 +571,7 @@ fs_status fs_act_open(fs_ctx *ctx, const char *path, fs_act_file **out)
     }
     fs_status rc;
     struct stat st;
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
+    f->fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);   /* never blocks on a named pipe */
     if (f->fd < 0) {
         rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: open: %s", path, strerror(errno));
         goto fail;
@@ -568,6 +582,10 @@ fs_status fs_act_open(fs_ctx *ctx, const char *path, fs_act_file **out)
     }
     if (!S_ISREG(st.st_mode)) {
         rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a regular file", path);
+        goto fail;
+    }
+    if (fcntl(f->fd, F_SETFL, fcntl(f->fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
         goto fail;
     }
     f->size = (uint64_t)st.st_size;

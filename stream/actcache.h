@@ -14,24 +14,28 @@
  * given) instead.  Each chunk carries the XXH3-64 (seed 0) of its raw,
  * unshuffled bytes.
  *
- * ---- File format, version 1 (a contract: readers elsewhere may rely on it) --
+ * ---- File format, version 2 (a contract: readers elsewhere may rely on it) --
  *
  * All integers little-endian, fixed width; offsets are from the start of the
  * file.
  *
- *   Header, 64 bytes at offset 0:
- *      0  8  magic        "FSACT001" (ASCII, no terminator)
- *      8  4  version      u32 = 1
+ *   Header, 80 bytes at offset 0:
+ *      0  8  magic        "FSACT002" (ASCII, no terminator)
+ *      8  4  version      u32 = 2
  *     12  4  elem_size    u32 in {1, 2, 4, 8}
  *     16  8  row_bytes    u64 >= 1, a multiple of elem_size
  *     24  8  rows         u64 (0 allowed: then nchunks = 0)
  *     32  8  chunk_rows   u64 >= 1; the writer stores min(chunk_rows, rows)
  *                         when rows > 0; chunk_rows * row_bytes <= 1 GiB
  *     40  8  nchunks      u64 = ceil(rows / chunk_rows) <= FS_ACT_MAX_CHUNKS
- *     48  8  table_xxh3   u64 XXH3-64 of the nchunks * 32 table bytes
- *     56  8  header_xxh3  u64 XXH3-64 of header bytes 0..55
+ *     48  8  tag          u64 the writer's label: a layer boundary holds the
+ *                         index of the layer whose input it is, so a file is
+ *                         never taken for another layer's; FS_ACT_NO_TAG unset
+ *     56  8  reserved     u64 = 0
+ *     64  8  table_xxh3   u64 XXH3-64 of the nchunks * 32 table bytes
+ *     72  8  header_xxh3  u64 XXH3-64 of header bytes 0..71
  *
- *   Chunk table, nchunks entries of 32 bytes at offset 64; entry i:
+ *   Chunk table, nchunks entries of 32 bytes at offset 80; entry i:
  *      0  8  offset       u64 file offset of chunk i's payload
  *      8  4  stored       u32 payload bytes in the file
  *     12  4  raw          u32 raw bytes of the chunk = its rows * row_bytes
@@ -40,7 +44,7 @@
  *     24  8  xxh3         u64 XXH3-64 of the chunk's raw (unshuffled) bytes
  *
  *   Payloads: chunk i holds rows [i * chunk_rows, min((i+1) * chunk_rows, rows)).
- *   Payloads are contiguous and in order: chunk 0 starts at 64 + 32 * nchunks,
+ *   Payloads are contiguous and in order: chunk 0 starts at 80 + 32 * nchunks,
  *   chunk i+1 at offset_i + stored_i, and the last one ends at the end of the
  *   file.  A RAW payload is the raw bytes (stored == raw).  An LZ4 payload is
  *   one LZ4 block (LZ4_compress_default format) of the shuffled raw bytes,
@@ -50,7 +54,7 @@
  * by fs_act_checksum): the XXH3-64 of the nchunks chunk checksums laid out as
  * u64 little-endian, in chunk order (XXH3-64 of zero bytes when nchunks = 0).
  *
- * Zero rows are allowed: the file is the 64-byte header alone; reads of zero
+ * Zero rows are allowed: the file is the 80-byte header alone; reads of zero
  * rows succeed.  (A layer boundary with no tokens is odd but not invalid, and
  * refusing it would force every caller to special-case it.)
  *
@@ -80,9 +84,10 @@
 extern "C" {
 #endif
 
-#define FS_ACT_MAGIC "FSACT001"
-#define FS_ACT_VERSION 1u
-#define FS_ACT_HEADER_BYTES 64u
+#define FS_ACT_MAGIC "FSACT002"
+#define FS_ACT_VERSION 2u
+#define FS_ACT_HEADER_BYTES 80u
+#define FS_ACT_NO_TAG UINT64_MAX                /* a file written without a label */
 #define FS_ACT_ENTRY_BYTES 32u
 #define FS_ACT_MAX_CHUNK_BYTES (1ull << 30)   /* raw bytes of one chunk */
 #define FS_ACT_MAX_CHUNKS (1ull << 20)        /* table of at most 32 MiB */
@@ -114,6 +119,9 @@ void fs_act_unshuffle(void *dst, const void *src, size_t elem_size, size_t count
  * disk on error. */
 fs_status fs_act_writer_open(fs_ctx *ctx, const char *path, int elem_size, uint64_t row_bytes,
                              uint64_t rows, uint64_t chunk_rows, fs_act_writer **out);
+
+/* Sets the label the header will carry (tag above).  Cannot fail. */
+void fs_act_writer_set_tag(fs_act_writer *w, uint64_t tag);
 
 /* Appends nrows rows (nrows * row_bytes bytes at rows_data, copied: the
  * caller keeps its buffer) and compresses and writes every chunk they
@@ -172,6 +180,10 @@ uint64_t fs_act_nchunks(const fs_act_file *f);
 /* The journal checksum (as fs_act_writer_close returned it), from the table.
  * It vouches for the payloads only once fs_act_verify passed. */
 uint64_t fs_act_checksum(const fs_act_file *f);
+
+/* The header's label (FS_ACT_NO_TAG when the writer set none); trusted once
+ * fs_act_open returned, as the header checksum covers it.  Cannot fail. */
+uint64_t fs_act_tag(const fs_act_file *f);
 
 /* Closes the file and frees f.  Accepts NULL. */
 void fs_act_close(fs_act_file *f);

@@ -56,6 +56,7 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define ALIGN ((uint64_t)FS_PREFETCH_ALIGN)
@@ -321,8 +322,15 @@ static int open_fd(fs_prefetch *p, const char *path, int direct)
         int r = p->o.rig_open(p->o.rig_arg, path, direct);
         if (r < 0) return r;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
-    return fd < 0 ? -errno : fd;
+    /* O_NONBLOCK: a named pipe put in a shard's place must not hang the run */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (direct ? O_DIRECT : 0));
+    if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) {
+        close(fd);
+        return -EINVAL;
+    }
+    return fd;
 }
 
 /* Index of path in p->file, opening it if new.  Errors: FS_ERR_IO, FS_ERR_NOMEM. */

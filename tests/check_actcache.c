@@ -34,6 +34,8 @@
 #include <xxhash.h>
 
 #include "tests/util.h"
+
+#define HDR 80   /* header bytes of format version 2, written out independently of the code */
 #include "stream/actcache.h"
 
 /* ---- helpers written from the format description -------------------------- */
@@ -103,28 +105,29 @@ static int exists(const char *path)
 static void fix_sums(uint8_t *b, size_t len)
 {
     uint64_t n = rd64(b + 40);
-    uint64_t tb = n < (len - 64) / 32 ? n * 32 : (len - 64) / 32 * 32;
-    wr64(b + 48, XXH3_64bits(b + 64, (size_t)tb));
-    wr64(b + 56, XXH3_64bits(b, 56));
+    uint64_t tb = n < (len - HDR) / 32 ? n * 32 : (len - HDR) / 32 * 32;
+    wr64(b + 64, XXH3_64bits(b + HDR, (size_t)tb));
+    wr64(b + 72, XXH3_64bits(b, 72));
 }
 
 /* The independent reader: checks the layout of a file image and decodes it
  * into out (rows * row_bytes bytes).  Returns the number of LZ4 chunks. */
 static int ref_decode(const uint8_t *b, size_t len, uint8_t *out, uint64_t *journal)
 {
-    ck_assert_uint_ge(len, 64);
-    ck_assert(memcmp(b, "FSACT001", 8) == 0);
-    ck_assert_uint_eq(rd32(b + 8), 1);
-    ck_assert_uint_eq(rd64(b + 56), XXH3_64bits(b, 56));
+    ck_assert_uint_ge(len, HDR);
+    ck_assert(memcmp(b, "FSACT002", 8) == 0);
+    ck_assert_uint_eq(rd32(b + 8), 2);
+    ck_assert_uint_eq(rd64(b + 56), 0);
+    ck_assert_uint_eq(rd64(b + 72), XXH3_64bits(b, 72));
     uint32_t es = rd32(b + 12);
     uint64_t rb = rd64(b + 16), rows = rd64(b + 24), cr = rd64(b + 32), n = rd64(b + 40);
     ck_assert_uint_eq(n, rows == 0 ? 0 : (rows + cr - 1) / cr);
-    ck_assert_uint_eq(rd64(b + 48), XXH3_64bits(b + 64, (size_t)(32 * n)));
-    uint64_t at = 64 + 32 * n;
+    ck_assert_uint_eq(rd64(b + 64), XXH3_64bits(b + HDR, (size_t)(32 * n)));
+    uint64_t at = HDR + 32 * n;
     int nlz4 = 0;
     uint8_t *sums = malloc(8 * (size_t)n + 1), *shuf = malloc((size_t)(cr * rb));
     for (uint64_t i = 0; i < n; i++) {
-        const uint8_t *e = b + 64 + 32 * i;
+        const uint8_t *e = b + HDR + 32 * i;
         uint64_t off = rd64(e), r0 = i * cr, nr = rows - r0 < cr ? rows - r0 : cr;
         uint32_t stored = rd32(e + 8), raw = rd32(e + 12), flags = rd32(e + 16);
         ck_assert_uint_eq(off, at);
@@ -347,7 +350,7 @@ START_TEST(zero_rows)
     ck_assert_msg(fs_act_writer_close(&ctx, w, &sum) == FS_OK, "%s", ctx.errmsg);
     size_t len;
     uint8_t *img = slurp(path, &len);
-    ck_assert_uint_eq(len, 64);   /* the header alone */
+    ck_assert_uint_eq(len, HDR);   /* the header alone */
     uint64_t jsum;
     ref_decode(img, len, NULL, &jsum);
     ck_assert_uint_eq(sum, XXH3_64bits(NULL, 0));
@@ -460,10 +463,10 @@ START_TEST(incompressible_stored_raw)
     ck_assert_int_eq(write_pieces(&ctx, path, 4, rb, rows, 8, data, 7, NULL), FS_OK);
     size_t len;
     uint8_t *img = slurp(path, &len);
-    ck_assert_uint_eq(len, 64 + 32 * 5 + n);
+    ck_assert_uint_eq(len, HDR + 32 * 5 + n);
     for (int i = 0; i < 5; i++) {
-        ck_assert_uint_eq(rd32(img + 64 + 32 * i + 16), FS_ACT_CHUNK_RAW);
-        ck_assert_uint_eq(rd32(img + 64 + 32 * i + 8), 8 * rb);
+        ck_assert_uint_eq(rd32(img + HDR + 32 * i + 16), FS_ACT_CHUNK_RAW);
+        ck_assert_uint_eq(rd32(img + HDR + 32 * i + 8), 8 * rb);
     }
     uint64_t j;
     ck_assert_int_eq(ref_decode(img, len, got, &j), 0);
@@ -509,13 +512,13 @@ START_TEST(corrupt_payload)
     uint8_t *data = mixed_file(path, &rows, &rb), *got = malloc(rows * rb);
     size_t len;
     uint8_t *img = slurp(path, &len);
-    ck_assert_uint_eq(rd32(img + 64 + 32 * 2 + 16), FS_ACT_CHUNK_LZ4);
-    ck_assert_uint_eq(rd32(img + 64 + 32 * 3 + 16), FS_ACT_CHUNK_RAW);
+    ck_assert_uint_eq(rd32(img + HDR + 32 * 2 + 16), FS_ACT_CHUNK_LZ4);
+    ck_assert_uint_eq(rd32(img + HDR + 32 * 3 + 16), FS_ACT_CHUNK_RAW);
     for (int victim = 2; victim <= 3; victim++)
         for (int pos = 0; pos < 3; pos++) {
             uint8_t *bad = malloc(len);
             memcpy(bad, img, len);
-            const uint8_t *e = bad + 64 + 32 * victim;
+            const uint8_t *e = bad + HDR + 32 * victim;
             uint64_t off = rd64(e), stored = rd32(e + 8);
             /* token byte, then literals (LZ4 blocks end with literals) */
             uint64_t at = off + (pos == 0 ? 0 : pos == 1 ? stored - 3 : stored - 1);
@@ -565,18 +568,21 @@ typedef struct {
 static const mut_case muts[] = {
     {"empty file", M_TRUNC, 0, 0, 0, FS_ERR_FORMAT},
     {"10 bytes", M_TRUNC, 10, 0, 0, FS_ERR_FORMAT},
-    {"63 bytes", M_TRUNC, 63, 0, 0, FS_ERR_FORMAT},
-    {"header alone", M_TRUNC, 64, 0, 0, FS_ERR_FORMAT},
-    {"half the table", M_TRUNC, 64 + 80, 0, 0, FS_ERR_FORMAT},
-    {"table, no payload", M_TRUNC, 64 + 6 * 32, 0, 0, FS_ERR_FORMAT},
+    {"79 bytes", M_TRUNC, HDR - 1, 0, 0, FS_ERR_FORMAT},
+    {"header alone", M_TRUNC, HDR, 0, 0, FS_ERR_FORMAT},
+    {"half the table", M_TRUNC, HDR + 80, 0, 0, FS_ERR_FORMAT},
+    {"table, no payload", M_TRUNC, HDR + 6 * 32, 0, 0, FS_ERR_FORMAT},
     {"last byte missing", M_TRUNC, (size_t)-1, 0, 0, FS_ERR_FORMAT},
     {"trailing byte", M_EXTEND, 0, 0, 0, FS_ERR_FORMAT},
     {"bad magic", M_BYTE, 3, 0x01, 0, FS_ERR_FORMAT},
     {"header byte", M_BYTE, 20, 0x01, 0, FS_ERR_CORRUPT},
-    {"header checksum", M_BYTE, 60, 0x80, 0, FS_ERR_CORRUPT},
-    {"table byte", M_BYTE, 64 + 32 + 3, 0x04, 0, FS_ERR_CORRUPT},
-    {"table checksum", M_BYTE, 50, 0x04, 0, FS_ERR_CORRUPT},
-    {"version 2", M_FIELD32, 8, 2, 1, FS_ERR_FORMAT},
+    {"header checksum", M_BYTE, 76, 0x80, 0, FS_ERR_CORRUPT},
+    {"tag byte", M_BYTE, 49, 0x01, 0, FS_ERR_CORRUPT},
+    {"table byte", M_BYTE, HDR + 32 + 3, 0x04, 0, FS_ERR_CORRUPT},
+    {"table checksum", M_BYTE, 66, 0x04, 0, FS_ERR_CORRUPT},
+    {"version 1", M_FIELD32, 8, 1, 1, FS_ERR_FORMAT},
+    {"version 3", M_FIELD32, 8, 3, 1, FS_ERR_FORMAT},
+    {"reserved header field", M_FIELD64, 56, 1, 1, FS_ERR_FORMAT},
     {"elem_size 3", M_FIELD32, 12, 3, 1, FS_ERR_FORMAT},
     {"elem_size 0", M_FIELD32, 12, 0, 1, FS_ERR_FORMAT},
     {"row_bytes 0", M_FIELD64, 16, 0, 1, FS_ERR_FORMAT},
@@ -589,15 +595,15 @@ static const mut_case muts[] = {
     {"chunk_rows max", M_FIELD64, 32, UINT64_MAX, 1, FS_ERR_FORMAT},
     {"nchunks 2^40", M_FIELD64, 40, 1ull << 40, 1, FS_ERR_FORMAT},
     {"nchunks max", M_FIELD64, 40, UINT64_MAX, 1, FS_ERR_FORMAT},
-    {"offset past EOF", M_FIELD64, 64 + 32 * 5, 1ull << 40, 1, FS_ERR_FORMAT},
-    {"offset max", M_FIELD64, 64 + 32 * 1, UINT64_MAX, 1, FS_ERR_FORMAT},
-    {"offset shifted", M_FIELD64, 64 + 32 * 1, 64 + 6 * 32 + 1, 1, FS_ERR_FORMAT},
-    {"stored huge", M_FIELD32, 64 + 32 * 2 + 8, 0xFFFFFFFFu, 1, FS_ERR_FORMAT},
-    {"stored 0", M_FIELD32, 64 + 32 * 0 + 8, 0, 1, FS_ERR_FORMAT},
-    {"raw huge", M_FIELD32, 64 + 32 * 0 + 12, 0xFFFFFFFFu, 1, FS_ERR_FORMAT},
-    {"flags 2", M_FIELD32, 64 + 32 * 1 + 16, 2, 1, FS_ERR_FORMAT},
-    {"raw chunk marked lz4", M_FIELD32, 64 + 32 * 1 + 16, 1, 1, FS_ERR_FORMAT},
-    {"reserved", M_FIELD32, 64 + 32 * 4 + 20, 1, 1, FS_ERR_FORMAT},
+    {"offset past EOF", M_FIELD64, HDR + 32 * 5, 1ull << 40, 1, FS_ERR_FORMAT},
+    {"offset max", M_FIELD64, HDR + 32 * 1, UINT64_MAX, 1, FS_ERR_FORMAT},
+    {"offset shifted", M_FIELD64, HDR + 32 * 1, HDR + 6 * 32 + 1, 1, FS_ERR_FORMAT},
+    {"stored huge", M_FIELD32, HDR + 32 * 2 + 8, 0xFFFFFFFFu, 1, FS_ERR_FORMAT},
+    {"stored 0", M_FIELD32, HDR + 32 * 0 + 8, 0, 1, FS_ERR_FORMAT},
+    {"raw huge", M_FIELD32, HDR + 32 * 0 + 12, 0xFFFFFFFFu, 1, FS_ERR_FORMAT},
+    {"flags 2", M_FIELD32, HDR + 32 * 1 + 16, 2, 1, FS_ERR_FORMAT},
+    {"raw chunk marked lz4", M_FIELD32, HDR + 32 * 1 + 16, 1, 1, FS_ERR_FORMAT},
+    {"reserved", M_FIELD32, HDR + 32 * 4 + 20, 1, 1, FS_ERR_FORMAT},
 };
 #define N_MUTS (int)(sizeof muts / sizeof muts[0])
 
@@ -634,6 +640,38 @@ START_TEST(bad_headers)
 }
 END_TEST
 
+/* The header's label: written where the format says, read back, covered by
+ * the header checksum; NO_TAG when unset. */
+START_TEST(tag_in_header)
+{
+    char *dir = t_tmpdir(), *path = join(dir, "act-0003.fsa");
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    uint8_t rows[4 * 16] = {1, 2, 3};
+    for (int k = 0; k < 2; k++) {
+        fs_act_writer *w;
+        ck_assert_int_eq(fs_act_writer_open(&ctx, path, 2, 16, 4, 2, &w), FS_OK);
+        if (k) fs_act_writer_set_tag(w, 3);
+        ck_assert_int_eq(fs_act_writer_put(&ctx, w, rows, 4), FS_OK);
+        ck_assert_int_eq(fs_act_writer_close(&ctx, w, NULL), FS_OK);
+        size_t len;
+        uint8_t *img = slurp(path, &len);
+        ck_assert_uint_eq(rd64(img + 48), k ? 3 : UINT64_MAX);
+        uint64_t js;
+        uint8_t back[sizeof rows];
+        ref_decode(img, len, back, &js);
+        ck_assert_mem_eq(back, rows, sizeof rows);
+        fs_act_file *f;
+        ck_assert_int_eq(fs_act_open(&ctx, path, &f), FS_OK);
+        ck_assert_uint_eq(fs_act_tag(f), k ? 3 : FS_ACT_NO_TAG);
+        fs_act_close(f);
+        free(img);
+    }
+    t_rmdir(dir);
+    free(dir); free(path);
+}
+END_TEST
+
 START_TEST(missing_file)
 {
     fs_ctx ctx;
@@ -654,7 +692,7 @@ START_TEST(fuzz_headers)
     uint8_t *img = slurp(path, &len), *b = malloc(len);
     t_rng g = {2024};
     int n_ok = 0, n_format = 0, n_corrupt = 0;
-    const size_t meta = 64 + 32 * 6;
+    const size_t meta = HDR + 32 * 6;
     for (int it = 0; it < 600; it++) {
         memcpy(b, img, len);
         size_t blen = len;
@@ -719,7 +757,7 @@ START_TEST(zeros_max_ratio)
     ck_assert_int_eq(write_pieces(&ctx, path, 2, rb, rows, rows, data, rows, NULL), FS_OK);
     size_t len;
     uint8_t *img = slurp(path, &len);
-    ck_assert_uint_eq(rd32(img + 64 + 16), FS_ACT_CHUNK_LZ4);
+    ck_assert_uint_eq(rd32(img + HDR + 16), FS_ACT_CHUNK_LZ4);
     ck_assert_uint_lt(len, n / 200);
     fs_act_file *f;
     ck_assert_msg(fs_act_open(&ctx, path, &f) == FS_OK, "%s", ctx.errmsg);
@@ -749,8 +787,8 @@ START_TEST(forged_ratio)
     const uint64_t big = rb << 10;
     wr64(b + 16, big);
     for (int i = 0; i < 4; i++) {
-        ck_assert_uint_eq(rd32(b + 64 + 32 * i + 16), FS_ACT_CHUNK_LZ4);
-        wr32(b + 64 + 32 * i + 12, (uint32_t)(cr * big));
+        ck_assert_uint_eq(rd32(b + HDR + 32 * i + 16), FS_ACT_CHUNK_LZ4);
+        wr32(b + HDR + 32 * i + 12, (uint32_t)(cr * big));
     }
     fix_sums(b, len);
     spill(path, b, len);
@@ -954,6 +992,7 @@ Suite *fs_suite_actcache(void)
     tc = tcase_create("damage");
     tcase_add_test(tc, corrupt_payload);
     tcase_add_loop_test(tc, bad_headers, 0, N_MUTS);
+    tcase_add_test(tc, tag_in_header);
     tcase_add_test(tc, missing_file);
     tcase_add_test(tc, fuzz_headers);
     tcase_add_test(tc, forged_ratio);

@@ -17,6 +17,7 @@
  * RLIMIT_FSIZE (clear error, then --resume completes), SIGTERM (exit 143,
  * resume hint, then --resume completes) and a locked work folder. */
 #include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <xxhash.h>
 
 #include "tests/util.h"
 
@@ -37,6 +39,8 @@ typedef struct rt {
 } rt;
 
 static char err[16384];
+
+static void write_sealed(const char *path, const char *text);
 
 #define run(...) t_run_fmt(err, sizeof err, __VA_ARGS__)
 
@@ -370,6 +374,130 @@ START_TEST(corrupted_files_recomputed)
 }
 END_TEST
 
+/* The files a killed run committed: the journal, the journal before it and
+ * the saved flags, the boundaries, the sealed and staged shards. */
+static int committed_files(const char *out, char names[][4400], int max)
+{
+    const char *dirs[2] = {out, NULL};
+    char work[4400];
+    snprintf(work, sizeof work, "%s/.forge-work", out);
+    dirs[1] = work;
+    int n = 0;
+    for (int d = 0; d < 2; d++) {
+        DIR *dp = opendir(dirs[d]);
+        struct dirent *e;
+        while (dp && (e = readdir(dp)) && n < max) {
+            const char *s = e->d_name;
+            if (!strcmp(s, "journal.json") || !strcmp(s, "journal.prev.json") || !strcmp(s, "start.json") ||
+                (!strncmp(s, "act-", 4) && strstr(s, ".fsa")) || !strncmp(s, ".shard-", 7))
+                snprintf(names[n++], 4400, "%.2000s/%.200s", dirs[d], s);
+        }
+        if (dp) closedir(dp);
+    }
+    return n;
+}
+
+/* One damage of a committed file: a bit flipped, a digit of a JSON field
+ * changed, or an 8-byte field of a binary file overwritten. */
+static void damage(const char *path, t_rng *g, char *what, size_t n)
+{
+    FILE *f = fopen(path, "r+b");
+    ck_assert_ptr_nonnull(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    ck_assert_int_gt(size, 0);
+    uint8_t *b = malloc((size_t)size);
+    fseek(f, 0, SEEK_SET);
+    ck_assert_int_eq(fread(b, 1, (size_t)size, f), size);
+    int json = strstr(path, ".json") != NULL, kind = (int)(t_next(g) % 2);
+    long at = (long)(t_next(g) % (uint32_t)size);
+    if (kind == 0) {
+        int bit = (int)(t_next(g) % 8);
+        b[at] ^= (uint8_t)(1u << bit);
+        snprintf(what, n, "bit %d of byte %ld", bit, at);
+    } else if (json) {                            /* a digit of some field: 0-9 or a hex checksum digit */
+        long k = at;
+        while (k < size && !(b[k] >= '0' && b[k] <= '9')) k++;
+        if (k == size) k = at;
+        uint8_t was = b[k];
+        b[k] = (uint8_t)(b[k] >= '0' && b[k] <= '8' ? b[k] + 1 : '0');
+        snprintf(what, n, "JSON field digit at byte %ld ('%c' -> '%c')", k, was, b[k]);
+    } else {                                      /* an aligned 8-byte field */
+        long k = at / 8 * 8;
+        for (int i = 0; i < 8 && k + i < size; i++) b[k + i] = (uint8_t)t_next(g);
+        snprintf(what, n, "8-byte field at byte %ld", k);
+    }
+    fseek(f, 0, SEEK_SET);
+    ck_assert_int_eq(fwrite(b, 1, (size_t)size, f), size);
+    fclose(f);
+    free(b);
+}
+
+/* The kill-anywhere harness's damage half: a run killed after two commits,
+ * then, each time from a pristine copy of that state, one random bit flip or
+ * field edit in one committed file (the journal, the journal before it, the
+ * saved flags, a boundary, a sealed or staged shard), then --resume.  Every
+ * one must be refused with a message or recovered to the uninterrupted
+ * bytes; a resume that exits 0 with other bytes fails the test.
+ * FS_FLIPS=N sets the count (default 60). */
+static void flip_harness(const char *type, int nflips)
+{
+    rt r;
+    if (!setup(&r, type, "")) return;
+    char out[4300], pristine[4300], why[9000], what[200], names[64][4400];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    snprintf(pristine, sizeof pristine, "%s/pristine", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_int_eq(run("cp -a '%s' '%s'", out, pristine), 0);
+    const int nf = committed_files(out, names, 64);
+    ck_assert_int_ge(nf, 6);
+    const char *env = getenv("FS_FLIPS");
+    if (env && atoi(env) > 0) nflips = atoi(env);
+    t_rng g = {0x5eed};
+    int recovered = 0, refused = 0, per_file[64] = {0};
+    for (int i = 0; i < nflips; i++) {
+        ck_assert_int_eq(run("rm -rf '%s' && cp -a '%s' '%s'", out, pristine, out), 0);
+        const int k = (int)(t_next(&g) % (uint32_t)nf);
+        damage(names[k], &g, what, sizeof what);
+        int code = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+        if (code == 0) {
+            ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s, %s: resumed with exit 0 but %s", names[k], what, why);
+            recovered++;
+        } else {
+            ck_assert_msg((code == 1 || code == 2) && strstr(err, "forge-stream: error: ") &&
+                          !strstr(err, "forge-stream: error: \n"), "%s, %s: exit %d: %s", names[k], what, code, err);
+            refused++;
+        }
+        per_file[k]++;
+    }
+    /* resealed edits (the journal rewritten with a valid checksum): layers_done one more or one less */
+    for (int d = -1; d <= 1; d += 2) {
+        ck_assert_int_eq(run("rm -rf '%s' && cp -a '%s' '%s'", out, pristine, out), 0);
+        char jp[4400];
+        snprintf(jp, sizeof jp, "%s/.forge-work/journal.json", out);
+        json_t *j = json_load_file(jp, 0, NULL);
+        ck_assert_ptr_nonnull(j);
+        json_object_del(j, "checksum");
+        json_object_set_new(j, "layers_done", json_integer(json_integer_value(json_object_get(j, "layers_done")) + d));
+        char *text = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        write_sealed(jp, text);
+        free(text);
+        json_decref(j);
+        int code = run("'%s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+        ck_assert_msg(code != 0 || same_tree(r.ref, out, why, sizeof why), "layers_done %+d resealed: exit 0 but %s", d, why);
+        ck_assert_msg(code == 0 || strstr(err, "forge-stream: error: "), "layers_done %+d: exit %d: %s", d, code, err);
+        code == 0 ? recovered++ : refused++;
+    }
+    printf("check_resume: %s: %d damaged committed files (%d files), %d recovered to the uninterrupted bytes, %d refused "
+           "with a message, 0 silent differences\n", type, nflips + 2, nf, recovered, refused);
+    teardown(&r);
+}
+
+START_TEST(flipped_bits_and_edited_fields) { flip_harness("llama", 60); }
+END_TEST
+START_TEST(flipped_bits_and_edited_fields_moe) { flip_harness("qwen3_moe", 24); }
+END_TEST
+
 START_TEST(changed_inputs_refused)
 {
     rt r;
@@ -407,42 +535,353 @@ START_TEST(changed_inputs_refused)
 }
 END_TEST
 
-/* Malformed journals: refused with exit 2, naming the file and the key. */
+/* Runs cmd (a shell command line ending in the binary's arguments) in the
+ * background with FORGE_STREAM_CRASH_SIGNAL=19 (SIGSTOP) at `point`, and
+ * returns the pid once the process has stopped there, holding its locks
+ * (0 when it did not stop within 60 s). */
+static pid_t start_stopped(const rt *r, const char *point, const char *cmd)
+{
+    char pidf[4400];
+    snprintf(pidf, sizeof pidf, "%s/pid", r->tmp);
+    unlink(pidf);
+    run("FORGE_STREAM_CRASH_SIGNAL=19 FORGE_STREAM_CRASH_AT='%s' %s > /dev/null 2>&1 & echo $! > '%s'", point, cmd, pidf);
+    FILE *f = fopen(pidf, "r");
+    long pid = 0;
+    if (!f || fscanf(f, "%ld", &pid) != 1) pid = 0;
+    if (f) fclose(f);
+    for (int i = 0; pid > 0 && i < 600; i++) {
+        char sp[64], st[512] = "";
+        snprintf(sp, sizeof sp, "/proc/%ld/stat", pid);
+        FILE *s = fopen(sp, "r");
+        size_t k = s ? fread(st, 1, sizeof st - 1, s) : 0;
+        if (s) fclose(s);
+        st[k] = '\0';
+        const char *rp = strrchr(st, ')');
+        if (rp && rp[1] == ' ' && rp[2] == 'T') return (pid_t)pid;
+        usleep(100000);
+    }
+    return 0;
+}
+
+/* Continues a stopped run and waits until it has exited. */
+static void continue_run(pid_t pid)
+{
+    kill(pid, SIGCONT);
+    for (int i = 0; i < 1200 && kill(pid, 0) == 0; i++) usleep(50000);
+}
+
+/* Every entry of dir, sorted, one per line, into buf (to see that nothing
+ * was deleted). */
+static void list_dir(const char *dir, char *buf, size_t n)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "ls -A '%s'", dir);
+    FILE *p = popen(cmd, "r");
+    size_t k = p ? fread(buf, 1, n - 1, p) : 0;
+    buf[k] = '\0';
+    if (p) pclose(p);
+}
+
+/* --overwrite against a live run: the lock is met before anything is
+ * deleted, the second command exits 2 naming the folder in use, and the live
+ * run, continued, writes the reference bytes.  A run given another work
+ * folder but the same --out is refused the same way. */
+START_TEST(overwrite_against_live_run)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], cmd[16000], before[8192], after[8192];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    snprintf(cmd, sizeof cmd, "'%.2000s' quantize %.9000s --out '%s' --quiet", r.bin, r.flags, out);
+    pid_t pid = start_stopped(&r, "committed:2", cmd);
+    ck_assert_msg(pid > 0, "the run did not stop at its second commit");
+    list_dir(out, before, sizeof before);
+    ck_assert_msg(strstr(before, ".shard-"), "no staged shard in %s: %s", out, before);
+    int c1 = run("'%s' quantize %s --out '%s' --overwrite", r.bin, r.flags, out);
+    list_dir(out, after, sizeof after);
+    int c2 = run("'%s' quantize %s --out '%s' --work '%s/w2' --overwrite", r.bin, r.flags, out, r.tmp);
+    char e2[4096];
+    snprintf(e2, sizeof e2, "%.4000s", err);
+    continue_run(pid);
+    ck_assert_msg(c1 == 2 && strcmp(before, after) == 0, "--overwrite of a live run: exit %d; before:\n%s\nafter:\n%s",
+                  c1, before, after);
+    ck_assert_msg(c2 == 2 && strstr(e2, "in use"), "another work folder, same --out: exit %d: %s", c2, e2);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "the live run's output: %s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* Two copies of one work folder resumed at once: the second is refused
+ * (they write the same --out), the first completes byte-identical. */
+START_TEST(two_copies_of_a_work_folder)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], cmd[16000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:1 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_int_eq(run("cp -a '%s/.forge-work' '%s/copy'", out, r.tmp), 0);
+    snprintf(cmd, sizeof cmd, "'%.2000s' --resume --work '%s/.forge-work' --quiet", r.bin, out);
+    pid_t pid = start_stopped(&r, "gptq:3", cmd);
+    ck_assert_msg(pid > 0, "the resume did not stop");
+    int c = run("'%s' --resume --work '%s/copy'", r.bin, r.tmp);
+    char e[4096];
+    snprintf(e, sizeof e, "%.4000s", err);
+    continue_run(pid);
+    ck_assert_msg(c == 2 && strstr(e, "in use"), "the copy: exit %d: %s", c, e);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* Flips one bit in the middle of tensor `name` of the model folder (found
+ * through the index and the shard's header) and returns the shard's path and
+ * the byte's offset; the file keeps its size, header and last 64 KiB when
+ * the tensor lies before them. */
+static long poke_bytes(const char *model, const char *name, char *shard, size_t n, int nan);
+static long poke_tensor(const char *model, const char *name, char *shard, size_t n)
+{
+    return poke_bytes(model, name, shard, n, 0);
+}
+
+/* nan: the 4 aligned bytes at the middle set to 0xFF (a NaN in F32, BF16 and
+ * F16 alike) instead of one bit flipped. */
+static long poke_bytes(const char *model, const char *name, char *shard, size_t n, int nan)
+{
+    char ip[4400];
+    snprintf(ip, sizeof ip, "%s/model.safetensors.index.json", model);
+    json_t *ix = json_load_file(ip, 0, NULL);
+    const char *file = json_string_value(json_object_get(json_object_get(ix, "weight_map"), name));
+    ck_assert_msg(file != NULL, "%s: no %s in the index", model, name);
+    snprintf(shard, n, "%s/%s", model, file);
+    json_decref(ix);
+    FILE *f = fopen(shard, "r+b");
+    ck_assert_ptr_nonnull(f);
+    uint8_t lb[8];
+    ck_assert_int_eq(fread(lb, 1, 8, f), 8);
+    uint64_t hl = 0;
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | lb[i];
+    char *h = malloc(hl + 1);
+    ck_assert_int_eq(fread(h, 1, hl, f), hl);
+    h[hl] = '\0';
+    json_t *hj = json_loads(h, 0, NULL), *off = json_object_get(json_object_get(hj, name), "data_offsets");
+    long b0 = json_integer_value(json_array_get(off, 0)), b1 = json_integer_value(json_array_get(off, 1));
+    long at = 8 + (long)hl + b0 + (b1 - b0) / 2 / 4 * 4;
+    json_decref(hj);
+    free(h);
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    if (nan) fwrite("\xff\xff\xff\xff", 1, 4, f);
+    else fputc(c ^ 0x04, f);
+    fclose(f);
+    return at;
+}
+
+/* A model changed between a kill and the resume, in the middle of a shard
+ * (not its header nor its last 64 KiB): refused, because the file's times
+ * changed; --verify-model proves which layer changed (a layer the run read:
+ * refused) or that only unread parts did (then the resumed output is the
+ * fresh run's on the model as it is now).  A file only touched, or the model
+ * copied to another folder: --verify-model, then the reference bytes. */
+START_TEST(changed_model_mid_shard)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], shard[4600], orig[4300], fresh[4300];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    snprintf(orig, sizeof orig, "%s/model.orig", r.tmp);
+    snprintf(fresh, sizeof fresh, "%s/fresh", r.tmp);
+    ck_assert_int_eq(run("cp -a '%s' '%s'", r.model, orig), 0);
+    /* a tensor of layer 0, read before the kill */
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    long at = poke_tensor(r.model, "model.layers.0.mlp.down_proj.weight", shard, sizeof shard);
+    struct stat sb;
+    ck_assert_int_eq(stat(shard, &sb), 0);
+    ck_assert_msg(at > 4096 && at < sb.st_size - 65536, "the poked byte (%ld of %lld) is not in the middle", at,
+                  (long long)sb.st_size);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work'", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "was written since the run started") && strstr(err, "--verify-model"), "%s", err);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --verify-model", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "a tensor of model.layers.0 ") && strstr(err, "not what the run read"), "%s", err);
+    /* a tensor of layer 2, not read yet: the run goes on with the model as it is now */
+    run("rm -rf '%s' '%s' && cp -a '%s' '%s'", out, r.model, orig, r.model);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    poke_tensor(r.model, "model.layers.2.mlp.down_proj.weight", shard, sizeof shard);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work'", r.bin, out), 2);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --verify-model --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(run("'%s' quantize %s --out '%s' --quiet", r.bin, r.flags, fresh) == 0, "%s", err);
+    ck_assert_msg(same_tree(fresh, out, why, sizeof why), "resumed on the changed model: %s", why);
+    ck_assert_msg(!same_tree(r.ref, out, why, sizeof why), "the change made no difference: the test proves nothing");
+    /* touched only, then copied elsewhere: the same bytes */
+    run("rm -rf '%s' '%s' && cp -a '%s' '%s'", out, r.model, orig, r.model);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    run("touch '%s'", shard);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work'", r.bin, out), 2);
+    ck_assert_msg(strstr(err, "modification time"), "%s", err);
+    ck_assert_int_eq(run("cp -r '%s' '%s/copy'", r.model, r.tmp), 0);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/.forge-work' --model '%s/copy'", r.bin, out, r.tmp), 2);
+    ck_assert_msg(strstr(err, "is another file now"), "%s", err);
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --model '%s/copy' --verify-model", r.bin, out, r.tmp) == 0,
+                  "%s", err);
+    ck_assert_msg(strstr(err, "--model moved since the run started") && strstr(err, "is unchanged"), "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* NaN weights in a layer the run reaches late: found when that layer is
+ * read (exit 2, naming the tensor), the committed layers kept, and the hint
+ * says to repair the file and resume with --verify-model; once the shard is
+ * repaired, that resume ends with the reference bytes. */
+START_TEST(nan_weights_then_repair)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], shard[4600], orig[4300];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    snprintf(orig, sizeof orig, "%s/model.orig", r.tmp);
+    ck_assert_int_eq(run("cp -a '%s' '%s'", r.model, orig), 0);
+    poke_bytes(r.model, "model.layers.2.mlp.up_proj.weight", shard, sizeof shard, 1);
+    int code = run("'%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out);
+    ck_assert_msg(code == 2 && strstr(err, "model.layers.2.mlp.up_proj.weight") && strstr(err, "--verify-model"),
+                  "exit %d: %s", code, err);
+    ck_assert_msg(strstr(err, "2 layer(s) are committed"), "%s", err);
+    ck_assert_int_eq(run("cp -a '%s'/*.safetensors '%s'/", orig, r.model), 0);   /* repaired */
+    ck_assert_msg(run("'%s' --resume --work '%s/.forge-work' --verify-model --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* Named pipes in the work folder in place of the journal, the saved flags or
+ * a boundary never hang a resume: the journal is "not a regular file" (exit
+ * 2); a boundary that is one is not trusted (one layer recomputed). */
+START_TEST(named_pipes_in_the_work_folder)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_int_eq(run("cd '%s/.forge-work' && mv journal.json j.keep && mkfifo journal.json", out), 0);
+    int code = run("timeout 20 '%s' --resume --work '%s/.forge-work'", r.bin, out);
+    ck_assert_msg(code == 2 && strstr(err, "journal.json: not a regular file (a named pipe)"), "exit %d: %s", code, err);
+    ck_assert_int_eq(run("cd '%s/.forge-work' && rm journal.json && mv j.keep journal.json && rm act-0002.fsa && "
+                         "mkfifo act-0002.fsa", out), 0);
+    code = run("timeout 20 '%s' --resume --work '%s/.forge-work'", r.bin, out);
+    ck_assert_msg(code == 0 && strstr(err, "recomputing from model.layers.1"), "exit %d: %s", code, err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* A folder other than /tmp's file system, when there is one (/dev/shm). */
+static int other_disk(const char *tmp, char *dir, size_t n)
+{
+    struct stat a, b;
+    if (stat(tmp, &a) != 0 || stat("/dev/shm", &b) != 0 || a.st_dev == b.st_dev) return 0;
+    snprintf(dir, n, "/dev/shm/fs-moved-%ld", (long)getpid());
+    return mkdir(dir, 0755) == 0;
+}
+
+/* The work folder (and its output folder) moved to another disk after a
+ * kill, as one does after a full disk: the default work folder finds its
+ * output beside it; a separate one is told the recorded --out is gone, with
+ * a message saying so, and follows --out given again; both finish with the
+ * reference bytes. */
+START_TEST(moved_work_folder)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], dst[4300];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    int shm = other_disk(r.tmp, dst, sizeof dst);
+    if (!shm) snprintf(dst, sizeof dst, "%s/elsewhere", r.tmp);
+    if (!shm) ck_assert_int_eq(mkdir(dst, 0755), 0);
+    printf("check_resume: moving work folders to %s (%s)\n", dst, shm ? "another file system" : "the same file system");
+    /* the default work folder, inside --out: both move */
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_int_eq(run("mv '%s' '%s/o1'", out, dst), 0);
+    ck_assert_msg(run("'%s' --resume --work '%s/o1/.forge-work'", r.bin, dst) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "--out moved since the run started"), "%s", err);
+    char o1[4400];
+    snprintf(o1, sizeof o1, "%s/o1", dst);
+    ck_assert_msg(same_tree(r.ref, o1, why, sizeof why), "%s", why);
+    ck_assert_msg(access(out, F_OK) != 0, "%s was written again", out);
+    /* a separate work folder moved with its output folder */
+    char w[4400];
+    snprintf(w, sizeof w, "%s/w", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --work '%s' --quiet", r.bin,
+                         r.flags, out, w)));
+    ck_assert_int_eq(run("mv '%s' '%s/w2' && mv '%s' '%s/o2'", w, dst, out, dst), 0);
+    ck_assert_int_eq(run("'%s' --resume --work '%s/w2'", r.bin, dst), 2);
+    ck_assert_msg(strstr(err, out) && strstr(err, "--out NEW") && !strstr(err, "error: \n"), "%s", err);
+    ck_assert_msg(run("'%s' --resume --work '%s/w2' --out '%s/o2' --quiet", r.bin, dst, dst) == 0, "%s", err);
+    snprintf(o1, sizeof o1, "%s/o2", dst);
+    ck_assert_msg(same_tree(r.ref, o1, why, sizeof why), "%s", why);
+    run("rm -rf '%s'", dst);
+    teardown(&r);
+}
+END_TEST
+
+/* Writes text sealed the way specifications.md §16 says (the checksum of the
+ * text as the last key), with xxhash itself rather than the product's code. */
+static void write_sealed(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    size_t n = strlen(text);
+    if (n >= 2 && text[n - 1] == '}')
+        fprintf(f, "%.*s,\"checksum\":\"%016llx\"}", (int)(n - 1), text, (unsigned long long)XXH3_64bits(text, n));
+    else
+        fputs(text, f);
+    fclose(f);
+}
+
+/* Malformed journals: refused with exit 2, naming the file and the key
+ * (sealed ones whose keys are wrong), or as damaged (text that is not
+ * sealed, or whose seal does not match). */
 START_TEST(malformed_journal)
 {
     const char *bin = getenv("FS_BIN");
-    if (!bin) { printf("check_resume: FS_BIN unset, skipped\n"); return; }
+    ck_assert_msg(bin != NULL, "FS_BIN unset: run the suites through make test");
     char *tmp = t_tmpdir(), path[4300];
     snprintf(path, sizeof path, "%s/journal.json", tmp);
     static const char good_tail[] = "\"argv\":[],\"config\":{},\"backend\":\"cpu\",\"model\":{\"dir\":\"/m\",\"files\":[]},"
         "\"calib\":{\"path\":\"/c\",\"size\":1,\"xxh3\":\"0123456789abcdef\",\"ids_xxh3\":\"0123456789abcdef\"},"
         "\"layers_done\":1,\"sealed\":false,";
-    struct { const char *name, *text, *want; } cases[] = {
-        {"empty", "", "journal.json"},
-        {"truncated", "{\"format\":\"forge-stream-journal\",\"vers", "journal.json"},
-        {"not an object", "[1,2]", "(top)"},
-        {"wrong format", "{\"format\":\"other\",\"version\":1}", "'format'"},
-        {"future version", "{\"format\":\"forge-stream-journal\",\"version\":9}", "version 9"},
-        {"no argv", "{\"format\":\"forge-stream-journal\",\"version\":1}", "'argv'"},
-        {"act escapes", NULL, "'act.file'"},
-        {"act bad checksum", NULL, "'act'"},
-        {"no output", NULL, "'output'"},
+    struct { const char *name, *text, *want; int seal; } cases[] = {
+        {"empty", "", "damaged", 0},
+        {"truncated", "{\"format\":\"forge-stream-journal\",\"vers", "damaged", 0},
+        {"unsealed", "{\"format\":\"forge-stream-journal\",\"version\":2}", "damaged", 0},
+        {"not an object", "[1,2]", "damaged", 1},
+        {"wrong format", "{\"format\":\"other\",\"version\":2}", "'format'", 1},
+        {"future version", "{\"format\":\"forge-stream-journal\",\"version\":9}", "version 9", 1},
+        {"no argv", "{\"format\":\"forge-stream-journal\",\"version\":2}", "'argv'", 1},
+        {"act escapes", NULL, "'act.file'", 1},
+        {"act bad checksum", NULL, "'act'", 1},
+        {"no output", NULL, "'output'", 1},
+        {"an older version's", "{\"format\":\"forge-stream-journal\",\"version\":1,\"argv\":[]}", "journal version 1", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char text[2000];
-        if (i == 6) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":{\"file\":\"../x\","
+        if (i == 7) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":2,%s\"act\":{\"file\":\"../x\","
                              "\"rows\":1,\"row_bytes\":2,\"checksum\":\"0123456789abcdef\"},\"output\":{},\"moe\":[],\"layers\":[]}", good_tail);
-        else if (i == 7) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":{\"file\":\"a\","
+        else if (i == 8) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":2,%s\"act\":{\"file\":\"a\","
                                   "\"rows\":1,\"row_bytes\":2,\"checksum\":\"xyz\"},\"output\":{},\"moe\":[],\"layers\":[]}", good_tail);
-        else if (i == 8) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":1,%s\"act\":null,"
+        else if (i == 9) snprintf(text, sizeof text, "{\"format\":\"forge-stream-journal\",\"version\":2,%s\"act\":null,"
                                   "\"moe\":[],\"layers\":[]}", good_tail);
         else snprintf(text, sizeof text, "%s", cases[i].text);
-        FILE *f = fopen(path, "w");
-        fputs(text, f);
-        fclose(f);
+        if (cases[i].seal) write_sealed(path, text);
+        else {
+            FILE *f = fopen(path, "w");
+            fputs(text, f);
+            fclose(f);
+        }
         int code = run("'%s' --resume --work '%s'", bin, tmp);
         ck_assert_msg(code == 2, "%s: exit %d: %s", cases[i].name, code, err);
         ck_assert_msg(strstr(err, "journal.json") && strstr(err, cases[i].want), "%s: %s", cases[i].name, err);
+        run("rm -f '%s'/journal.damaged.json", tmp);
     }
     t_rmdir(tmp);
     free(tmp);
@@ -593,5 +1032,22 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, sigterm_then_resume);
     tcase_add_test(tc, eio_then_resume);
     suite_add_tcase(s, tc);
+    TCase *tl = tcase_create("locks");            /* CK_RUN_CASE=locks */
+    tcase_set_timeout(tl, 300);
+    tcase_add_test(tl, overwrite_against_live_run);
+    tcase_add_test(tl, two_copies_of_a_work_folder);
+    suite_add_tcase(s, tl);
+    TCase *ti = tcase_create("inputs");           /* CK_RUN_CASE=inputs */
+    tcase_set_timeout(ti, 300);
+    tcase_add_test(ti, changed_model_mid_shard);
+    tcase_add_test(ti, moved_work_folder);
+    tcase_add_test(ti, nan_weights_then_repair);
+    tcase_add_test(ti, named_pipes_in_the_work_folder);
+    suite_add_tcase(s, ti);
+    TCase *td = tcase_create("damage");           /* CK_RUN_CASE=damage */
+    tcase_set_timeout(td, 900);
+    tcase_add_test(td, flipped_bits_and_edited_fields);
+    tcase_add_test(td, flipped_bits_and_edited_fields_moe);
+    suite_add_tcase(s, td);
     return s;
 }

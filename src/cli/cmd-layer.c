@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu/threads.h"
 #include "src/cli/cli.h"
 #include "src/formats/safetensors.h"
 #include "hessian/hessian.h"
@@ -246,7 +247,7 @@ int cmd_layer(int argc, char **argv)
     /* compute phase: failures are runtime errors (exit 1) unless inputs are bad */
     exit_code = FS_EXIT_RUNTIME;
     ctx.threads = a.threads;
-    if (a.threads > 0) { extern void openblas_set_num_threads(int); openblas_set_num_threads(a.threads); }
+    if (a.threads > 0) fs_threads_set(a.threads);
     if ((rc = fs_backend_open(&ctx, a.backend, &ctx.be)) != FS_OK) {
         if (rc == FS_ERR_NODEV) exit_code = FS_EXIT_USAGE;
         goto out;

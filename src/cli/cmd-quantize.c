@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/threads.h"
 #include "src/cli/cli.h"
 #include "src/pipeline/pipeline.h"
 #include "src/models/moe.h"
@@ -65,7 +66,14 @@ static const char usage[] =
     "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
     "  --overwrite          replace a checkpoint already in --out\n"
+    "  --verify-model       (with --resume) read again every tensor the committed layers\n"
+    "                       read and check it against the journal: needed when a model\n"
+    "                       file was copied, moved to another disk or touched since the\n"
+    "                       run started (its identity or times changed)\n"
     "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
+    "  --threads N          CPU threads (OpenMP and BLAS; default: all cores).  The CPU\n"
+    "                       bytes depend on it: it is recorded, and a resume uses the\n"
+    "                       run's count\n"
     "  --quiet              no log lines\n"
     "\n"
     "Resume: every run keeps a journal in its work folder; killed at any\n"
@@ -120,6 +128,7 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         if (!strcmp(f, "--overwrite")) { a->overwrite = 1; continue; }
         if (!strcmp(f, "--quantize-experts-only")) { a->experts_only = 1; continue; }
         if (!strcmp(f, "--resume")) { a->resume = 1; continue; }
+        if (!strcmp(f, "--verify-model")) { a->verify_model = 1; continue; }
         if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
@@ -131,6 +140,7 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
+        else if (!strcmp(f, "--threads")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 4096, &a->threads))) return rc; }
         else if (!strcmp(f, "--batch-tokens")) {
             if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 30, &a->batch_tokens))) return rc;
         }
@@ -337,6 +347,7 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
 int cmd_quantize(int argc, char **argv)
 {
     int lock_fd = -1;                            /* the work folder's lock, held to the end */
+    int out_lock = -1, created_out = 0;          /* --out's lock (fs_lock_dir), also held to the end */
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     fs_crash crash;
@@ -360,9 +371,11 @@ int cmd_quantize(int argc, char **argv)
     else if (hook > 0) ctx.crash = &crash;
     if (rc == FS_OK && a.resume) rc = quantize_resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
+    if (rc == FS_OK && !a.resume && a.threads > 0) fs_threads_set((int)a.threads);   /* a resume takes the run's */
     if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
+    if (rc == FS_OK) rc = fs_ckpt_log_reads(&ctx, c);      /* what each layer read, for the journal */
     if (rc == FS_OK && !c->config)
         rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
@@ -426,52 +439,65 @@ int cmd_quantize(int argc, char **argv)
     fs_moe_report rep = {a.policy, a.min_expert_tokens, 0, NULL};
     rj.rep = &rep;
     rj.m = m;
+    rj.c = c;
     rj.calibrated = a.calib != NULL;
+    if (rc == FS_OK && a.resume) {
+        struct stat osb;
+        if (stat(a.out, &osb) != 0 || !S_ISDIR(osb.st_mode))
+            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--out %s (the run's output folder, recorded in %s/%s): %s; the run's "
+                            "partial output is there: if the folder moved, give its new place with --out NEW (with "
+                            "the default work folder, --resume --work NEW/.forge-work is enough)", a.out, rj.work,
+                            FS_JOURNAL_NAME, errno ? strerror(errno) : "not a folder");
+        if (rc == FS_OK) rc = fs_lock_dir(&ctx, a.out, "--out", &out_lock);   /* a copy of the work folder may run */
+    }
     if (rc == FS_OK && a.resume) {
         /* everything committed is checked; a damaged file restarts the run from layer 0 */
         rc = fs_rj_restore(&ctx, &rj, c, a.calib, ids, (size_t)(a.samples * a.seq_len), a.out, a.max_shard, a.fmt,
-                           &a.q, &rep, &o, &start_layer, act, sizeof act);
+                           &a.q, a.verify_model, &rep, &o, &start_layer, act, sizeof act);
         journal_live = rc == FS_OK;
     } else if (rc == FS_OK) {
-        /* a new run: the work folder is locked before anything is written (the
-         * default one lives inside --out, which must be empty anyway) */
-        if (a.work) {
-            if (mkdir(a.work, 0755) != 0 && errno != EEXIST)
-                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", a.work, strerror(errno));
-            if (rc == FS_OK) rc = fs_lock_folder(&ctx, a.work, &lock_fd);
-            char jp[4400];
-            snprintf(jp, sizeof jp, "%s/%s", a.work, FS_JOURNAL_NAME);
-            if (rc == FS_OK && access(jp, F_OK) == 0 && !a.overwrite)
+        /* a new run.  First what can be checked touching nothing: --out may take
+         * a checkpoint and holds no unfinished run.  Then, before anything is
+         * written or deleted (--overwrite), --out and the work folder are locked,
+         * and the same is checked again under the locks. */
+        char dj[4400], wj[4400];                 /* the same command again after a crash */
+        snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);
+        if (!a.work) strncat(rj.work, "/.forge-work", sizeof rj.work - strlen(rj.work) - 1);
+        snprintf(dj, sizeof dj, "%s/.forge-work/%s", a.out, FS_JOURNAL_NAME);
+        snprintf(wj, sizeof wj, "%s/%s", rj.work, FS_JOURNAL_NAME);
+        for (int locked = 0; rc == FS_OK && locked < 2; locked++) {
+            if (!a.overwrite && a.work && access(wj, F_OK) == 0)
                 rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--work %s holds an unfinished run (%s): continue it with "
                                 "'forge-stream --resume --work %s', or pass --overwrite to start over", a.work,
                                 FS_JOURNAL_NAME, a.work);
+            else if (!a.overwrite && !a.work && access(dj, F_OK) == 0)
+                rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--out %s holds an unfinished run: continue it with 'forge-stream "
+                                "--resume --work %s/.forge-work' (every option comes from its journal), or pass "
+                                "--overwrite to start over", a.out, a.out);
+            else rc = fs_out_check(&ctx, a.out, a.overwrite);
+            if (rc != FS_OK || locked) break;
+            if (mkdir(a.out, 0755) == 0) created_out = 1;
+            else if (errno != EEXIST) rc = fs_ctx_err(&ctx, FS_ERR_IO, "--out %s: cannot create: %s", a.out, strerror(errno));
+            if (rc == FS_OK) rc = fs_lock_dir(&ctx, a.out, "--out", &out_lock);
+            if (rc == FS_OK && mkdir(rj.work, 0755) != 0 && errno != EEXIST)
+                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", rj.work, strerror(errno));
+            if (rc == FS_OK) rc = fs_lock_folder(&ctx, rj.work, &lock_fd);   /* one run per folder */
         }
-        char dj[4400];                           /* the same command again after a crash */
-        snprintf(dj, sizeof dj, "%s/.forge-work/%s", a.out, FS_JOURNAL_NAME);
-        if (rc == FS_OK && !a.work && !a.overwrite && access(dj, F_OK) == 0)
-            rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--out %s holds an unfinished run: continue it with 'forge-stream "
-                            "--resume --work %s/.forge-work' (every option comes from its journal), or pass "
-                            "--overwrite to start over", a.out, a.out);
         if (rc == FS_OK) rc = fs_out_open(&ctx, a.out, a.overwrite, a.max_shard, a.fmt, &a.q, &o);
         if (rc == FS_OK) {
-            snprintf(rj.work, sizeof rj.work, "%s", a.work ? a.work : a.out);
-            if (!a.work) strncat(rj.work, "/.forge-work", sizeof rj.work - strlen(rj.work) - 1);
-            if (lock_fd < 0 && mkdir(rj.work, 0755) != 0 && errno != EEXIST)
-                rc = fs_ctx_err(&ctx, FS_ERR_IO, "--work %s: %s", rj.work, strerror(errno));
-            if (rc == FS_OK && lock_fd < 0) rc = fs_lock_folder(&ctx, rj.work, &lock_fd);   /* one run per folder */
-            if (rc == FS_OK) fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
+            fs_rj_remove(rj.work);   /* --overwrite: an old run's journal and boundaries */
             if (rc == FS_OK) {                       /* the flags first: a bare --resume can start over */
                 json_t *st = json_pack("{s:s, s:i, s:o}", "format", "forge-stream-start", "version", 1, "argv",
                                        quantize_argv_json(argc, argv, &a));
-                char *text = st ? json_dumps(st, JSON_COMPACT) : NULL, sp[4400];
+                char sp[4400];
                 snprintf(sp, sizeof sp, "%s/%s", rj.work, START_NAME);
-                rc = text ? fs_write_atomic(&ctx, sp, text, strlen(text)) : fs_ctx_err(&ctx, FS_ERR_NOMEM, "%s", sp);
-                free(text);
+                rc = st ? fs_sealed_write(&ctx, sp, st, NULL) : fs_ctx_err(&ctx, FS_ERR_NOMEM, "%s", sp);
                 json_decref(st);
             }
             if (rc == FS_OK) {
                 fs_out_journal(o);
                 rj.o = o;
+                rj.work_default = quantize_is_default_work(&a, rj.work);
                 rc = fs_rj_create(&ctx, &rj, quantize_argv_json(argc, argv, &a), quantize_config_json(&a), fs_backend_name(ctx.be), c,
                                   a.calib, ids, (size_t)(a.samples * a.seq_len));
                 journal_live = rc == FS_OK;
@@ -558,17 +584,21 @@ out:
     fs_crash_report(&ctx);
     if (rc == FS_ERR_ABORTED) {
         fprintf(stderr, "forge-stream: %s: stopped cleanly.\n", ctx.errmsg);
-        if (journal_live) quantize_resume_hint(&a, &rj, 0);
+        if (journal_live) quantize_resume_hint(&a, &rj, FS_OK);
         else fprintf(stderr, "forge-stream: %s holds no finished checkpoint; run the same command again.\n", a.out);
         code = 128 + fs_interrupted();           /* 130 for SIGINT, 143 for SIGTERM */
     } else if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
-        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV) code = FS_EXIT_USAGE;
+        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT || rc == FS_ERR_NODEV || rc == FS_ERR_CORRUPT ||
+            rc == FS_ERR_NUMERIC)
+            code = FS_EXIT_USAGE;                    /* bad input: flags, model, calibration, a damaged work folder */
         else code = FS_EXIT_RUNTIME;                 /* I/O, memory, CUDA: the machine, not the input */
-        if (journal_live) quantize_resume_hint(&a, &rj, rc == FS_ERR_NOSPACE);
+        if (journal_live) quantize_resume_hint(&a, &rj, rc);
     }
     if (rc != FS_OK && !journal_live && !a.resume && lock_fd >= 0) clean_work(rj.work, quantize_is_default_work(&a, rj.work), a.out);
+    if (rc != FS_OK && !journal_live && created_out) rmdir(a.out);    /* only if left empty */
     if (lock_fd >= 0) close(lock_fd);
+    if (out_lock >= 0) close(out_lock);
     fs_rj_free(&rj);
     fs_model_free(m);
     fs_ckpt_close(c);

@@ -26,6 +26,8 @@ typedef struct qargs {
     uint64_t max_shard;
     int overwrite;
     int experts_only;               /* --quantize-experts-only */
+    int verify_model;
+    int64_t threads;                /* --threads: OpenMP and BLAS threads (0: all cores) */               /* --verify-model (resume): re-read what the run read */
     fs_backend_kind backend;
     fs_quant_opts q;
     fs_expert_policy policy;
@@ -47,7 +49,9 @@ fs_status quantize_absolute_paths(fs_ctx *ctx, qargs *a, char *model, char *out,
 fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_run_journal *rj, int *lock_fd);
 /* Is work the default OUT/.forge-work? */
 int quantize_is_default_work(const qargs *a, const char *work);
-/* How to go on after a failure or a signal once the journal exists. */
-void quantize_resume_hint(const qargs *a, const fs_run_journal *rj, int failed_on_space);
+/* How to go on after a failure or a signal once the journal exists (why:
+ * the failure's code: a full disk says the space needed, bad model data
+ * says to repair it and resume with --verify-model). */
+void quantize_resume_hint(const qargs *a, const fs_run_journal *rj, fs_status why);
 
 #endif

@@ -42,8 +42,9 @@ json_t *quantize_config_json(const qargs *a)
 /* Flags that do not touch the output: free to differ on --resume. */
 static int free_flag(const char *f, int *has_value)
 {
-    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave", "--spill"};
-    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h"};
+    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave", "--spill",
+                                 "--threads"};
+    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h", "--verify-model"};
     for (size_t i = 0; i < sizeof with / sizeof *with; i++)
         if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
     for (size_t i = 0; i < sizeof without / sizeof *without; i++)
@@ -113,20 +114,26 @@ static char **argv_of(const json_t *arr, size_t extra)
 /* A run stopped before its first commit, resumed without its flags: the
  * ones it saved in start.json (kept in rj->start: a's strings point into
  * it), with the work folder and the free flags u gives now. */
-static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qargs *a)
+static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qargs *a, int damaged)
 {
     char sp[4400];
-    json_error_t je;
     int help = 0;
     snprintf(sp, sizeof sp, "%s/%s", rj->work, START_NAME);
-    json_t *st = json_load_file(sp, JSON_REJECT_DUPLICATES, &je), *sa = json_object_get(st, "argv");
-    char **av = argv_of(sa, 0);
-    qargs f = {0};
     fs_ctx pc;
     fs_ctx_init(&pc);
+    json_t *st = NULL;
+    fs_status src = fs_sealed_read(&pc, sp, (void **)&st);
+    json_t *sa = json_object_get(st, "argv");
+    const char *fmt = json_string_value(json_object_get(st, "format"));
+    char **av = src == FS_OK && fmt && !strcmp(fmt, "forge-stream-start") ? argv_of(sa, 0) : NULL;
+    qargs f = {0};
     if (!av || quantize_parse(&pc, (int)json_array_size(sa) + 1, av, &f, &help) != FS_OK || f.resume) {
         free(av);
         json_decref(st);
+        if (src == FS_ERR_CORRUPT || damaged)
+            return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: the journal is damaged and %s %s: nothing there can be "
+                              "trusted: start the run again with its flags and --overwrite", rj->work, START_NAME,
+                              src == FS_ERR_CORRUPT ? "too" : "is missing or unreadable");
         return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no journal and no readable %s: the run was stopped before it saved "
                           "its flags; start it again with its flags and --overwrite", rj->work, START_NAME);
     }
@@ -138,6 +145,31 @@ static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qa
     f.spill = u->spill;
     *a = f;
     rj->start = st;
+    return FS_OK;
+}
+
+/* Applies the places the run's files moved to (moved: {model, out, calib}
+ * of absolute paths) to a and to the journal (argv and config), so the next
+ * commit records them; each move is logged. */
+static fs_status follow_moves(fs_ctx *ctx, fs_run_journal *rj, qargs *a, json_t *moved)
+{
+    const char *key;
+    json_t *v;
+    json_t *argv = json_object_get(rj->root, "argv");
+    json_object_foreach(moved, key, v) {
+        const char *now = json_string_value(v);
+        const char **slot = !strcmp(key, "model") ? &a->model : !strcmp(key, "out") ? &a->out : &a->calib;
+        fs_log(ctx, "resume: --%s moved since the run started: %s -> %s", key, *slot ? *slot : "(none)", now);
+        *slot = now;
+        char flag[16];
+        snprintf(flag, sizeof flag, "--%s", key);
+        for (size_t i = 0; i + 1 < json_array_size(argv); i++)
+            if (!strcmp(json_string_value(json_array_get(argv, i)), flag) &&
+                json_array_set_new(argv, i + 1, json_string(now)))
+                return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
+    }
+    json_t *cfg = quantize_config_json(a);
+    if (!cfg || json_object_set_new(rj->root, "config", cfg)) return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
     return FS_OK;
 }
 
@@ -167,14 +199,25 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     fs_status rc = fs_lock_folder(ctx, rj->work, lock_fd);
     char jp[4400];
     snprintf(jp, sizeof jp, "%s/%s", rj->work, FS_JOURNAL_NAME);
-    if (rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT) {
-        /* killed before its first commit: nothing was done, so the run starts
-         * over, with the flags given again or those it saved when it started */
-        if ((!u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) &&
-            (rc = saved_flags(ctx, rj, &u, a)) != FS_OK)
+    int no_journal = rc == FS_OK && access(jp, F_OK) != 0 && errno == ENOENT, from_prev = 0;
+    if (rc == FS_OK && !no_journal) {
+        rc = fs_journal_read(ctx, rj->work, &rj->root, &from_prev);
+        if (rc == FS_ERR_CORRUPT) {          /* both journals damaged: what can be proven is the flags */
+            fprintf(stderr, "forge-stream: warning: %s: nothing committed can be trusted\n", ctx->errmsg);
+            fs_ctx_clear(ctx);
+            rc = FS_OK;
+            no_journal = 2;
+        }
+    }
+    if (rc == FS_OK && no_journal) {
+        /* killed before its first commit (or nothing committed can be trusted):
+         * the run starts over, with the flags given again or those it saved */
+        if ((no_journal == 2 || !u.model || !u.out || (!u.calib && strcmp(u.method, "rtn") != 0)) &&
+            (rc = saved_flags(ctx, rj, &u, a, no_journal == 2)) != FS_OK)
             return rc;
-        fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
-               rj->work);
+        if (no_journal == 2) fs_log(ctx, "resume: starting over from the flags the run saved (%s)", START_NAME);
+        else fs_log(ctx, "resume: %s holds no journal yet (the run stopped before its first commit): starting over",
+                    rj->work);
         close(*lock_fd);
         *lock_fd = -1;
         a->resume = 0;
@@ -182,7 +225,6 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
         rj->work[0] = '\0';
         return FS_OK;
     }
-    if (rc == FS_OK) rc = fs_journal_read(ctx, rj->work, &rj->root);
     if (rc != FS_OK) return rc;
     json_t *jargv = json_object_get(rj->root, "argv"), *jcfg = json_object_get(rj->root, "config");
     size_t n = json_array_size(jargv);
@@ -195,15 +237,31 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     if (quantize_parse(&pc, (int)n + 1, av, &j, &help) != FS_OK)
         rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: its flags do not parse: %s", rj->work, FS_JOURNAL_NAME, pc.errmsg);
     json_t *mine = rc == FS_OK ? quantize_config_json(&j) : NULL;
-    if (rc == FS_OK && !json_equal(mine, jcfg))
+    const char *wrote = json_string_value(json_object_get(rj->root, "forge_stream"));
+    if (rc == FS_OK && !json_equal(mine, jcfg) && wrote && strcmp(wrote, FS_VERSION))
         rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: this forge-stream (%s) reads its flags differently from the one that "
-                        "wrote it (%s): finish the run with that version", rj->work, FS_JOURNAL_NAME, FS_VERSION,
-                        json_string_value(json_object_get(rj->root, "forge_stream")));
+                        "wrote it (%s): finish the run with that version", rj->work, FS_JOURNAL_NAME, FS_VERSION, wrote);
+    else if (rc == FS_OK && !json_equal(mine, jcfg))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: its 'config' does not match its 'argv' (the journal was edited and "
+                        "sealed again, or written by a build that reads its flags differently): it cannot be resumed",
+                        rj->work, FS_JOURNAL_NAME);
     /* each flag given now, applied on top of the journal's: it must change nothing */
+    json_t *moved = json_object();
+    if (!moved) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
     for (int i = 1; rc == FS_OK && i < argc; i++) {
         int hv = 0;
         if (free_flag(argv[i], &hv)) { i += hv; continue; }
         hv = i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0;
+        if (hv && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib"))) {
+            /* where the run's files are now: a folder moved since the run started is
+             * followed (its contents are checked as always: fingerprints, checksums) */
+            char now[PATH_MAX];
+            const char *key = argv[i] + 2, *then = !strcmp(key, "model") ? j.model : !strcmp(key, "out") ? j.out : j.calib;
+            if (!realpath(argv[i + 1], now)) rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s: %s", argv[i], argv[i + 1], strerror(errno));
+            else if (!then || strcmp(now, then)) rc = json_object_set_new(moved, key, json_string(now)) ? fs_ctx_err(ctx, FS_ERR_NOMEM, "journal") : FS_OK;
+            i++;
+            continue;
+        }
         av[n + 1] = argv[i];
         av[n + 2] = hv ? argv[i + 1] : NULL;
         qargs t = {0};
@@ -229,7 +287,20 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     }
     json_decref(mine);
     free(av);
-    if (rc != FS_OK) return rc;
+    /* the default work folder moved with its output folder: the output is beside it */
+    char wabs[PATH_MAX], parent[PATH_MAX + 8];
+    if (rc == FS_OK && json_is_true(json_object_get(rj->root, "work_default")) && !json_object_get(moved, "out") &&
+        realpath(rj->work, wabs)) {
+        snprintf(parent, sizeof parent, "%s", wabs);
+        char *sl = strrchr(parent, '/');
+        int named = sl && !strcmp(sl, "/.forge-work");     /* a copy named otherwise is not inside an output */
+        if (sl && sl != parent) *sl = '\0';
+        if (named && j.out && strcmp(parent, j.out) && json_object_set_new(moved, "out", json_string(parent)))
+            rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
+    }
+    if (rc == FS_OK && json_object_size(moved)) rc = follow_moves(ctx, rj, &j, moved);
+    if (rc != FS_OK) { json_decref(moved); return rc; }
+    rj->moved = moved;
     /* the backend must be the run's: another one would not give the same bytes */
     const char *be = json_string_value(json_object_get(rj->root, "backend"));
     fs_backend_kind want;
@@ -238,6 +309,14 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     if (u.backend_name && u.backend != FS_BE_AUTO && u.backend != want)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--backend %s conflicts with the run being resumed, which ran on %s "
                           "(another backend would not write the same bytes)", u.backend_name, be);
+    /* the thread counts shape the CPU bytes too: a resume runs with the run's */
+    json_t *th = json_object_get(rj->root, "threads");
+    if (u.threads > 0 && (json_integer_value(json_object_get(th, "openmp")) != u.threads ||
+                          json_integer_value(json_object_get(th, "blas")) != u.threads))
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--threads %lld conflicts with the run being resumed, which ran with %lld "
+                          "OpenMP and %lld BLAS threads (the bytes depend on them): leave --threads out",
+                          (long long)u.threads, (long long)json_integer_value(json_object_get(th, "openmp")),
+                          (long long)json_integer_value(json_object_get(th, "blas")));
     j.backend = want;
     j.resume = 1;
     j.work = rj->work;
@@ -246,6 +325,7 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     j.host_mem = u.host_mem;
     j.experts_per_wave = u.experts_per_wave;
     j.spill = u.spill;
+    j.verify_model = u.verify_model;
     *a = j;
     return FS_OK;
 }
@@ -260,14 +340,22 @@ int quantize_is_default_work(const qargs *a, const char *work)
 }
 
 /* Says how to go on after a failure or a signal once the journal exists. */
-void quantize_resume_hint(const qargs *a, const fs_run_journal *rj, int failed_on_space)
+void quantize_resume_hint(const qargs *a, const fs_run_journal *rj, fs_status why)
 {
     char b1[32], b2[32];
-    if (failed_on_space)
+    const int done = rj->root ? fs_rj_layers_done(rj) : 0;
+    if (why == FS_ERR_NOSPACE)
         fprintf(stderr, "forge-stream: the whole run needs about %s free on %s%s%s%s; free some space, then\n",
                 fs_plan_fmt_bytes(b1, sizeof b1, a->need_out), a->out, a->need_work ? " and " : "",
                 a->need_work ? fs_plan_fmt_bytes(b2, sizeof b2, a->need_work) : "", a->need_work ? " on --work" : "");
+    if (why == FS_ERR_NUMERIC || why == FS_ERR_FORMAT) {
+        /* the model itself is bad there: the same resume would stop at the same place */
+        fprintf(stderr, "forge-stream: %d layer(s) are committed; the run cannot go on with the model as it is.  "
+                "Repair the file named above (e.g. download that shard again), then continue with:\n"
+                "  forge-stream --resume --work %s --verify-model\n"
+                "(--verify-model checks that what the committed layers read is unchanged)\n", done, rj->work);
+        return;
+    }
     fprintf(stderr, "forge-stream: %d layer(s) are committed; continue with:\n  forge-stream --resume --work %s\n",
-            rj->root ? fs_rj_layers_done(rj) : 0, rj->work);
+            done, rj->work);
 }
-

@@ -59,9 +59,10 @@ fs_status fs_fd_xxh3(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64
 
 fs_status fs_file_xxh3(fs_ctx *ctx, const char *path, uint64_t *size, uint64_t *sum)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-    fs_status rc = fs_fd_xxh3(ctx, fd, path, 0, UINT64_MAX, sum, size);
+    int fd = -1;
+    fs_status rc = fs_open_regular(ctx, path, O_RDONLY, &fd, NULL);
+    if (rc != FS_OK) return rc;
+    rc = fs_fd_xxh3(ctx, fd, path, 0, UINT64_MAX, sum, size);
     close(fd);
     return rc;
 }

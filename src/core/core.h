@@ -73,6 +73,11 @@ fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path);
  * folder; nothing is left under either name on error.  Errors: FS_ERR_IO
  * naming the file, FS_ERR_NOSPACE, FS_ERR_NOMEM. */
 fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n);
+/* The same, and the file being replaced (if any) stays readable under keep
+ * (a hard link renamed over keep just before the new file is renamed in):
+ * a reader that finds path damaged has the previous version whole.  Errors:
+ * as fs_write_atomic. */
+fs_status fs_write_atomic_keep(fs_ctx *ctx, const char *path, const void *buf, size_t n, const char *keep);
 
 /* pread / pwrite of all n bytes at off, in calls of at most 1 GiB, EINTR
  * retried.  Reads: FS_ERR_IO naming path and offset, a premature end of
@@ -98,6 +103,13 @@ fs_status fs_write_errno(fs_ctx *ctx, int e, const char *path, uint64_t n, uint6
  * regular file ("not a regular file (a named pipe)"), FS_ERR_IO for other
  * failures. */
 fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uint64_t *size);
+
+/* Takes an exclusive lock on the folder itself (flock of the folder: no
+ * file is left in it), held until *fd_out is closed or the process ends;
+ * `what` names the folder in messages ("--out").  *fd_out stays -1 where
+ * the file system cannot lock folders.  FS_ERR_USAGE when another process
+ * holds it; FS_ERR_IO. */
+fs_status fs_lock_dir(fs_ctx *ctx, const char *dir, const char *what, int *fd_out);
 
 /* Takes an exclusive fcntl lock on dir/lock (held until *fd_out is closed,
  * or the process ends).  FS_ERR_USAGE naming the holder's pid when another

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +40,25 @@ fs_status fs_lock_folder(fs_ctx *ctx, const char *dir, int *fd_out)
     return FS_OK;
 }
 
+fs_status fs_lock_dir(fs_ctx *ctx, const char *dir, const char *what, int *fd_out)
+{
+    *fd_out = -1;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s %s: %s", what, dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return fs_ctx_err(ctx, FS_ERR_USAGE, "%s %s is in use by another forge-stream run (quantize or --resume "
+                              "writing there); wait for it or choose another folder", what, dir);
+        if (e != EBADF && e != EINVAL && e != ENOLCK && e != EOPNOTSUPP)
+            return fs_ctx_err(ctx, FS_ERR_IO, "%s %s: cannot lock: %s", what, dir, strerror(e));
+        return FS_OK;                 /* a file system without flock on folders: the work lock still holds */
+    }
+    *fd_out = fd;
+    return FS_OK;
+}
+
 fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path)
 {
     char *copy = strdup(path);
@@ -52,11 +72,11 @@ fs_status fs_fsync_dir_of(fs_ctx *ctx, const char *path)
     return rc;
 }
 
-fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n)
+fs_status fs_write_atomic_keep(fs_ctx *ctx, const char *path, const void *buf, size_t n, const char *keep)
 {
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    if (!tmp) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
+    size_t len = strlen(path) + (keep ? strlen(keep) : 0) + 32;
+    char *tmp = malloc(len), *ktmp = malloc(len);
+    if (!tmp || !ktmp) { free(tmp); free(ktmp); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path); }
     snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
     fs_status rc = FS_OK;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -71,6 +91,21 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
     if (rc == FS_OK && fsync(fd) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: fsync: %s", tmp, strerror(errno));
     if (fd >= 0 && close(fd) != 0 && rc == FS_OK) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: close: %s", tmp, strerror(errno));
     if (rc == FS_OK) fs_crashpoint(ctx, "atomic-written");
+    if (rc == FS_OK && keep) {
+        /* the file being replaced stays readable as keep: a hard link made under a
+         * temporary name and renamed over keep, so keep is always whole */
+        snprintf(ktmp, len, "%s.tmp.%ld", keep, (long)getpid());
+        unlink(ktmp);
+        if (link(path, ktmp) == 0) {
+            if (rename(ktmp, keep) != 0) {
+                rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", ktmp, keep, strerror(errno));
+                unlink(ktmp);
+            }
+        } else if (errno != ENOENT) {
+            rc = fs_ctx_err(ctx, FS_ERR_IO, "link %s -> %s: %s (the file system must allow hard links)", path, ktmp,
+                            strerror(errno));
+        }
+    }
     if (rc == FS_OK && rename(tmp, path) != 0)
         rc = fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", tmp, path, strerror(errno));
     if (rc != FS_OK) unlink(tmp);
@@ -79,7 +114,13 @@ fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t
         rc = fs_fsync_dir_of(ctx, path);
     }
     free(tmp);
+    free(ktmp);
     return rc;
+}
+
+fs_status fs_write_atomic(fs_ctx *ctx, const char *path, const void *buf, size_t n)
+{
+    return fs_write_atomic_keep(ctx, path, buf, n, NULL);
 }
 
 #define MAX_IO (1u << 30)   /* bytes per pread/pwrite call */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "src/formats/ckpt.h"
 
@@ -52,6 +53,8 @@ void fs_ckpt_close(fs_ckpt *c)
     free(c->entries);
     free(c->table);
     free(c->mem);
+    free(c->read_xxh);
+    free(c->read_seen);
     json_decref((json_t *)c->config);
     free(c->dir);
     free(c);
@@ -327,13 +330,25 @@ fs_status fs_ckpt_open(fs_ctx *ctx, const char *path, fs_ckpt **out)
     return FS_OK;
 }
 
+fs_status fs_ckpt_log_reads(fs_ctx *ctx, fs_ckpt *c)
+{
+    c->read_xxh = calloc(c->ntensors + 1, sizeof *c->read_xxh);
+    c->read_seen = calloc(c->ntensors + 1, 1);
+    if (!c->read_xxh || !c->read_seen) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: read log", c->dir);
+    return FS_OK;
+}
+
 fs_status fs_ckpt_read_raw(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, void *dst)
 {
-    if (c->mem && c->mem[e - c->entries]) {                  /* prefetched */
-        memcpy(dst, c->mem[e - c->entries], (size_t)e->t->nbytes);
-        return FS_OK;
+    const size_t i = (size_t)(e - c->entries);
+    fs_status rc = FS_OK;
+    if (c->mem && c->mem[i]) memcpy(dst, c->mem[i], (size_t)e->t->nbytes);    /* prefetched */
+    else rc = fs_st_read(ctx, c->shards[e->shard], e->t, dst);
+    if (rc == FS_OK && c->read_xxh) {            /* the bytes the run used, for the journal */
+        c->read_xxh[i] = XXH3_64bits(dst, (size_t)e->t->nbytes);
+        __atomic_store_n(&c->read_seen[i], 1, __ATOMIC_RELEASE);
     }
-    return fs_st_read(ctx, c->shards[e->shard], e->t, dst);
+    return rc;
 }
 
 const fs_ckpt_entry *fs_ckpt_scale_of(const fs_ckpt *c, const char *name)

@@ -43,6 +43,11 @@ typedef struct fs_ckpt {
     /* (optional) per entry, its bytes already in memory (the prefetcher's slot,
      * stream/layerio.h): fs_ckpt_read_raw copies from there instead of reading */
     const uint8_t **mem;
+    /* (optional) the read log, for the run journal: when read_xxh is set
+     * (fs_ckpt_log_reads), fs_ckpt_read_raw records per entry the XXH3-64 of
+     * the bytes it returned (read_seen[i] = 1 once recorded) */
+    uint64_t *read_xxh;
+    uint8_t *read_seen;
 } fs_ckpt;
 
 /* Opens a folder (with model.safetensors.index.json or model.safetensors) or a
@@ -53,6 +58,8 @@ void fs_ckpt_close(fs_ckpt *c);                               /* accepts NULL */
 const fs_ckpt_entry *fs_ckpt_find(const fs_ckpt *c, const char *name);  /* NULL if absent */
 /* The F32 (or BF16) `<name>_scale_inv` partner of an F8_E4M3 weight, or NULL. */
 const fs_ckpt_entry *fs_ckpt_scale_of(const fs_ckpt *c, const char *name);
+/* Starts the read log (see fs_ckpt.read_xxh).  Errors: FS_ERR_NOMEM. */
+fs_status fs_ckpt_log_reads(fs_ctx *ctx, fs_ckpt *c);
 /* Raw bytes of a tensor into dst (entry->t->nbytes). */
 fs_status fs_ckpt_read_raw(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, void *dst);
 /* A float tensor decoded to f32 (*out malloc'ed).  An F8_E4M3 tensor is

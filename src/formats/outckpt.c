@@ -100,24 +100,36 @@ static void free_state(fs_outckpt *o)
     free(o);
 }
 
+fs_status fs_out_check(fs_ctx *ctx, const char *dir, int overwrite)
+{
+    if (strlen(dir) > 4000) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return FS_OK;
+        if (errno == ENOTDIR) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: not a folder", dir);
+        return fs_ctx_err(ctx, FS_ERR_IO, "--out %s: %s", dir, strerror(errno));
+    }
+    struct dirent *e;
+    int nonempty = 0;
+    /* .forge-work: the default work folder of a run killed before its first
+     * commit (one with a journal is refused earlier, pointing to --resume) */
+    while ((e = readdir(d)) && !nonempty)
+        nonempty = strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, ".forge-work");
+    closedir(d);
+    if (nonempty && !overwrite)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: the folder is not empty (use --overwrite to replace a checkpoint there)", dir);
+    return FS_OK;
+}
+
 fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_shard,
                       fs_format fmt, const fs_quant_opts *q, fs_outckpt **out)
 {
     *out = NULL;
-    if (strlen(dir) > 4000) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out: path too long");
+    fs_status rc = fs_out_check(ctx, dir, overwrite);
+    if (rc != FS_OK) return rc;
     DIR *d = opendir(dir);
     if (d) {
         struct dirent *e;
-        int nonempty = 0;
-        /* .forge-work: the default work folder of a run killed before its first
-         * commit (one with a journal is refused earlier, pointing to --resume) */
-        while ((e = readdir(d)) && !nonempty)
-            nonempty = strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, ".forge-work");
-        if (nonempty && !overwrite) {
-            closedir(d);
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "--out %s: the folder is not empty (use --overwrite to replace a checkpoint there)", dir);
-        }
-        rewinddir(d);
         char path[4400];
         while (overwrite && (e = readdir(d)))
             if (fs_out_is_ckpt_file(e->d_name)) {

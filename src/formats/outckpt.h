@@ -28,8 +28,13 @@ typedef enum fs_format { FS_FMT_FORGE = 0, FS_FMT_GPTQ = 1 } fs_format;
 
 typedef struct fs_outckpt fs_outckpt;
 
+/* Whether dir may receive a new checkpoint, touching nothing: absent, empty
+ * (but for a default work folder .forge-work), or overwrite given.
+ * FS_ERR_USAGE otherwise (or when it is not a folder); FS_ERR_IO. */
+fs_status fs_out_check(fs_ctx *ctx, const char *dir, int overwrite);
 /* Opens dir for writing: creates it, or refuses a non-empty one (FS_ERR_USAGE)
- * unless overwrite, which then removes the checkpoint files found there. */
+ * unless overwrite, which then removes the checkpoint files found there.  The
+ * caller holds the folder's lock (fs_lock_dir) before calling with overwrite. */
 fs_status fs_out_open(fs_ctx *ctx, const char *dir, int overwrite, uint64_t max_shard,
                       fs_format fmt, const fs_quant_opts *q, fs_outckpt **out);
 /* Adds a tensor; takes ownership of data (malloc'ed; freed by the writer). */

@@ -1,125 +1,21 @@
-/* journal.c: reading, checking and writing the run journal, and the
- * fingerprints it keeps of the model and calibration files (journal.h). */
+/* journal.c: reading, checking and writing the run journal (journal.h):
+ * sealed with its checksum (sealed.c), the previous commit's journal kept
+ * beside it as journal.prev.json, every key checked on reading. */
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include "src/pipeline/journal.h"
 
-#define TAIL_BYTES (64u << 10)
-#define HEAD_MAX (100u << 20)       /* a safetensors header, as ckpt.c caps it */
-#define JOURNAL_MAX (1u << 30)
-
-/* XXH3-64 of bytes [off, off + n) of fd, all of which must be there. */
-static fs_status range_xxh3(fs_ctx *ctx, int fd, const char *path, uint64_t off, uint64_t n, uint64_t *sum)
-{
-    uint64_t got = 0;
-    fs_status rc = fs_fd_xxh3(ctx, fd, path, off, n, sum, &got);
-    if (rc == FS_OK && got != n)
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: read at %llu: unexpected end of file", path, (unsigned long long)(off + got));
-    return rc;
-}
-
-static fs_status fingerprint_file(fs_ctx *ctx, const char *dir, const char *name, int is_shard, json_t *files)
-{
-    char path[4400], h1[17], h2[17];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT && !is_shard ? FS_OK : fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat sb;
-    fs_status rc = FS_OK;
-    uint64_t head = 0, tail = 0, size = 0, hn = 0;
-    if (fstat(fd, &sb) != 0) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-    else size = (uint64_t)sb.st_size;
-    if (rc == FS_OK && is_shard && size >= 8) {       /* the 8-byte length and the JSON header */
-        uint8_t len[8];
-        if (pread(fd, len, 8, 0) != 8) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: cannot read its header", path);
-        for (int i = 7; rc == FS_OK && i >= 0; i--) hn = hn << 8 | len[i];
-        hn = hn > HEAD_MAX || hn > size - 8 ? size : hn + 8;
-    } else {
-        hn = size < HEAD_MAX ? size : HEAD_MAX;
-    }
-    if (rc == FS_OK) rc = range_xxh3(ctx, fd, path, 0, hn, &head);
-    if (rc == FS_OK) rc = range_xxh3(ctx, fd, path, size > TAIL_BYTES ? size - TAIL_BYTES : 0,
-                                     size > TAIL_BYTES ? TAIL_BYTES : size, &tail);
-    close(fd);
-    if (rc != FS_OK) return rc;
-    fs_hex64(h1, head);
-    fs_hex64(h2, tail);
-    if (json_array_append_new(files, json_pack("{s:s, s:I, s:s, s:s}", "name", name, "size", (json_int_t)size,
-                                               "head_xxh3", h1, "tail_xxh3", h2)))
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "fingerprint");
-    return FS_OK;
-}
-
-fs_status fs_fingerprint_model(fs_ctx *ctx, const fs_ckpt *c, void **files)
-{
-    json_t *a = json_array();
-    if (!a) return fs_ctx_err(ctx, FS_ERR_NOMEM, "fingerprint");
-    fs_status rc = fingerprint_file(ctx, c->dir, "config.json", 0, a);
-    if (rc == FS_OK) rc = fingerprint_file(ctx, c->dir, "model.safetensors.index.json", 0, a);
-    for (int i = 0; rc == FS_OK && i < c->nshards; i++) rc = fingerprint_file(ctx, c->dir, c->shard_names[i], 1, a);
-    if (rc != FS_OK) { json_decref(a); return rc; }
-    *files = a;
-    return FS_OK;
-}
-
-static json_t *find_file(const json_t *files, const char *name)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(files, i, f) {
-        const char *n = json_string_value(json_object_get(f, "name"));
-        if (n && !strcmp(n, name)) return f;
-    }
-    return NULL;
-}
-
-fs_status fs_fingerprint_check(fs_ctx *ctx, const char *dir, const void *recorded, const void *now)
-{
-    const json_t *rec = recorded, *cur = now;
-    size_t i;
-    json_t *f;
-    static const char hint[] = "the output would mix two models: start the run again without --resume";
-    json_array_foreach(rec, i, f) {
-        const char *name = json_string_value(json_object_get(f, "name"));
-        json_t *g = name ? find_file(cur, name) : NULL;
-        if (!name) return fs_ctx_err(ctx, FS_ERR_FORMAT, "journal: model file %zu has no name", i);
-        if (!g) return fs_ctx_err(ctx, FS_ERR_USAGE, "model file %s/%s is gone since the run started; %s", dir, name, hint);
-        if (!json_equal(json_object_get(f, "size"), json_object_get(g, "size")))
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "model file %s/%s changed since the run started (%lld bytes then, "
-                              "%lld now); %s", dir, name, (long long)json_integer_value(json_object_get(f, "size")),
-                              (long long)json_integer_value(json_object_get(g, "size")), hint);
-        if (!json_equal(json_object_get(f, "head_xxh3"), json_object_get(g, "head_xxh3")) ||
-            !json_equal(json_object_get(f, "tail_xxh3"), json_object_get(g, "tail_xxh3")))
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "model file %s/%s changed since the run started (its %s checksum "
-                              "differs); %s", dir, name,
-                              json_equal(json_object_get(f, "head_xxh3"), json_object_get(g, "head_xxh3")) ? "tail" : "header",
-                              hint);
-    }
-    json_array_foreach(cur, i, f) {
-        const char *name = json_string_value(json_object_get(f, "name"));
-        if (name && !find_file(rec, name))
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "model file %s/%s is new since the run started; %s", dir, name, hint);
-    }
-    return FS_OK;
-}
-
 fs_status fs_journal_write(fs_ctx *ctx, const char *work, const void *root)
 {
-    char path[4200];
+    char path[4200], keep[4200];
     snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
-    char *text = json_dumps((const json_t *)root, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (!text) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
-    fs_status rc = fs_write_atomic(ctx, path, text, strlen(text));
-    free(text);
-    return rc;
+    snprintf(keep, sizeof keep, "%s/%s", work, FS_JOURNAL_PREV);
+    return fs_sealed_write(ctx, path, root, keep);
 }
 
 static fs_status bad(fs_ctx *ctx, const char *path, const char *key, const char *what)
@@ -133,20 +29,10 @@ static int is_hex16(const json_t *v)
     return fs_unhex64(json_string_value(v), &x) == 0;
 }
 
-fs_status fs_journal_read(fs_ctx *ctx, const char *work, void **root)
+/* Every key the journal must hold, with its type (the journal is outside
+ * data once written: a resume trusts nothing unchecked). */
+static fs_status check_keys(fs_ctx *ctx, const char *path, json_t *j)
 {
-    char path[4200];
-    *root = NULL;
-    snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return fs_ctx_err(ctx, errno == ENOENT ? FS_ERR_USAGE : FS_ERR_IO, "%s: %s%s", path, strerror(errno),
-                          errno == ENOENT ? " (no quantize run was started with this --work folder)" : "");
-    if (!S_ISREG(sb.st_mode) || sb.st_size > JOURNAL_MAX)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a regular file under 1 GiB", path);
-    json_error_t je;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!j) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
     fs_status rc = FS_OK;
     const char *fmt = json_string_value(json_object_get(j, "format"));
     json_t *v = json_object_get(j, "version"), *model = json_object_get(j, "model"), *calib = json_object_get(j, "calib");
@@ -198,7 +84,80 @@ fs_status fs_journal_read(fs_ctx *ctx, const char *work, void **root)
         rc = bad(ctx, path, "prev", "is not {layers_done, act, output, moe}");
     json_array_foreach(argv, i, e)
         if (rc == FS_OK && !json_is_string(e)) rc = bad(ctx, path, "argv", "holds a non-string");
+    return rc;
+}
+
+/* A journal written by another version, before journals were sealed: say so
+ * rather than "damaged". */
+static fs_status other_version(fs_ctx *ctx, const char *path)
+{
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+    const char *fmt = json_string_value(json_object_get(j, "format"));
+    json_t *v = json_object_get(j, "version");
+    fs_status rc = FS_OK;
+    /* (a sealed journal whose version digit was damaged has its checksum key: damaged, not another version) */
+    if (fmt && !strcmp(fmt, FS_JOURNAL_FORMAT) && json_is_integer(v) && json_integer_value(v) != FS_JOURNAL_VERSION &&
+        !json_object_get(j, "checksum"))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: journal version %lld; this forge-stream reads version %d: finish "
+                        "the run with the forge-stream that started it", path, (long long)json_integer_value(v),
+                        FS_JOURNAL_VERSION);
+    json_decref(j);
+    return rc;
+}
+
+/* One journal file: its seal, its version, every key. */
+static fs_status read_one(fs_ctx *ctx, const char *path, json_t **out)
+{
+    json_t *j = NULL;
+    fs_status rc = fs_sealed_read(ctx, path, (void **)&j);
+    if (rc == FS_ERR_CORRUPT) {
+        char msg[sizeof ctx->errmsg];
+        memcpy(msg, ctx->errmsg, sizeof msg);
+        fs_ctx_clear(ctx);
+        if (other_version(ctx, path) == FS_OK) rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s", msg);
+        else rc = FS_ERR_FORMAT;
+    }
+    if (rc == FS_OK) rc = check_keys(ctx, path, j);
     if (rc != FS_OK) { json_decref(j); return rc; }
+    *out = j;
+    return FS_OK;
+}
+
+fs_status fs_journal_read(fs_ctx *ctx, const char *work, void **root, int *from_prev)
+{
+    char path[4200], prev[4200], dam[4200];
+    *root = NULL;
+    *from_prev = 0;
+    snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
+    snprintf(prev, sizeof prev, "%s/%s", work, FS_JOURNAL_PREV);
+    if (access(path, F_OK) != 0)
+        return fs_ctx_err(ctx, errno == ENOENT ? FS_ERR_USAGE : FS_ERR_IO, "%s: %s%s", path, strerror(errno),
+                          errno == ENOENT ? " (no quantize run was started with this --work folder)" : "");
+    json_t *j = NULL;
+    fs_status rc = read_one(ctx, path, &j);
+    if (rc != FS_ERR_CORRUPT) {
+        *root = j;
+        return rc;
+    }
+    /* damaged: the journal of the commit before, kept whole beside it */
+    char msg[sizeof ctx->errmsg];
+    memcpy(msg, ctx->errmsg, sizeof msg);
+    fs_ctx_clear(ctx);
+    if (access(prev, F_OK) != 0 || (rc = read_one(ctx, prev, &j)) != FS_OK) {
+        char msg2[sizeof ctx->errmsg];
+        snprintf(msg2, sizeof msg2, "%s", ctx->err ? ctx->errmsg : "no journal.prev.json");
+        fs_ctx_clear(ctx);
+        return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s; the journal before it: %s", msg, msg2);
+    }
+    fprintf(stderr, "forge-stream: warning: %s: going back to the journal of the commit before it (%s)\n", msg,
+            FS_JOURNAL_PREV);
+    /* the damaged one is set aside, so the next commit keeps the good one as prev */
+    snprintf(dam, sizeof dam, "%s/%s", work, FS_JOURNAL_DAMAGED);
+    if (rename(path, dam) != 0) {
+        json_decref(j);
+        return fs_ctx_err(ctx, FS_ERR_IO, "rename %s -> %s: %s", path, dam, strerror(errno));
+    }
     *root = j;
+    *from_prev = 1;
     return FS_OK;
 }

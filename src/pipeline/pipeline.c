@@ -172,6 +172,7 @@ static fs_status run_act(fs_ctx *ctx, void *arg)
         fs_act_writer *w = NULL;
         uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
         rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
+        if (rc == FS_OK) fs_act_writer_set_tag(w, (uint64_t)(j->layer + 1));   /* the input of layer + 1 */
         if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
         if (j->hold >= 0) {                      /* the spill file may be written again */
             fs_spill_unhold(j->sp, j->hold);
@@ -360,6 +361,9 @@ static fs_status load_boundary(fs_ctx *ctx, const fs_pipe_opts *po, acts *x, int
     fs_act_file *af = NULL;
     fs_status rc = fs_act_open(ctx, po->start_act, &af);
     const int elem = x->elem;
+    if (rc == FS_OK && fs_act_tag(af) != (uint64_t)po->start_layer)
+        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: holds the input of model.layers.%lld, not of model.layers.%d",
+                        po->start_act, (long long)fs_act_tag(af), po->start_layer);
     if (rc == FS_OK && (fs_act_rows(af) != (uint64_t)n || fs_act_row_bytes(af) != (uint64_t)(H * elem) ||
                         fs_act_elem_size(af) != elem))
         rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: %llu rows of %llu bytes, the run needs %lld of %lld", po->start_act,

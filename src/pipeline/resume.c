@@ -1,16 +1,15 @@
 /* resume.c: the journal of a quantize run, committed layer by layer, and the
  * restoration of an interrupted run (resume.h). */
-#include <cblas.h>
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "cpu/threads.h"
 #include "src/pipeline/journal.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/resume.h"
@@ -51,10 +50,12 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     if (rc == FS_OK) { rc = set(ctx, root, "config", config); config = NULL; }
     if (rc == FS_OK) rc = set(ctx, root, "backend", json_string(backend));
     /* the CPU results depend on how rows and BLAS blocks are split: a resume uses the same */
-    if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", omp_get_max_threads(),
-                                                               "blas", openblas_get_num_threads()));
+    int nomp = 0, nblas = 0;
+    fs_threads_get(&nomp, &nblas);
+    if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", nomp, "blas", nblas));
     /* so do the Hessians' sums, batch by batch: a resume under another budget keeps it */
     if (rc == FS_OK && rj->batch_tokens > 0) rc = set(ctx, root, "batch_tokens", json_integer(rj->batch_tokens));
+    if (rc == FS_OK) rc = set(ctx, root, "work_default", json_boolean(rj->work_default));
     if (rc == FS_OK) { rc = set(ctx, root, "model", json_pack("{s:s, s:O}", "dir", c->dir, "files", files)); }
     if (rc == FS_OK) { rc = set(ctx, root, "calib", calib); calib = NULL; }
     if (rc == FS_OK) rc = set(ctx, root, "layers_done", json_integer(0));
@@ -131,7 +132,20 @@ fs_status fs_rj_commit(fs_ctx *ctx, void *arg, const fs_commit_info *ci)
     json_t *entry = json_pack("{s:i, s:O, s:I}", "layer", ci->layers_done - 1, "shards", json_object_get(state, "nshards"),
                               "tensors", (json_int_t)ntensors);
     int keep = 0;
-    rc = keep_previous(ctx, root, &keep);
+    /* what the layer read (and, at the first commit, what was read outside the
+     * layers): a resume on a model file touched since proves these unchanged */
+    char hx2[17];
+    uint64_t rs = 0;
+    if (entry && rj->c && (rc = fs_read_xxh3(ctx, rj->c, rj->m, ci->layers_done - 1, 0, &rs, NULL)) == FS_OK) {
+        fs_hex64(hx2, rs);
+        rc = set(ctx, entry, "read_xxh3", json_string(hx2));
+    }
+    if (rc == FS_OK && rj->c && !json_object_get(root, "globals_xxh3") &&
+        (rc = fs_read_xxh3(ctx, rj->c, rj->m, -1, 0, &rs, NULL)) == FS_OK) {
+        fs_hex64(hx2, rs);
+        rc = set(ctx, root, "globals_xxh3", json_string(hx2));
+    }
+    if (rc == FS_OK) rc = keep_previous(ctx, root, &keep);
     if (rc == FS_OK) { rc = set(ctx, root, "output", state); state = NULL; }
     if (rc == FS_OK) rc = set(ctx, root, "layers_done", json_integer(ci->layers_done));
     if (rc == FS_OK && ci->snap) rc = set(ctx, root, "moe", json_incref((json_t *)ci->snap));
@@ -200,14 +214,16 @@ void fs_rj_remove(const char *work)
 {
     char path[4500];
     sweep_work(work, NULL, NULL);
-    snprintf(path, sizeof path, "%s/%s", work, FS_JOURNAL_NAME);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/start.json", work);
-    unlink(path);
+    static const char *names[] = {FS_JOURNAL_NAME, FS_JOURNAL_PREV, FS_JOURNAL_DAMAGED, "start.json"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        snprintf(path, sizeof path, "%s/%s", work, names[i]);
+        unlink(path);
+    }
 }
 
-/* The boundary the journal names, every chunk decoded and checked. */
-static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, const json_t *a, char *act, size_t act_n)
+/* The boundary the journal names for a state of `done` layers, every chunk
+ * decoded and checked, and labelled as the input of layer `done`. */
+static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, const json_t *a, int done, char *act, size_t act_n)
 {
     if (!json_is_object(a))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: layers are done but no activation boundary is recorded", rj->work,
@@ -218,6 +234,9 @@ static fs_status check_act(fs_ctx *ctx, const fs_run_journal *rj, const json_t *
     fs_act_file *f = NULL;
     fs_status rc = fs_act_open(ctx, act, &f);
     if (rc == FS_OK) rc = fs_act_verify(ctx, f);
+    if (rc == FS_OK && fs_act_tag(f) != (uint64_t)done)
+        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: holds the input of model.layers.%lld, but the journal resumes at "
+                        "model.layers.%d", act, (long long)fs_act_tag(f), done);
     if (rc == FS_OK && (fs_act_checksum(f) != want ||
                         fs_act_rows(f) != (uint64_t)json_integer_value(json_object_get(a, "rows")) ||
                         fs_act_row_bytes(f) != (uint64_t)json_integer_value(json_object_get(a, "row_bytes"))))
@@ -265,33 +284,106 @@ static fs_status restore_moe(fs_ctx *ctx, const fs_run_journal *rj, const json_t
 /* Restores one recorded state (the journal's current one or its "prev"):
  * its boundary checked first (so a failure leaves every file as it was),
  * then the output writer, then the MoE counts. */
+/* A recorded state of `done` layers must agree with the journal's log: one
+ * entry per layer 0 .. done-1 (the current state: exactly those), and the
+ * entry of its last layer names its shards, tensors and boundary (but after
+ * the seal, which adds no entry).  A journal rewritten with a consistent
+ * checksum but a wrong count is caught here. */
+static fs_status check_log(fs_ctx *ctx, const fs_run_journal *rj, const json_t *st, int done, int current)
+{
+    const json_t *log = json_object_get(rj->root, "layers");
+    const size_t n = json_array_size(log);
+    if (done < 0 || (size_t)done > n || (current && (size_t)done != n))
+        return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: %d layers done but %zu in its log", rj->work, FS_JOURNAL_NAME,
+                          done, n);
+    for (int i = 0; i < done; i++)
+        if (json_integer_value(json_object_get(json_array_get(log, (size_t)i), "layer")) != i)
+            return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: log entry %d is not layer %d", rj->work, FS_JOURNAL_NAME, i, i);
+    if (done == 0 || json_is_true(json_object_get(st, "sealed"))) return FS_OK;
+    const json_t *e = json_array_get(log, (size_t)(done - 1)), *out = json_object_get(st, "output");
+    const size_t tensors = json_array_size(json_object_get(out, "tensors")) +
+                           json_array_size(json_object_get(json_object_get(out, "staging"), "tensors"));
+    const json_t *act = json_object_get(st, "act");
+    if (json_integer_value(json_object_get(e, "tensors")) != (json_int_t)tensors ||
+        !json_equal(json_object_get(e, "shards"), json_object_get(out, "nshards")) ||
+        (json_is_object(act) && !json_equal(json_object_get(e, "act_checksum"), json_object_get(act, "checksum"))))
+        return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: the state of %d layers does not match its log entry", rj->work,
+                          FS_JOURNAL_NAME, done);
+    return FS_OK;
+}
+
 static fs_status try_state(fs_ctx *ctx, fs_run_journal *rj, const json_t *st, int keep, const char *out_dir,
                            uint64_t max_shard, fs_format fmt, const fs_quant_opts *q, fs_moe_report *rep,
                            fs_outckpt **o, char *act, size_t act_n)
 {
     const int done = (int)json_integer_value(json_object_get(st, "layers_done"));
     act[0] = '\0';
-    fs_status rc = FS_OK;
-    if (rj->calibrated && done > 0 && done < rj->m->nlayers)
-        rc = check_act(ctx, rj, json_object_get(st, "act"), act, act_n);
+    fs_status rc = check_log(ctx, rj, st, done, st == rj->root);
+    if (rc == FS_OK && rj->calibrated && done > 0 && done < rj->m->nlayers)
+        rc = check_act(ctx, rj, json_object_get(st, "act"), done, act, act_n);
     if (rc == FS_OK) rc = fs_out_resume(ctx, out_dir, max_shard, fmt, q, json_object_get(st, "output"), keep, o);
     if (rc == FS_OK) rc = restore_moe(ctx, rj, json_object_get(st, "moe"), rep);
     if (rc != FS_OK) { fs_out_detach(*o); *o = NULL; }
     return rc;
 }
 
+/* --verify-model: every layer the journal records as read, read again from
+ * the model as it is now, must give the recorded checksum; then the journal
+ * takes the model's files as they are now (files: their fingerprint). */
+static fs_status verify_reads(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, json_t *files)
+{
+    json_t *root = rj->root, *log = json_object_get(root, "layers"), *e;
+    size_t i;
+    uint64_t want = 0, got = 0, bytes = 0;
+    int n = 0;
+    double t0 = fs_now();
+    const char *g = json_string_value(json_object_get(root, "globals_xxh3"));
+    fs_status rc = FS_OK;
+    if (g && (rc = fs_read_xxh3(ctx, c, rj->m, -1, 1, &got, &bytes)) == FS_OK && (fs_unhex64(g, &want) || want != got))
+        rc = fs_ctx_err(ctx, FS_ERR_USAGE, "--verify-model: a tensor outside the layers (embeddings, final norm, lm_head) "
+                        "of %s is not what the run read: start the run again without --resume", c->dir);
+    json_array_foreach(log, i, e) {
+        const char *h = json_string_value(json_object_get(e, "read_xxh3"));
+        const json_int_t l = json_integer_value(json_object_get(e, "layer"));
+        if (rc != FS_OK) break;
+        if (!h) continue;
+        if (l < 0 || l >= rj->m->nlayers + rj->m->nmtp || fs_unhex64(h, &want))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/%s: 'layers' entry %zu is malformed", rj->work, FS_JOURNAL_NAME, i);
+        if ((rc = fs_read_xxh3(ctx, c, rj->m, (int)l, 1, &got, &bytes)) == FS_OK && got != want)
+            rc = fs_ctx_err(ctx, FS_ERR_USAGE, "--verify-model: a tensor of model.layers.%lld in %s is not what the run "
+                            "read before it stopped (the output would mix two models): start the run again without "
+                            "--resume", (long long)l, c->dir);
+        n++;
+    }
+    if (rc != FS_OK) return rc;
+    fs_log(ctx, "resume: --verify-model: what the %d committed layers read is unchanged (%.3f GB read again in %.1f s)",
+           n, (double)bytes / 1e9, fs_now() - t0);
+    json_t *model = json_object_get(root, "model");
+    if (json_object_set(model, "files", files) || json_object_set_new(model, "dir", json_string(c->dir)))
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "journal");
+    return fs_journal_write(ctx, rj->work, root);
+}
+
 fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const char *calib_path,
                         const uint32_t *ids, size_t nids, const char *out_dir, uint64_t max_shard, fs_format fmt,
-                        const fs_quant_opts *q, fs_moe_report *rep, fs_outckpt **o, int *start_layer,
-                        char *act, size_t act_n)
+                        const fs_quant_opts *q, int verify_model, fs_moe_report *rep, fs_outckpt **o,
+                        int *start_layer, char *act, size_t act_n)
 {
     json_t *root = rj->root, *files = NULL, *calib = NULL;
     *o = NULL;
     *start_layer = 0;
     act[0] = '\0';
     /* the inputs must be the ones the run started with */
+    char touched[4600] = "";
     fs_status rc = fs_fingerprint_model(ctx, c, (void **)&files);
-    if (rc == FS_OK) rc = fs_fingerprint_check(ctx, c->dir, json_object_get(json_object_get(root, "model"), "files"), files);
+    if (rc == FS_OK) rc = fs_fingerprint_check(ctx, c->dir, json_object_get(json_object_get(root, "model"), "files"), files,
+                                               touched, sizeof touched);
+    if (rc == FS_OK && touched[0] && !verify_model)
+        rc = fs_ctx_err(ctx, FS_ERR_USAGE, "model file %s: the output would mix two models if what the run already "
+                        "read changed.  Resume with --verify-model to read again every tensor the committed layers "
+                        "read and check it against the journal (the run then goes on with the model as it is now), "
+                        "or start the run again without --resume", touched);
+    if (rc == FS_OK && (touched[0] || verify_model)) rc = verify_reads(ctx, rj, c, files);
     json_decref(files);
     json_t *rc_calib = json_object_get(root, "calib");
     if (rc == FS_OK && !json_is_null(rc_calib) != (calib_path != NULL))
@@ -307,12 +399,12 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
     if (rc != FS_OK) return rc;
     json_t *th = json_object_get(root, "threads");
     int omp = (int)json_integer_value(json_object_get(th, "openmp")), blas = (int)json_integer_value(json_object_get(th, "blas"));
-    if (omp >= 1 && blas >= 1 && omp <= 4096 && blas <= 4096 &&
-        (omp != omp_get_max_threads() || blas != openblas_get_num_threads())) {
+    int omp_now = 0, blas_now = 0;
+    fs_threads_get(&omp_now, &blas_now);
+    if (omp >= 1 && blas >= 1 && omp <= 4096 && blas <= 4096 && (omp != omp_now || blas != blas_now)) {
         fs_log(ctx, "resume: %d OpenMP and %d BLAS threads, as the run had (%d and %d here): the bytes depend on it", omp,
-               blas, omp_get_max_threads(), openblas_get_num_threads());
-        omp_set_num_threads(omp);
-        openblas_set_num_threads(blas);
+               blas, omp_now, blas_now);
+        fs_threads_set2(omp, blas);
     }
     const json_int_t bt = json_integer_value(json_object_get(root, "batch_tokens"));
     if (bt > 0 && bt <= (1 << 30)) {
@@ -362,12 +454,12 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
                 *start_layer, act[0] ? base_name(act) : "the embeddings");
         return FS_OK;
     }
+    json_decref(back);
+    if (rc != FS_OK && rc != FS_ERR_CORRUPT) return rc;        /* (with its message) */
     if (back) {
         fprintf(stderr, "forge-stream: warning: %s\n", ctx->errmsg);
         fs_ctx_clear(ctx);
-        json_decref(back);
     }
-    if (rc != FS_OK && rc != FS_ERR_CORRUPT) return rc;
     /* nothing committed can be trusted: start again from the embeddings */
     fprintf(stderr, "forge-stream: warning: recomputing from model.layers.0 (the embeddings are the last good "
             "boundary)\n");
@@ -396,4 +488,6 @@ void fs_rj_free(fs_run_journal *rj)
     rj->root = NULL;
     json_decref((json_t *)rj->start);
     rj->start = NULL;
+    json_decref((json_t *)rj->moved);
+    rj->moved = NULL;
 }

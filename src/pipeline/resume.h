@@ -26,10 +26,15 @@ typedef struct fs_run_journal {
     fs_outckpt *o;                  /* the writer whose state it records */
     const fs_moe_report *rep;       /* read on the compute thread only (commit_prep) */
     const fs_model *m;
+    const fs_ckpt *c;               /* the model read (its read log: what each layer read) */
     int calibrated;                 /* a --calib run (boundaries); else rtn from the weights */
     void *start;                    /* json_t * of WORK/start.json when a resume starts over from it */
     int64_t batch_tokens;           /* tokens per forward batch: recorded by create, read back by
                                        restore (the bytes depend on it) */
+    int work_default;               /* the work folder is OUT/.forge-work (recorded by create: a
+                                       resume then finds the output beside it, wherever it moved) */
+    void *moved;                    /* json_t * {model, out, calib}: where a resume found them, when
+                                       they moved since the run started (owned) */
 } fs_run_journal;
 
 /* Starts the journal of a new run in rj->work (rj->o, rj->rep, rj->m set by
@@ -50,7 +55,11 @@ fs_status fs_rj_seal(fs_ctx *ctx, fs_run_journal *rj);
 
 /* Resume: with rj->root the journal read from rj->work, checks the model
  * (fingerprint) and the calibration (checksums) against it (FS_ERR_USAGE
- * naming what changed), then restores the output writer (*o) and the MoE
+ * naming what changed).  A model file whose identity or times changed
+ * (written in place, copied, moved) is refused unless verify_model; with
+ * verify_model every tensor the committed layers read is read again and
+ * must give the checksums the journal recorded (then the journal takes the
+ * files as they are now).  Then restores the output writer (*o) and the MoE
  * counts (rep) and says where to go on: *start_layer and, when it is not 0,
  * act (the boundary file to read, checked).  A committed file that does not
  * match its checksum is reported as a warning and the run starts over from
@@ -58,8 +67,8 @@ fs_status fs_rj_seal(fs_ctx *ctx, fs_run_journal *rj);
  * good one).  Errors: FS_ERR_USAGE, FS_ERR_FORMAT, FS_ERR_IO, FS_ERR_NOMEM. */
 fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const char *calib_path,
                         const uint32_t *ids, size_t nids, const char *out_dir, uint64_t max_shard, fs_format fmt,
-                        const fs_quant_opts *q, fs_moe_report *rep, fs_outckpt **o, int *start_layer,
-                        char *act, size_t act_n);
+                        const fs_quant_opts *q, int verify_model, fs_moe_report *rep, fs_outckpt **o,
+                        int *start_layer, char *act, size_t act_n);
 
 /* Layers the journal records as done, and whether the output is sealed. */
 int fs_rj_layers_done(const fs_run_journal *rj);
