@@ -63,6 +63,21 @@ $(LIB): $(CORE_OBJ) $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+# Test builds: the crash points and injected I/O faults (src/core/testhooks.c
+# with -DFS_TEST) exist only in the library the suites link and in the binary
+# they run, $(BUILD)/forge-stream-test; bin/forge-stream never reads them.
+TESTLIB = $(BUILD)/libforge-test.a
+$(BUILD)/src/core/testhooks-test.o: src/core/testhooks.c $(HEADERS) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFS_TEST -c -o $@ $<
+
+$(TESTLIB): $(filter-out $(BUILD)/src/core/testhooks.o,$(CORE_OBJ)) $(BUILD)/src/core/testhooks-test.o $(CUDA_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/forge-stream-test: $(CLI_OBJ) $(TESTLIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 HEADERS  = $(wildcard src/*/*.h cpu/*.h hessian/*.h cuda/*.h cuda/*.cuh tests/*.h stream/*.h)
 
 # deps is order-only: with make -j it still runs before anything compiles
@@ -74,21 +89,21 @@ $(BUILD)/%.o: %.cu $(HEADERS) | deps
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c -o $@ $<
 
-$(BUILD)/run-tests: $(TEST_OBJ) $(LIB)
+$(BUILD)/run-tests: $(TEST_OBJ) $(TESTLIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(CHECK_LIBS) $(LDLIBS)
 
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-test: deps bin/forge-stream $(BUILD)/run-tests $(BUILD)/gen-tiny
-	FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny FS_SHARED=$(SHARED) $(BUILD)/run-tests
+test: deps bin/forge-stream $(BUILD)/forge-stream-test $(BUILD)/run-tests $(BUILD)/gen-tiny
+	FS_BIN=$(CURDIR)/$(BUILD)/forge-stream-test FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny FS_SHARED=$(SHARED) $(BUILD)/run-tests
 
-test-asan: deps
+test-asan: deps bin/forge-stream
 	$(MAKE) BUILD=build-asan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	    bin-asan/forge-stream build-asan/run-tests build-asan/gen-tiny
-	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_GEN_TINY=$(CURDIR)/build-asan/gen-tiny FS_SHARED=$(SHARED) build-asan/run-tests
+	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/build-asan/gen-tiny FS_SHARED=$(SHARED) build-asan/run-tests
 
-bin-asan/forge-stream: $(CLI_OBJ) $(LIB)
+bin-asan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-asan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

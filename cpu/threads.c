@@ -20,3 +20,9 @@ void fs_threads_get(int *omp, int *blas)
     *omp = omp_get_max_threads();
     *blas = openblas_get_num_threads();
 }
+
+const char *fs_blas_kernels(void)
+{
+    const char *s = openblas_get_corename();
+    return s ? s : "unknown";
+}

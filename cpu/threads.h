@@ -12,5 +12,9 @@ void fs_threads_set(int n);
 void fs_threads_set2(int omp, int blas);
 /* The counts in use.  Cannot fail. */
 void fs_threads_get(int *omp, int *blas);
+/* The name of the BLAS kernels in use (OpenBLAS picks them for the CPU it
+ * runs on, or as OPENBLAS_CORETYPE says): other kernels round differently,
+ * so the CPU bytes depend on them too.  Cannot fail. */
+const char *fs_blas_kernels(void);
 
 #endif

@@ -776,6 +776,53 @@ START_TEST(named_pipes_in_the_work_folder)
 }
 END_TEST
 
+/* The crash points and fault hooks exist in test builds only: the product
+ * binary (FS_BIN_RELEASE, bin/forge-stream) runs to the end with them set. */
+START_TEST(release_binary_has_no_hooks)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    const char *rel = getenv("FS_BIN_RELEASE");
+    ck_assert_msg(rel != NULL, "FS_BIN_RELEASE unset: run the suites through make test");
+    char out[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    int code = run("FORGE_STREAM_CRASH_AT=committed:1 FORGE_STREAM_FAIL_AT=act-write:1 FORGE_STREAM_CRASH_REPORT=1 "
+                   "'%s' quantize %s --out '%s' --quiet", rel, r.flags, out);
+    ck_assert_msg(code == 0 && !strstr(err, "crash point"), "exit %d: %s", code, err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
+/* The CPU bytes depend on the BLAS kernels OpenBLAS picks for the CPU (the
+ * demo's GPTQ perplexity moves by 0.3% between them): a resume under other
+ * kernels is refused, naming both and how to get the run's back
+ * (OPENBLAS_CORETYPE), and with the run's kernels it ends with the bytes of
+ * an uninterrupted run on them. */
+START_TEST(other_blas_kernels_refused)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], ref2[4300], why[9000];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    snprintf(ref2, sizeof ref2, "%s/ref-haswell", r.tmp);
+    ck_assert_msg(run("OPENBLAS_CORETYPE=Haswell '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, ref2) == 0, "%s", err);
+    ck_assert(killed(run("OPENBLAS_CORETYPE=Haswell FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet",
+                         r.bin, r.flags, out)));
+    int code = run("OPENBLAS_CORETYPE=Sandybridge '%s' --resume --work '%s/.forge-work'", r.bin, out);
+    if (code == 0 && !strstr(err, "kernels")) {
+        printf("check_resume: this OpenBLAS does not take OPENBLAS_CORETYPE (no DYNAMIC_ARCH): kernel check skipped\n");
+        teardown(&r);
+        return;
+    }
+    ck_assert_msg(code == 2 && strstr(err, "Haswell kernels") && strstr(err, "OPENBLAS_CORETYPE=Haswell"), "exit %d: %s",
+                  code, err);
+    ck_assert_msg(run("OPENBLAS_CORETYPE=Haswell '%s' --resume --work '%s/.forge-work' --quiet", r.bin, out) == 0, "%s", err);
+    ck_assert_msg(same_tree(ref2, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
 /* A folder other than /tmp's file system, when there is one (/dev/shm). */
 static int other_disk(const char *tmp, char *dir, size_t n)
 {
@@ -1043,6 +1090,8 @@ Suite *fs_suite_resume(void)
     tcase_add_test(ti, moved_work_folder);
     tcase_add_test(ti, nan_weights_then_repair);
     tcase_add_test(ti, named_pipes_in_the_work_folder);
+    tcase_add_test(ti, release_binary_has_no_hooks);
+    tcase_add_test(ti, other_blas_kernels_refused);
     suite_add_tcase(s, ti);
     TCase *td = tcase_create("damage");           /* CK_RUN_CASE=damage */
     tcase_set_timeout(td, 900);

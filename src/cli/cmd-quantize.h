@@ -27,6 +27,7 @@ typedef struct qargs {
     int overwrite;
     int experts_only;               /* --quantize-experts-only */
     int verify_model;
+    int allow_device_change;        /* --allow-device-change (resume) */
     int64_t threads;                /* --threads: OpenMP and BLAS threads (0: all cores) */               /* --verify-model (resume): re-read what the run read */
     fs_backend_kind backend;
     fs_quant_opts q;
@@ -34,6 +35,8 @@ typedef struct qargs {
     int64_t min_expert_tokens, experts_per_wave;
 } qargs;
 
+/* quantize --help (quantize-args.c). */
+extern const char quantize_usage[];
 /* Parses quantize's flags into a (defaults first).  --resume stops the
  * checks of required flags: the rest comes from the journal. */
 fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help);

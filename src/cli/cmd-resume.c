@@ -44,7 +44,8 @@ static int free_flag(const char *f, int *has_value)
 {
     static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave", "--spill",
                                  "--threads"};
-    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h", "--verify-model"};
+    static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h", "--verify-model",
+                                    "--allow-device-change"};
     for (size_t i = 0; i < sizeof with / sizeof *with; i++)
         if (!strcmp(f, with[i])) { *has_value = 1; return 1; }
     for (size_t i = 0; i < sizeof without / sizeof *without; i++)
@@ -326,6 +327,7 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     j.experts_per_wave = u.experts_per_wave;
     j.spill = u.spill;
     j.verify_model = u.verify_model;
+    j.allow_device_change = u.allow_device_change;
     *a = j;
     return FS_OK;
 }

@@ -53,6 +53,7 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     int nomp = 0, nblas = 0;
     fs_threads_get(&nomp, &nblas);
     if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", nomp, "blas", nblas));
+    if (rc == FS_OK) rc = set(ctx, root, "blas_kernels", json_string(fs_blas_kernels()));
     /* so do the Hessians' sums, batch by batch: a resume under another budget keeps it */
     if (rc == FS_OK && rj->batch_tokens > 0) rc = set(ctx, root, "batch_tokens", json_integer(rj->batch_tokens));
     if (rc == FS_OK) rc = set(ctx, root, "work_default", json_boolean(rj->work_default));
@@ -406,6 +407,15 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
                blas, omp_now, blas_now);
         fs_threads_set2(omp, blas);
     }
+    const char *kern = json_string_value(json_object_get(root, "blas_kernels"));
+    if (kern && strcmp(kern, fs_blas_kernels()) && !rj->allow_device_change)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "the run used OpenBLAS's %s kernels, this machine's are %s: they round "
+                          "differently, so the output would not be the bytes of an uninterrupted run.  Resume with "
+                          "OPENBLAS_CORETYPE=%s in the environment (a CPU with the instructions they use runs them), "
+                          "or pass --allow-device-change to accept the difference", kern, fs_blas_kernels(), kern);
+    if (kern && strcmp(kern, fs_blas_kernels()))
+        fs_log(ctx, "resume: OpenBLAS's %s kernels here, %s in the run (--allow-device-change): the output will not be "
+               "byte-identical to an uninterrupted run", fs_blas_kernels(), kern);
     const json_int_t bt = json_integer_value(json_object_get(root, "batch_tokens"));
     if (bt > 0 && bt <= (1 << 30)) {
         if (rj->batch_tokens > 0 && bt != rj->batch_tokens)

@@ -33,6 +33,7 @@ typedef struct fs_run_journal {
                                        restore (the bytes depend on it) */
     int work_default;               /* the work folder is OUT/.forge-work (recorded by create: a
                                        resume then finds the output beside it, wherever it moved) */
+    int allow_device_change;        /* --allow-device-change: resume on other BLAS kernels (or GPU) */
     void *moved;                    /* json_t * {model, out, calib}: where a resume found them, when
                                        they moved since the run started (owned) */
 } fs_run_journal;
