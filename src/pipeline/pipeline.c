@@ -54,14 +54,12 @@
 #include "src/models/mla.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/plan.h"
-#include "stream/actcache.h"
+#include "stream/boundary.h"
 #include "stream/layerio.h"
 #include "stream/spill.h"
 #include "stream/writer.h"
 
 #define WRITER_MIN_PENDING (512ull << 20)   /* bytes the writer may hold behind compute */
-#define ACT_CHUNK_BYTES (64ull << 20)       /* raw bytes per activation-cache chunk */
-#define SPILL_PIECE_BYTES (8ull << 20)      /* read from a spill file at a time by the boundary job */
 
 /* ---- writer jobs: everything that touches the output folder runs there ---- */
 
@@ -125,84 +123,6 @@ static void free_tensor(void *arg)
     free(j);
 }
 
-/* A layer's end: writes its boundary (when there is one), then commits the
- * layer to the journal (when there is one), then removes the previous
- * boundary, which the journal no longer names.  The rows come from a copy
- * (resident activations) or from the spill file the job holds. */
-typedef struct job_act {
-    fs_trace *tr;
-    int layer;
-    char *path, *prev;       /* write path (NULL: no boundary); then remove prev */
-    void *rows;              /* resident: a copy of the boundary */
-    fs_spill *sp;            /* spilled: the rows are in src, held until freed */
-    const char *src;
-    int hold;                /* the held spill file, -1 when none */
-    int elem;
-    uint64_t nrows, row_bytes;
-    const fs_pipe_opts *po;  /* commit, snap_free, commit_arg */
-    void *snap;
-} job_act;
-
-/* Copies the held spill file into the boundary writer in pieces (the writer
- * copies them into its own chunk). */
-static fs_status put_from_spill(fs_ctx *ctx, job_act *j, fs_act_writer *w)
-{
-    const uint64_t chunk = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
-    int fd = open(j->src, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", j->src, strerror(errno));
-    uint8_t *buf = fs_alloc2((size_t)chunk, (size_t)j->row_bytes);
-    fs_status rc = buf ? FS_OK : fs_ctx_err(ctx, FS_ERR_NOMEM, "boundary chunk of %llu rows", (unsigned long long)chunk);
-    for (uint64_t r = 0; rc == FS_OK && r < j->nrows; r += chunk) {
-        const uint64_t m = j->nrows - r < chunk ? j->nrows - r : chunk;
-        rc = fs_pread_full(ctx, fd, j->src, buf, m * j->row_bytes, r * j->row_bytes);
-        if (rc == FS_OK) rc = fs_act_writer_put(ctx, w, buf, m);
-    }
-    free(buf);
-    close(fd);
-    return rc;
-}
-
-static fs_status run_act(fs_ctx *ctx, void *arg)
-{
-    job_act *j = arg;
-    double t0 = fs_now();
-    fs_status rc = FS_OK;
-    fs_commit_info ci = {j->layer + 1, j->path, 0, j->nrows, j->row_bytes, j->snap};
-    if (j->path) {
-        fs_act_writer *w = NULL;
-        uint64_t chunk = ACT_CHUNK_BYTES / j->row_bytes ? ACT_CHUNK_BYTES / j->row_bytes : 1;
-        rc = fs_act_writer_open(ctx, j->path, j->elem, j->row_bytes, j->nrows, chunk, &w);
-        if (rc == FS_OK) fs_act_writer_set_tag(w, (uint64_t)(j->layer + 1));   /* the input of layer + 1 */
-        if (rc == FS_OK) rc = j->sp ? put_from_spill(ctx, j, w) : fs_act_writer_put(ctx, w, j->rows, j->nrows);
-        if (j->hold >= 0) {                      /* the spill file may be written again */
-            fs_spill_unhold(j->sp, j->hold);
-            j->hold = -1;
-        }
-        if (rc == FS_OK) rc = fs_act_writer_close(ctx, w, &ci.act_sum);
-        else fs_act_writer_abort(w);
-        fs_trace_span(j->tr, FS_STAGE_WRITE, j->layer, "activation cache", t0, fs_now(), j->nrows * j->row_bytes, 0);
-    }
-    if (rc == FS_OK && j->po->commit) {
-        double t1 = fs_now();
-        rc = j->po->commit(ctx, j->po->commit_arg, &ci);
-        fs_trace_span(j->tr, FS_STAGE_JOURNAL, j->layer, "commit", t1, fs_now(), 0, 0);
-        if (rc == FS_OK) fs_crashpoint(ctx, "committed");
-    }
-    if (rc == FS_OK && j->prev) unlink(j->prev);
-    return rc;
-}
-
-static void free_act(void *arg)
-{
-    job_act *j = arg;
-    if (j->hold >= 0) fs_spill_unhold(j->sp, j->hold);   /* dropped after an error */
-    if (j->snap && j->po->snap_free) j->po->snap_free(j->snap);
-    free(j->path);
-    free(j->prev);
-    free(j->rows);
-    free(j);
-}
-
 /* Reads tensor `name` here (from the prefetched slot when acquired) and
  * queues its write. */
 static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_ckpt *c, const char *name,
@@ -218,171 +138,6 @@ static fs_status queue_copy(fs_ctx *ctx, fs_writer *wr, fs_outckpt *o, const fs_
     uint64_t bytes = fs_dtype_size(j->dt);
     for (int d = 0; d < j->ndim; d++) bytes *= (uint64_t)j->shape[d];
     return fs_writer_submit(ctx, wr, run_tensor, j, free_tensor, bytes);
-}
-
-/* The calibration activations of every token, between layers and mid-layer:
- * BF16 (default: what the design budgets, half the memory) or F32.  Passes
- * load a batch of rows into F32 scratch and store back what they changed.
- * When the host budget cannot hold them (po->spill) they live in the work
- * folder instead (stream/spill.h) and every pass streams them chunk by
- * chunk: a pass is bracketed by acts_begin / acts_end and visits its batches
- * in row order. */
-typedef struct acts {
-    float *f;                /* [n, H] when act_f32 (resident) */
-    uint16_t *b;             /* [n, H] BF16 otherwise (resident) */
-    int64_t H;
-    fs_spill *sp;            /* spilled: rows of H elements of elem bytes on disk */
-    int elem;                /* 4 (f32) or 2 (bf16) */
-} acts;
-
-static fs_status acts_begin(fs_ctx *ctx, acts *a, fs_spill_mode mode)
-{
-    return a->sp ? fs_spill_begin(ctx, a->sp, mode) : FS_OK;
-}
-
-static fs_status acts_end(fs_ctx *ctx, acts *a, fs_status rc)
-{
-    return a->sp ? fs_spill_end(ctx, a->sp, rc) : rc;
-}
-
-static void rows_to_f32(const void *src, int elem, size_t k, float *dst)
-{
-    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
-    const uint16_t *s = src;
-    for (size_t i = 0; i < k; i++) dst[i] = fs_bf16_to_f32(s[i]);
-}
-
-/* f32 rows out as stored; in BF16 src is rounded in place too, so the caller
- * goes on with exactly what later passes will load. */
-static void rows_from_f32(float *src, int elem, size_t k, void *dst)
-{
-    if (elem == 4) { memcpy(dst, src, sizeof(float) * k); return; }
-    uint16_t *d = dst;
-    for (size_t i = 0; i < k; i++) {
-        d[i] = fs_f32_to_bf16(src[i]);
-        src[i] = fs_bf16_to_f32(d[i]);
-    }
-}
-
-static fs_status acts_load(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *dst)
-{
-    if (!a->sp) {
-        const void *src = a->f ? (const void *)(a->f + row0 * a->H) : (const void *)(a->b + row0 * a->H);
-        rows_to_f32(src, a->elem, (size_t)(n * a->H), dst);
-        return FS_OK;
-    }
-    for (int64_t done = 0; done < n;) {          /* the pass's next chunks: batches are whole chunks */
-        const void *rows;
-        uint64_t r0, m;
-        fs_status rc = fs_spill_read(ctx, a->sp, &rows, &r0, &m);
-        if (rc != FS_OK) return rc;
-        if ((int64_t)r0 != row0 + done || (int64_t)m > n - done) {
-            fs_spill_release(a->sp);
-            return fs_ctx_err(ctx, FS_ERR_USAGE, "spilled activations: rows [%llu, %llu) came in for a batch of "
-                              "[%lld, %lld)", (unsigned long long)r0, (unsigned long long)(r0 + m), (long long)row0,
-                              (long long)(row0 + n));
-        }
-        rows_to_f32(rows, a->elem, (size_t)((int64_t)m * a->H), dst + done * a->H);
-        fs_spill_release(a->sp);
-        done += (int64_t)m;
-    }
-    return FS_OK;
-}
-
-static fs_status acts_store(fs_ctx *ctx, acts *a, int64_t row0, int64_t n, float *src)
-{
-    if (!a->sp) {
-        void *dst = a->f ? (void *)(a->f + row0 * a->H) : (void *)(a->b + row0 * a->H);
-        rows_from_f32(src, a->elem, (size_t)(n * a->H), dst);
-        return FS_OK;
-    }
-    const int64_t chunk = (int64_t)fs_spill_chunk_rows(a->sp);
-    for (int64_t done = 0; done < n;) {
-        const int64_t m = n - done < chunk ? n - done : chunk;
-        void *dst;
-        fs_status rc = fs_spill_wbuf(ctx, a->sp, (uint64_t)(row0 + done), (uint64_t)m, &dst);
-        if (rc != FS_OK) return rc;
-        rows_from_f32(src + done * a->H, a->elem, (size_t)(m * a->H), dst);
-        done += m;
-    }
-    return FS_OK;
-}
-
-/* The end of layer l: the boundary after it (x [n, H] as bf16 or f32 rows in
- * work/act-<l+1>.fsa; none when x is NULL) and the journal commit. */
-static fs_status queue_layer_end(fs_ctx *ctx, fs_writer *wr, const fs_pipe_opts *po, int l, const acts *x,
-                                 int64_t n, int64_t H)
-{
-    job_act *j = calloc(1, sizeof *j);
-    if (!j) return fs_ctx_err(ctx, FS_ERR_NOMEM, "end of layer %d", l);
-    j->tr = po->trace;
-    j->layer = l;
-    j->po = po;
-    j->hold = -1;
-    fs_status rc = FS_OK;
-    if (po->commit_prep && (rc = po->commit_prep(ctx, po->commit_arg, l + 1, &j->snap)) != FS_OK) {
-        free_act(j);
-        return rc;
-    }
-    uint64_t held = 0;                           /* memory the job holds until it ran */
-    if (x && po->work) {
-        size_t pl = strlen(po->work) + 32;
-        j->path = malloc(pl);
-        j->prev = malloc(pl);
-        j->elem = x->elem;
-        if (!x->sp) j->rows = fs_alloc2((size_t)n, (size_t)H * (size_t)j->elem);
-        if (!j->path || !j->prev || (!x->sp && !j->rows)) {
-            free_act(j);
-            return fs_ctx_err(ctx, FS_ERR_NOMEM, "activation boundary of %lld tokens", (long long)n);
-        }
-        snprintf(j->path, pl, "%s/act-%04d.fsa", po->work, l + 1);
-        /* the boundary two back: the journal's previous state needs the one before */
-        snprintf(j->prev, pl, "%s/act-%04d.fsa", po->work, l - 1);
-        if (l == 0) { free(j->prev); j->prev = NULL; }
-        j->nrows = (uint64_t)n;
-        j->row_bytes = (uint64_t)H * (uint64_t)j->elem;
-        if (x->sp) {
-            j->sp = x->sp;
-            j->hold = fs_spill_hold(x->sp, &j->src);
-            const uint64_t piece = SPILL_PIECE_BYTES / j->row_bytes ? SPILL_PIECE_BYTES / j->row_bytes : 1;
-            held = (piece < j->nrows ? piece : j->nrows) * j->row_bytes;   /* its read buffer */
-        } else {
-            memcpy(j->rows, x->f ? (const void *)x->f : (const void *)x->b, (size_t)(n * H) * (size_t)j->elem);
-            held = j->nrows * j->row_bytes;
-        }
-    }
-    return fs_writer_submit(ctx, wr, run_act, j, free_act, held);
-}
-
-/* The input of layer po->start_layer from its boundary file, checked chunk by
- * chunk (straight into the spill file when spilled). */
-static fs_status load_boundary(fs_ctx *ctx, const fs_pipe_opts *po, acts *x, int64_t n, int64_t H)
-{
-    fs_act_file *af = NULL;
-    fs_status rc = fs_act_open(ctx, po->start_act, &af);
-    const int elem = x->elem;
-    if (rc == FS_OK && fs_act_tag(af) != (uint64_t)po->start_layer)
-        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: holds the input of model.layers.%lld, not of model.layers.%d",
-                        po->start_act, (long long)fs_act_tag(af), po->start_layer);
-    if (rc == FS_OK && (fs_act_rows(af) != (uint64_t)n || fs_act_row_bytes(af) != (uint64_t)(H * elem) ||
-                        fs_act_elem_size(af) != elem))
-        rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s: %llu rows of %llu bytes, the run needs %lld of %lld", po->start_act,
-                        (unsigned long long)fs_act_rows(af), (unsigned long long)fs_act_row_bytes(af), (long long)n,
-                        (long long)(H * elem));
-    if (rc == FS_OK && !x->sp) rc = fs_act_read_rows(ctx, af, 0, (uint64_t)n, x->f ? (void *)x->f : (void *)x->b);
-    if (rc == FS_OK && x->sp) {
-        const uint64_t chunk = fs_spill_chunk_rows(x->sp);
-        rc = fs_spill_begin(ctx, x->sp, FS_SPILL_FILL);
-        for (uint64_t r = 0; rc == FS_OK && r < (uint64_t)n; r += chunk) {
-            const uint64_t m = (uint64_t)n - r < chunk ? (uint64_t)n - r : chunk;
-            void *dst;
-            rc = fs_spill_wbuf(ctx, x->sp, r, m, &dst);
-            if (rc == FS_OK) rc = fs_act_read_rows(ctx, af, r, m, dst);
-        }
-        rc = fs_spill_end(ctx, x->sp, rc);
-    }
-    fs_act_close(af);
-    return rc;
 }
 
 fs_status fs_calib_windows(fs_ctx *ctx, const fs_tokens *t, const char *path, int64_t nsamples,
@@ -422,7 +177,7 @@ typedef struct pstate {
     fs_writer *wr;
     const fs_mlayer *L;
     fs_lw *w;
-    acts *x;
+    fs_acts *x;
     int64_t nseq, T, bseq;
     double worst, sum;       /* relative losses of the layer */
     const char *worst_name;
@@ -466,13 +221,13 @@ static void fwd_mark(pstate *p)
     p->tfwd = t;
 }
 
-/* acts_load, traced: in a spilled run, a batch coming in (waits and the
+/* fs_acts_load, traced: in a spilled run, a batch coming in (waits and the
  * conversion) is the spill stage, not the forward. */
 static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
 {
-    if (!p->x->sp) return acts_load(p->ctx, p->x, row0, n, dst);
+    if (!p->x->sp) return fs_acts_load(p->ctx, p->x, row0, n, dst);
     fwd_mark(p);
-    fs_status rc = acts_load(p->ctx, p->x, row0, n, dst);
+    fs_status rc = fs_acts_load(p->ctx, p->x, row0, n, dst);
     double t = fs_now();
     fs_trace_span(p->po->trace, FS_STAGE_SPILL, p->L->index, NULL, p->tfwd, t,
                   (uint64_t)n * (uint64_t)p->f->H * (uint64_t)p->x->elem, 0);
@@ -640,7 +395,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
     const int64_t as = f->mla ? f->nh * f->vh : qs;
     /* x moves mid-layer into the other spill file (the layer's input stays
      * whole for the boundary job of the layer before); the finish overwrites */
-    fs_status rc = acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
+    fs_status rc = fs_acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
                                             : stage == ST_FINISH ? FS_SPILL_INPLACE
                                                                  : FS_SPILL_READ);
     p->tfwd = fs_now();
@@ -668,7 +423,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
             if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
             fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
             for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
-            if ((rc = acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
+            if ((rc = fs_acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
             fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
             if (hess) rc = hadd(p, hess, s->xn, n);               /* none: x only moves */
             continue;
@@ -680,9 +435,9 @@ static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
         if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
         fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
         for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
-        rc = acts_store(p->ctx, p->x, s0 * p->T, n, x);                     /* the next layer's input */
+        rc = fs_acts_store(p->ctx, p->x, s0 * p->T, n, x);                     /* the next layer's input */
     }
-    rc = acts_end(p->ctx, p->x, rc);
+    rc = fs_acts_end(p->ctx, p->x, rc);
     fwd_mark(p);
     return rc;
 }
@@ -742,7 +497,7 @@ static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t 
         rc = H[e] ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs[e]) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
     }
     p->hin = in;
-    if (rc == FS_OK) rc = acts_begin(p->ctx, p->x, FS_SPILL_READ);
+    if (rc == FS_OK) rc = fs_acts_begin(p->ctx, p->x, FS_SPILL_READ);
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
@@ -764,7 +519,7 @@ static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t 
             rc = hadd(p, hs[e - e0], s->g, nr);
         }
     }
-    rc = acts_end(p->ctx, p->x, rc);
+    rc = fs_acts_end(p->ctx, p->x, rc);
     fwd_mark(p);
     for (int e = 0; e < ne; e++) {
         if (rc == FS_OK && seen[e] == 0) memset(H[e], 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
@@ -807,7 +562,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         if (rc != FS_OK) goto out;
     }
     /* R: routing by the f32 router, batch by batch as the final pass does */
-    rc = acts_begin(ctx, p->x, FS_SPILL_READ);
+    rc = fs_acts_begin(ctx, p->x, FS_SPILL_READ);
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
@@ -816,7 +571,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
     }
     fwd_mark(p);
-    if ((rc = acts_end(ctx, p->x, rc)) != FS_OK) goto out;
+    if ((rc = fs_acts_end(ctx, p->x, rc)) != FS_OK) goto out;
     for (int64_t i = 0; i < n * K; i++) count[idx[i]]++;
     int64_t mn = count[0], mx = count[0], nunder = 0;
     for (int64_t e = 0; e < E; e++) {
@@ -875,7 +630,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
-    if (rc == FS_OK) rc = acts_begin(ctx, p->x, FS_SPILL_INPLACE);
+    if (rc == FS_OK) rc = fs_acts_begin(ctx, p->x, FS_SPILL_INPLACE);
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
@@ -884,10 +639,10 @@ static fs_status moe_layer(pstate *p, scratch *s)
         fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
         if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
         for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
-        rc = acts_store(ctx, p->x, s0 * p->T, nb, x);
+        rc = fs_acts_store(ctx, p->x, s0 * p->T, nb, x);
     }
     fwd_mark(p);
-    rc = acts_end(ctx, p->x, rc);
+    rc = fs_acts_end(ctx, p->x, rc);
 out:
     p->holding = 0;
     rc = flush_held(p, rc);                              /* frees what an error left held */
@@ -905,8 +660,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     const int64_t H = f->H, n = nseq * T;
     fs_qinfo none = {0};
     float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
-    acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
-    acts *x = &xs;
+    fs_acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
+    fs_acts *x = &xs;
+    const fs_boundary_sink sink = {po->work, po->trace, po->commit_prep, po->commit, po->snap_free, po->commit_arg};
     fs_status rc = FS_OK;
     const int l0 = po->start_layer, live = l0 < m->nlayers;   /* decoder layers left to run */
     if (!live)
@@ -930,14 +686,14 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                (double)n * (double)H * xs.elem / 1e9, po->work, (long long)T);
     if (l0 == 0) {                                   /* the embeddings of the calibration tokens */
         rc = fs_ckpt_read_f32(ctx, c, "model.embed_tokens.weight", &E);
-        if (rc == FS_OK) rc = acts_begin(ctx, x, FS_SPILL_FILL);
+        if (rc == FS_OK) rc = fs_acts_begin(ctx, x, FS_SPILL_FILL);
         for (int64_t i = 0; rc == FS_OK && i < n; i++) {
             memcpy(row, E + (int64_t)ids[i] * H, sizeof(float) * (size_t)H);
-            rc = acts_store(ctx, x, i, 1, row);
+            rc = fs_acts_store(ctx, x, i, 1, row);
         }
-        rc = acts_end(ctx, x, rc);
+        rc = fs_acts_end(ctx, x, rc);
     } else if (l0 < m->nlayers) {                    /* resumed: the boundary the journal names */
-        rc = load_boundary(ctx, po, x, n, H);
+        rc = fs_boundary_load(ctx, po->start_act, po->start_layer, x, n, H);
         if (rc == FS_OK) fs_log(ctx, "resumed at model.layers.%d from %s", l0, po->start_act);
     }
     free(E);
@@ -1013,7 +769,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
             if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
         }
-        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, x, n, H);
+        if (rc == FS_OK) rc = fs_boundary_queue(ctx, wr, &sink, l, x, n, H);
         fs_lw_free(&w);
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
@@ -1040,7 +796,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             }
         }
         fs_lr_release(lr, l);
-        if (rc == FS_OK) rc = queue_layer_end(ctx, wr, po, l, NULL, 0, H);
+        if (rc == FS_OK) rc = fs_boundary_queue(ctx, wr, &sink, l, NULL, 0, H);
         if (rc == FS_OK)
             fs_log(ctx, "[%3d/%3d] model.layers.%d: MTP layer (speculative decoding only, not run by the "
                    "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,

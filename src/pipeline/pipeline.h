@@ -20,20 +20,11 @@
 #include "src/models/moe.h"
 #include "src/formats/tokens.h"
 #include "src/core/trace.h"
+#include "stream/boundary.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* What a layer commit hands to the journal (fs_pipe_opts.commit). */
-typedef struct fs_commit_info {
-    int layers_done;         /* layers 0 .. layers_done-1 are written (MTP layers count) */
-    const char *act_path;    /* the boundary written with this commit (the input of layer
-                                layers_done), or NULL when this layer wrote none */
-    uint64_t act_sum;        /* its journal checksum (stream/actcache.h) */
-    uint64_t act_rows, act_row_bytes;
-    void *snap;              /* what commit_prep returned for this layer */
-} fs_commit_info;
 
 typedef struct fs_pipe_opts {
     fs_quant_opts q;         /* q.rtn: round to nearest (the baseline), same pipeline */
