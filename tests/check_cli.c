@@ -1020,6 +1020,13 @@ static void put_u16(const char *m, const char *name, uint64_t index, uint16_t v)
     free(p);
 }
 
+/* finite values that overflow the forward: the embeddings' first rows and an up_proj at bf16's largest */
+static void mk_overflow(const char *m)
+{
+    for (uint64_t i = 0; i < 2 * 64; i++) put_u16(m, "model.embed_tokens.weight", i, 0x7f7f);
+    for (uint64_t i = 0; i < 100; i++) put_u16(m, "model.layers.0.mlp.up_proj.weight", i, 0x7f7f);
+}
+
 static void mk_nan_weight(const char *m) { put_u16(m, "model.layers.1.mlp.up_proj.weight", NAN_AT, 0x7fc0); }
 static void mk_inf_norm(const char *m) { put_u16(m, "model.norm.weight", NAN_AT % 64, 0x7f80); }
 static void mk_fp8_nan(const char *m)
@@ -1097,6 +1104,7 @@ static const hdr_case hdr_cases[] = {
     {"NaN in a BF16 weight of layer 1", "--type llama", NULL, mk_nan_weight, DATA_CMDS,
      "model.layers.1.mlp.up_proj.weight", "flat index 77"},
     {"Inf in the final norm", "--type llama", NULL, mk_inf_norm, DATA_CMDS, "model.norm.weight", "Inf"},
+    {"finite weights whose forward overflows", "--type llama", NULL, mk_overflow, 1 << C_EVAL, "overflow", NULL},
     {"NaN in an FP8 expert of layer 1", "--type deepseek_v3", NULL, mk_fp8_nan, DATA_CMDS,
      "model.layers.1.mlp.experts.5.up_proj.weight", "flat index 77"},
     {"Inf FP8 block scale", "--type deepseek_v3", NULL, mk_fp8_scale_inf, DATA_CMDS,

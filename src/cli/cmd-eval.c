@@ -108,6 +108,10 @@ int cmd_eval(int argc, char **argv)
         fs_lw_free(&lw);
         if (rc != FS_OK) goto out;
         if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+        /* finite weights can still overflow float: refused, never a perplexity of NaN */
+        char what[96];
+        snprintf(what, sizeof what, "%s: activations after model.layers.%d (the weights overflow float32)", model, l);
+        if ((rc = fs_check_finite(&ctx, what, x, (size_t)(n * H))) != FS_OK) goto out;
         fs_log(&ctx, "[%3d/%3d] model.layers.%d  %.1f s", l + 1, m->nlayers, l, fs_now() - t0);
     }
     if ((rc = fs_ckpt_read_f32(&ctx, c, "model.norm.weight", &nrm)) != FS_OK) goto out;
@@ -135,6 +139,11 @@ int cmd_eval(int argc, char **argv)
         }
     }
     double mean = nll / (double)scored, ppl = exp(mean);
+    if (!isfinite(mean)) {              /* logits beyond float (lm_head or the final norm overflow) */
+        rc = fs_ctx_err(&ctx, FS_ERR_NUMERIC, "%s: the logits are not finite (mean NLL %g): the weights overflow float32",
+                        model, mean);
+        goto out;
+    }
     if (as_json) printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"tokens\": %lld, \"windows\": %zu, \"seq_len\": %lld}\n",
                         ppl, mean, (long long)scored, nw, (long long)L);
     else printf("PPL %.4f  mean NLL %.6f  tokens scored %lld  (%zu windows of %lld)\n", ppl, mean, (long long)scored, nw, (long long)L);
