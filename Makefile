@@ -1,5 +1,6 @@
 # forge-stream: plain make.  `make` builds bin/forge-stream; `make test` runs the
 # Check suites; `make test-asan` the same under AddressSanitizer + UBSan;
+# `make fuzz` the fuzzer of tools/fuzz.c (FUZZ_N inputs) on the sanitizer build;
 # `make demo` quantizes a layer of the real stories260K model; `make bench`
 # prints the benchmark table.  Each runs `make deps` first (tools/deps.sh).
 #
@@ -49,7 +50,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan demo bench clean
+.PHONY: all deps test test-asan fuzz demo bench clean
 all: deps bin/forge-stream
 
 deps:
@@ -95,13 +96,32 @@ $(BUILD)/run-tests: $(TEST_OBJ) $(TESTLIB)
 $(BUILD)/bench: $(BUILD)/tools/bench.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-test: deps bin/forge-stream $(BUILD)/forge-stream-test $(BUILD)/run-tests $(BUILD)/gen-tiny
-	FS_BIN=$(CURDIR)/$(BUILD)/forge-stream-test FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny FS_SHARED=$(SHARED) $(BUILD)/run-tests
+test: deps bin/forge-stream $(BUILD)/forge-stream-test $(BUILD)/run-tests $(BUILD)/gen-tiny $(BUILD)/fuzz
+	FS_BIN=$(CURDIR)/$(BUILD)/forge-stream-test FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny FS_FUZZ=$(CURDIR)/$(BUILD)/fuzz FS_SHARED=$(SHARED) $(BUILD)/run-tests
+
+ASAN_OPT = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
 test-asan: deps bin/forge-stream
-	$(MAKE) BUILD=build-asan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	    bin-asan/forge-stream build-asan/run-tests build-asan/gen-tiny
-	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/build-asan/gen-tiny FS_SHARED=$(SHARED) build-asan/run-tests
+	$(MAKE) BUILD=build-asan CUDA=0 OPT="$(ASAN_OPT)" \
+	    bin-asan/forge-stream build-asan/run-tests build-asan/gen-tiny build-asan/fuzz
+	ASAN_OPTIONS=detect_leaks=1 CK_FORK=no FS_BIN=$(CURDIR)/bin-asan/forge-stream FS_BIN_RELEASE=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/build-asan/gen-tiny FS_FUZZ=$(CURDIR)/build-asan/fuzz FS_SHARED=$(SHARED) build-asan/run-tests
+
+# The fuzzer (tools/fuzz.c): FUZZ_N mutated inputs (safetensors headers, index
+# files, configs, token files, tensor data, layer inputs) through inspect,
+# inspect --verify, eval, quantize, plan and layer of the ASan + UBSan binary,
+# FUZZ_JOBS at a time; findings (with their reproducers) in FUZZ_REPORT.
+FUZZ_N      ?= 10000
+FUZZ_JOBS   ?= 3
+FUZZ_SEED   ?= 25482428960
+FUZZ_REPORT ?= $(CURDIR)/build-asan/fuzz-report
+fuzz: deps
+	$(MAKE) BUILD=build-asan CUDA=0 OPT="$(ASAN_OPT)" bin-asan/forge-stream build-asan/gen-tiny build-asan/fuzz
+	ASAN_OPTIONS=detect_leaks=0 build-asan/fuzz --bin bin-asan/forge-stream --gen-tiny build-asan/gen-tiny \
+	    --work build-asan/fuzz-work --report $(FUZZ_REPORT) --n $(FUZZ_N) --jobs $(FUZZ_JOBS) --seed $(FUZZ_SEED)
+
+# the fuzzer links nothing of the project: its checks are its own
+$(BUILD)/fuzz: $(BUILD)/tools/fuzz.o
+	$(CC) $(CFLAGS) -o $@ $^ -ljansson -lm
 
 bin-asan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-asan

@@ -1236,7 +1236,7 @@ static void mk_heads_overflow(const char *r, const char *m, needles *nd)
 
 static const bad_case bad[] = {
     /* 3. bad input */
-    {"shard listed in the index but missing", LLAMA3, mk_missing_shard, AT_OPEN, FS_ERR_IO, 0},
+    {"shard listed in the index but missing", LLAMA3, mk_missing_shard, AT_OPEN, FS_ERR_FORMAT, 0},
     {"tensor in the index but not in its shard", LLAMA, mk_not_in_shard, AT_OPEN, FS_ERR_FORMAT, 0},
     {"tensor present in two shards", LLAMA, mk_two_shards, AT_OPEN, FS_ERR_FORMAT, 0},
     {"tensor in a shard but not in the index", LLAMA, mk_not_in_index, AT_OPEN, FS_ERR_FORMAT, 0},
@@ -1363,7 +1363,7 @@ START_TEST(test_many_shard_names)
     free(ip);
     t_rmdir(root);
     free(root);
-    ck_assert_int_eq(rc, FS_ERR_IO);                 /* the first shard is missing */
+    ck_assert_int_eq(rc, FS_ERR_FORMAT);             /* the first shard is missing: bad input */
     ck_assert_ptr_null(c);
     ck_assert_ptr_nonnull(strstr(ctx.errmsg, "model-00000-of-65536.safetensors"));
     ck_assert_msg(sec < MANY_SECONDS, "%d index entries over %d shard names took %.1f s to refuse",

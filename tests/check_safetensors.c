@@ -21,6 +21,7 @@
 #define FUZZ_ITERS 500        /* mutated files opened by the fuzz test */
 #define FUZZ_SEED 0x5afe7e45ull
 #define DEEP_LEVELS 10000     /* nesting depth of the deep-JSON case */
+#define WAIT_SECONDS 10       /* alarm over an open that must not block (a named pipe) */
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -445,7 +446,7 @@ END_TEST
 
 /* ---- malformed files ------------------------------------------------------ */
 
-enum { B_HDR, B_LEN, B_RAW, B_DEEP, B_BIG, B_MISSING, B_DIR };
+enum { B_HDR, B_LEN, B_RAW, B_DEEP, B_BIG, B_MISSING, B_DIR, B_FIFO, B_DEV };
 
 typedef struct bad_case {
     const char *desc;
@@ -542,8 +543,10 @@ static const bad_case bad[] = {
      FS_ERR_FORMAT},
     {"valid header longer than the cap", B_BIG, NULL, 0, 0, 0, FS_ERR_FORMAT},
     {"deep nesting inside a tensor entry", B_DEEP, NULL, 0, 0, 0, FS_ERR_FORMAT},
-    {"nonexistent file", B_MISSING, NULL, 0, 0, 0, FS_ERR_IO},
-    {"a folder", B_DIR, NULL, 0, 0, 0, FS_ERR_IO},
+    {"nonexistent file", B_MISSING, NULL, 0, 0, 0, FS_ERR_USAGE},          /* bad input: exit 2 */
+    {"a folder", B_DIR, NULL, 0, 0, 0, FS_ERR_USAGE},
+    {"a named pipe (opened without blocking)", B_FIFO, NULL, 0, 0, 0, FS_ERR_USAGE},
+    {"a device (a link to /dev/zero)", B_DEV, NULL, 0, 0, 0, FS_ERR_USAGE},
 };
 #define NBAD ((int)(sizeof bad / sizeof bad[0]))
 
@@ -602,11 +605,15 @@ START_TEST(test_malformed)
     case B_BIG: write_big(path); break;
     case B_MISSING: break;
     case B_DIR: ck_assert_int_eq(mkdir(path, 0755), 0); break;
+    case B_FIFO: ck_assert_int_eq(mkfifo(path, 0644), 0); break;
+    case B_DEV: ck_assert_int_eq(symlink("/dev/zero", path), 0); break;
     }
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     fs_st_file *f = (fs_st_file *)&ctx;           /* must be overwritten with NULL */
+    alarm(WAIT_SECONDS);                          /* a reader that blocks (a pipe) dies, not hangs */
     fs_status rc = fs_st_open(&ctx, path, &f);
+    alarm(0);
     ck_assert_msg(rc == b->want, "%s: status %s, want %s (%s)", b->desc, fs_status_str(rc),
                   fs_status_str(b->want), ctx.errmsg);
     ck_assert_msg(f == NULL, "%s: *out not NULL", b->desc);

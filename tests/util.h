@@ -150,5 +150,6 @@ Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
 Suite *fs_suite_resume(void);
 Suite *fs_suite_spill(void);
+Suite *fs_suite_fuzz(void);
 
 #endif

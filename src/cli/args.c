@@ -1,4 +1,5 @@
-/* args.c: strict argument parsing shared by the commands. */
+/* args.c: strict argument parsing shared by the commands, and the exit code
+ * of a status (fs_exit_code). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -117,4 +118,17 @@ fs_status fs_arg_quant(fs_ctx *ctx, int argc, char **argv, int *i, fs_quant_opts
         *taken = 0;
     }
     return rc;
+}
+
+int fs_exit_code(fs_status st)
+{
+    switch (st) {
+    case FS_OK: return FS_EXIT_OK;
+    case FS_ERR_USAGE:
+    case FS_ERR_FORMAT:
+    case FS_ERR_CORRUPT:
+    case FS_ERR_NUMERIC:
+    case FS_ERR_NODEV: return FS_EXIT_USAGE;
+    default: return FS_EXIT_RUNTIME;
+    }
 }

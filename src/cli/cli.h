@@ -10,6 +10,14 @@
 #define FS_EXIT_RUNTIME 1
 #define FS_EXIT_USAGE 2
 
+/* The exit code of a command that ended with st (specifications.md §14):
+ * 0 for FS_OK; 2 for bad usage or bad input (FS_ERR_USAGE, FS_ERR_FORMAT,
+ * FS_ERR_CORRUPT: a checksum that does not match, FS_ERR_NUMERIC: a NaN/Inf
+ * in the input, FS_ERR_NODEV: --backend cuda without a device); 1 for the
+ * machine (FS_ERR_IO, FS_ERR_NOMEM, FS_ERR_NOSPACE, FS_ERR_CUDA, and
+ * anything else).  Cannot fail. */
+int fs_exit_code(fs_status st);
+
 /* Each parses the whole string or records FS_ERR_USAGE naming flag and value. */
 fs_status fs_arg_i64(fs_ctx *ctx, const char *flag, const char *s, int64_t lo, int64_t hi,
                      int64_t *out);

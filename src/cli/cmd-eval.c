@@ -35,7 +35,7 @@ int cmd_eval(int argc, char **argv)
     fs_ctx_init(&ctx);
     const char *model = NULL, *tokp = NULL;
     int64_t L = 512, maxw = -1, skip = 0;
-    int as_json = 0, f32 = 0, code = FS_EXIT_USAGE;
+    int as_json = 0, f32 = 0, code = FS_EXIT_RUNTIME;
     fs_status rc = FS_OK;
     for (int i = 1; rc == FS_OK && i < argc; i++) {
         const char *f = argv[i];
@@ -66,6 +66,7 @@ int cmd_eval(int argc, char **argv)
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, model, &c);
     if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
+    if (rc == FS_OK) rc = fs_model_validate(&ctx, m, c, FS_CHECK_QUANTIZED);   /* every size the forward trusts */
     if (rc == FS_OK) rc = fs_qinfo_from_config(&ctx, c->config, &qi);
     if (rc == FS_OK) rc = fs_fwd_init(&ctx, c->config, m, &fw);
     if (rc == FS_OK && L > fw.max_pos)
@@ -73,7 +74,6 @@ int cmd_eval(int argc, char **argv)
     if (rc == FS_OK) rc = fs_tokens_load(&ctx, tokp, &tk);
     if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, tokp, m->vocab);
     if (rc != FS_OK) goto out;
-    code = FS_EXIT_RUNTIME;
     size_t nw_all = fs_tokens_windows(&tk, (size_t)L, NULL);
     starts = malloc(sizeof(size_t) * (nw_all ? nw_all : 1));
     if (!starts) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "windows"); goto out; }
@@ -82,7 +82,7 @@ int cmd_eval(int argc, char **argv)
     while (first < nw_all && starts[first] < (size_t)skip) first++;
     size_t nw = nw_all - first;
     if (maxw > 0 && (size_t)maxw < nw) nw = (size_t)maxw;
-    if (nw == 0) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: no window of %lld tokens after %lld skipped", tokp, (long long)L, (long long)skip); code = FS_EXIT_USAGE; goto out; }
+    if (nw == 0) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: no window of %lld tokens after %lld skipped", tokp, (long long)L, (long long)skip); goto out; }
     const int64_t H = fw.H, V = fw.V, n = (int64_t)nw * L;
     fs_log(&ctx, "eval %s on %s: %zu windows of %lld tokens, activations %s", model, tokp, nw, (long long)L, f32 ? "f32" : "bf16");
     double t0 = fs_now();
@@ -108,6 +108,10 @@ int cmd_eval(int argc, char **argv)
         fs_lw_free(&lw);
         if (rc != FS_OK) goto out;
         if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
+        /* finite weights can still overflow float: refused, never a perplexity of NaN */
+        char what[96];
+        snprintf(what, sizeof what, "%s: activations after model.layers.%d (the weights overflow float32)", model, l);
+        if ((rc = fs_check_finite(&ctx, what, x, (size_t)(n * H))) != FS_OK) goto out;
         fs_log(&ctx, "[%3d/%3d] model.layers.%d  %.1f s", l + 1, m->nlayers, l, fs_now() - t0);
     }
     if ((rc = fs_ckpt_read_f32(&ctx, c, "model.norm.weight", &nrm)) != FS_OK) goto out;
@@ -135,6 +139,11 @@ int cmd_eval(int argc, char **argv)
         }
     }
     double mean = nll / (double)scored, ppl = exp(mean);
+    if (!isfinite(mean)) {              /* logits beyond float (lm_head or the final norm overflow) */
+        rc = fs_ctx_err(&ctx, FS_ERR_NUMERIC, "%s: the logits are not finite (mean NLL %g): the weights overflow float32",
+                        model, mean);
+        goto out;
+    }
     if (as_json) printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"tokens\": %lld, \"windows\": %zu, \"seq_len\": %lld}\n",
                         ppl, mean, (long long)scored, nw, (long long)L);
     else printf("PPL %.4f  mean NLL %.6f  tokens scored %lld  (%zu windows of %lld)\n", ppl, mean, (long long)scored, nw, (long long)L);
@@ -143,7 +152,7 @@ int cmd_eval(int argc, char **argv)
 out:
     if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
-        if (rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT) code = FS_EXIT_USAGE;
+        code = fs_exit_code(rc);                  /* bad input 2, the machine 1 (§14) */
     }
     fs_lr_free(lr);
     free(x); free(E); free(head); free(nrm); free(xn); free(logits); free(starts);

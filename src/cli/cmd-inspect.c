@@ -2,8 +2,10 @@
  * shape, shard, bytes), its quantized linears (bits, group size, symmetry,
  * act-order), totals (bytes, bits per weight, compression vs BF16); --json
  * for machines; --verify re-reads every tensor and checks its recorded
- * checksum and every quantized linear's consistency; --dequant NAME --out F
- * writes one linear's decoded weight as F32. */
+ * checksum, that every float tensor is finite and every quantized linear
+ * decodes; --dequant NAME --out F writes one linear's decoded weight as F32.
+ * A config.json of a supported family is checked against the headers first
+ * (fs_model_validate, as quantize and eval do); exit 2 for bad input. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +22,9 @@ static const char usage[] =
     "PATH is a checkpoint folder (model.safetensors.index.json or model.safetensors) or\n"
     "one .safetensors file.\n"
     "  --json            one JSON object on stdout instead of the table\n"
-    "  --verify          re-read every tensor: checksums recorded by forge-stream, and\n"
-    "                    every quantized linear decodes; exit 1 naming the first problem\n"
+    "  --verify          re-read every tensor: checksums recorded by forge-stream, every\n"
+    "                    float tensor finite (FP8 with its scales), every quantized linear\n"
+    "                    decodes; exit 2 naming the first problem\n"
     "  --dequant LINEAR  decode one linear (e.g. model.layers.0.mlp.up_proj) ...\n"
     "  --out FILE        ... into FILE as an F32 `weight`\n";
 
@@ -41,34 +44,58 @@ static int qpart(const char *name, char *base, size_t n)
     return 0;
 }
 
-static fs_status verify(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, int *checked)
+/* --verify: every tensor re-read; its recorded checksum compared; every float
+ * tensor decoded (F8_E4M3 with its block scales) and refused at its first
+ * NaN/Inf; every quantized linear decoded (its g_idx in range, its values
+ * finite).  *checked / *floats / *linears: how many of each. */
+static fs_status verify(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, int *checked, int *floats, int *linears)
 {
     char key[1100], base[1024];
-    *checked = 0;
+    *checked = *floats = *linears = 0;
     for (size_t i = 0; i < c->ntensors; i++) {
         const fs_ckpt_entry *e = &c->entries[i];
-        snprintf(key, sizeof key, "xxh3:%s", e->t->name);
+        const fs_st_tensor *t = e->t;
+        snprintf(key, sizeof key, "xxh3:%s", t->name);
         const char *want = fs_st_meta(c->shards[e->shard], key);
-        if (want) {
-            void *buf = malloc(e->t->nbytes ? (size_t)e->t->nbytes : 1);
-            if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", e->t->name);
+        const int is_float = t->dtype == FS_DT_F32 || t->dtype == FS_DT_F16 || t->dtype == FS_DT_BF16;
+        if (want || is_float) {
+            void *buf = malloc(t->nbytes ? (size_t)t->nbytes : 1);
+            if (!buf) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", t->name);
             fs_status rc = fs_ckpt_read_raw(ctx, c, e, buf);
-            char got[32];
-            snprintf(got, sizeof got, "%016llx", (unsigned long long)XXH3_64bits(buf, (size_t)e->t->nbytes));
+            if (rc == FS_OK && want) {
+                char got[32];
+                snprintf(got, sizeof got, "%016llx", (unsigned long long)XXH3_64bits(buf, (size_t)t->nbytes));
+                if (strcmp(got, want) != 0)
+                    rc = fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: tensor '%s' checksum %s, recorded %s",
+                                    c->dir, c->shard_names[e->shard], t->name, got, want);
+                else (*checked)++;
+            }
+            if (rc == FS_OK && is_float) {
+                float *f = fs_alloc2((size_t)t->nelem ? (size_t)t->nelem : 1, sizeof(float));
+                snprintf(key, sizeof key, "%s/%s: tensor '%s'", c->dir, c->shard_names[e->shard], t->name);
+                rc = f ? fs_decode_f32(ctx, key, t->dtype, buf, (size_t)t->nelem, f)
+                       : fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", t->name);
+                free(f);
+                if (rc == FS_OK) (*floats)++;
+            }
             free(buf);
             if (rc != FS_OK) return rc;
-            if (strcmp(got, want) != 0)
-                return fs_ctx_err(ctx, FS_ERR_CORRUPT, "%s/%s: tensor '%s' checksum %s, recorded %s",
-                                  c->dir, c->shard_names[e->shard], e->t->name, got, want);
-            (*checked)++;
         }
-        size_t l = strlen(e->t->name);
-        if (l > 8 && !strcmp(e->t->name + l - 8, ".qweight") && qpart(e->t->name, base, sizeof base)) {
+        if (t->dtype == FS_DT_F8_E4M3) {                   /* dequantized with its scales, checked finite */
+            float *W = NULL;
+            fs_status rc = fs_ckpt_read_f32(ctx, c, t->name, &W);
+            free(W);
+            if (rc != FS_OK) return rc;
+            (*floats)++;
+        }
+        size_t l = strlen(t->name);
+        if (l > 8 && !strcmp(t->name + l - 8, ".qweight") && qpart(t->name, base, sizeof base)) {
             float *W = NULL;
             int64_t o, n;
             fs_status rc = fs_qread_linear(ctx, c, qi, base, &W, &o, &n);
             free(W);
             if (rc != FS_OK) return rc;
+            (*linears)++;
         }
     }
     return FS_OK;
@@ -129,9 +156,17 @@ int cmd_inspect(int argc, char **argv)
     fs_status rc = fs_ckpt_open(&ctx, path, &c);
     if (rc == FS_OK) rc = fs_qinfo_from_config(&ctx, c->config, &qi);
     if (rc != FS_OK) goto out;
-    if (c->config && fs_model_from_config(&ctx, c->config, "config.json", &m) != FS_OK) {
-        fs_log(&ctx, "warning: %s (tensors are listed without a model description)", ctx.errmsg);
-        fs_ctx_clear(&ctx);
+    /* a config.json of a supported family (any, with --verify) must describe
+     * the tensors: the header checks quantize and eval run (§13) */
+    if (c->config && (do_verify || fs_model_type_known(c->config))) {
+        rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
+        if (rc == FS_OK) rc = fs_model_validate(&ctx, m, c, FS_CHECK_QUANTIZED);
+        if (rc != FS_OK) goto out;
+    } else if (c->config) {
+        json_t *mt = json_object_get((json_t *)c->config, "model_type");
+        fs_log(&ctx, "warning: config.json: model_type %s%.40s%s is not supported (%s): tensors are listed without "
+               "a model description", json_is_string(mt) ? "\"" : "", json_is_string(mt) ? json_string_value(mt) : "absent",
+               json_is_string(mt) ? "\"" : "", fs_model_types);
     }
     if (deq) {
         rc = dequant(&ctx, c, &qi, deq, outp);
@@ -143,7 +178,13 @@ int cmd_inspect(int argc, char **argv)
     int nlin = 0;
     char base[1024], shp[128];
     js = json_object();
+    json_object_set_new(js, "path", json_string(c->dir));
+    json_object_set_new(js, "model_type", m ? json_string(m->model_type) : json_null());
+    json_object_set_new(js, "format", qi.quantized ? json_string(qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge") : json_null());
+    json_object_set_new(js, "shards", json_integer(c->nshards));
     json_t *jt = json_array(), *jl = json_array();
+    json_object_set_new(js, "tensors", jt);              /* owned by js from here (freed at out) */
+    json_object_set_new(js, "quantized_linears", jl);
     if (!as_json) {
         printf("%s: %s, %d shard%s, %zu tensors%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
                c->nshards, c->nshards == 1 ? "" : "s", c->ntensors, qi.quantized ? ", quantized " : "",
@@ -165,13 +206,8 @@ int cmd_inspect(int argc, char **argv)
             qbytes += t->nbytes;
             size_t l = strlen(t->name);
             if (l > 8 && !strcmp(t->name + l - 8, ".qweight")) {
-                float *W = NULL;
                 int64_t o = 0, n = 0;
-                if (fs_qread_linear(&ctx, c, &qi, base, &W, &o, &n) != FS_OK) {
-                    fs_log(&ctx, "warning: %s", ctx.errmsg);
-                    fs_ctx_clear(&ctx);
-                }
-                free(W);
+                if ((rc = fs_qread_check(&ctx, c, &qi, base, &o, &n)) != FS_OK) goto out;   /* headers only */
                 qweights += (uint64_t)(o * n);
                 bf16 += (uint64_t)(o * n) * 2;
                 nlin++;
@@ -186,12 +222,6 @@ int cmd_inspect(int argc, char **argv)
     }
     double bpw = qweights ? 8.0 * (double)qbytes / (double)qweights : 0.0;
     double ratio = total ? (double)bf16 / (double)total : 0.0;
-    json_object_set_new(js, "path", json_string(c->dir));
-    json_object_set_new(js, "model_type", m ? json_string(m->model_type) : json_null());
-    json_object_set_new(js, "format", qi.quantized ? json_string(qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge") : json_null());
-    json_object_set_new(js, "shards", json_integer(c->nshards));
-    json_object_set_new(js, "tensors", jt);
-    json_object_set_new(js, "quantized_linears", jl);
     json_object_set_new(js, "total_bytes", json_integer((json_int_t)total));
     json_object_set_new(js, "bits_per_weight", json_real(bpw));
     json_object_set_new(js, "compression_vs_bf16", json_real(ratio));
@@ -204,11 +234,15 @@ int cmd_inspect(int argc, char **argv)
         printf(", compression vs BF16 %.2fx\n", ratio);
     }
     if (do_verify) {
-        int checked = 0;
-        rc = verify(&ctx, c, &qi, &checked);
+        int checked = 0, floats = 0, linears = 0;
+        rc = verify(&ctx, c, &qi, &checked, &floats, &linears);
         if (rc != FS_OK) goto out;
         json_object_set_new(js, "verified_checksums", json_integer(checked));
-        if (!as_json) printf("verify: ok (headers, index, %d checksums, %d quantized linears decode)\n", checked, nlin);
+        json_object_set_new(js, "verified_float_tensors", json_integer(floats));
+        json_object_set_new(js, "verified_quantized_linears", json_integer(linears));
+        if (!as_json)
+            printf("verify: ok (headers, index%s, %d checksums, %d float tensors finite, %d quantized linears "
+                   "decode)\n", m ? ", config.json" : "", checked, floats, linears);
     }
     if (as_json) {
         char *s = json_dumps(js, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
@@ -217,7 +251,10 @@ int cmd_inspect(int argc, char **argv)
     }
     rcode = FS_EXIT_OK;
 out:
-    if (rc != FS_OK) fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+    if (rc != FS_OK) {
+        fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
+        rcode = fs_exit_code(rc);                 /* bad input 2, the machine 1 (§14) */
+    }
     json_decref(js);
     fs_model_free(m);
     fs_ckpt_close(c);

@@ -203,7 +203,7 @@ int cmd_layer(int argc, char **argv)
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     layer_args a = {0};
-    int help = 0, exit_code = FS_EXIT_USAGE;
+    int help = 0, exit_code = FS_EXIT_RUNTIME;
     fs_st_file *f = NULL;
     float *W = NULL, *H = NULL;
     double *H64 = NULL;
@@ -218,7 +218,7 @@ int cmd_layer(int argc, char **argv)
         fputs(fs_quant_flags_help, stdout);
         return FS_EXIT_OK;
     }
-    /* input phase: every failure here is bad input (exit 2) */
+    /* input phase: every input check before any work (exit codes: fs_exit_code) */
     if (rc == FS_OK) rc = fs_st_open(&ctx, a.in, &f);
     const fs_st_tensor *tw = NULL, *th = NULL, *tx = NULL;
     if (rc == FS_OK) {
@@ -244,14 +244,10 @@ int cmd_layer(int argc, char **argv)
     if (rc == FS_OK && th) rc = fs_st_read_f32(&ctx, f, th, &H);
     if (rc != FS_OK) goto out;
 
-    /* compute phase: failures are runtime errors (exit 1) unless inputs are bad */
-    exit_code = FS_EXIT_RUNTIME;
+    /* compute phase: runtime errors (exit 1) unless the inputs turn out bad (NaN inputs: 2) */
     ctx.threads = a.threads;
     if (a.threads > 0) fs_threads_set(a.threads);
-    if ((rc = fs_backend_open(&ctx, a.backend, &ctx.be)) != FS_OK) {
-        if (rc == FS_ERR_NODEV) exit_code = FS_EXIT_USAGE;
-        goto out;
-    }
+    if ((rc = fs_backend_open(&ctx, a.backend, &ctx.be)) != FS_OK) goto out;
     const int64_t rows = tw->shape[0], cols = tw->shape[1];
     fs_log(&ctx, "layer %s: weight [%lld, %lld] %s, %s, %d-bit g%lld %s, backend %s", a.in,
            (long long)rows, (long long)cols, fs_dtype_name(tw->dtype), th ? "hessian" : "inputs",
@@ -262,7 +258,6 @@ int cmd_layer(int argc, char **argv)
         H64 = fs_alloc2((size_t)cols * (size_t)cols, sizeof(double));
         if (!H || !H64) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "hessian %lld x %lld", (long long)cols, (long long)cols); goto out; }
         rc = hessian_from_file(&ctx, f, tx, H, H64, &hess_s);
-        if (rc == FS_ERR_NUMERIC || rc == FS_ERR_FORMAT || rc == FS_ERR_IO) exit_code = FS_EXIT_USAGE;
         if (rc != FS_OK) goto out;
     }
     rc = fs_layer_quantize(&ctx, W, H, H64, rows, cols, &a.q, &res);
@@ -284,7 +279,7 @@ int cmd_layer(int argc, char **argv)
 out:
     if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg[0] ? ctx.errmsg : fs_status_str(rc));
-        if (rc == FS_ERR_USAGE) exit_code = FS_EXIT_USAGE;
+        exit_code = fs_exit_code(rc);             /* bad input 2, the machine 1 (§14) */
     }
     free(text);
     fs_layer_result_free(&res);

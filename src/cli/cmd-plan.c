@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/stat.h>
 
 #include "src/cli/cli.h"
@@ -100,30 +101,11 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, pargs *a, int *help)
     return FS_OK;
 }
 
-static int is_file(const char *path, struct stat *st)
-{
-    return stat(path, st) == 0 && S_ISREG(st->st_mode);
-}
-
-/* Loads a config.json (at most FS_CKPT_MAX_JSON bytes).  Errors: FS_ERR_IO,
- * FS_ERR_FORMAT naming the file. */
-static fs_status load_config(fs_ctx *ctx, const char *path, json_t **out)
+/* Something (of any type: a pipe is refused when opened, never taken for absent) at path. */
+static int exists(const char *path)
 {
     struct stat st;
-    *out = NULL;
-    if (!is_file(path, &st)) return fs_ctx_err(ctx, FS_ERR_IO, "%s: not a readable file", path);
-    if ((uint64_t)st.st_size > FS_CKPT_MAX_JSON)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %lld bytes, more than a config.json may hold", path,
-                          (long long)st.st_size);
-    json_error_t e;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-    if (!j) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s:%d: %s", path, e.line, e.text);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    *out = j;
-    return FS_OK;
+    return lstat(path, &st) == 0;
 }
 
 int cmd_plan(int argc, char **argv)
@@ -147,20 +129,33 @@ int cmd_plan(int argc, char **argv)
     struct stat st;
     char buf[4200];
     if (rc == FS_OK) {
-        snprintf(buf, sizeof buf, "%s/model.safetensors", a.model);
-        int weights = is_file(buf, &st);
-        snprintf(buf, sizeof buf, "%s/model.safetensors.index.json", a.model);
-        weights |= is_file(buf, &st);
-        if (is_file(a.model, &st) && !strstr(a.model, ".safetensors")) {
-            where = a.model;
-            rc = load_config(&ctx, a.model, &cfg);
-        } else if (!weights && !is_file(a.model, &st)) {
-            snprintf(buf, sizeof buf, "%s/config.json", a.model);
-            where = buf;
-            rc = load_config(&ctx, buf, &cfg);
-        } else {
+        /* a folder with weights: exact bytes; a folder of config.json alone or a
+         * config.json file: estimates (every file through fs_open_regular) */
+        if (stat(a.model, &st) != 0) {
+            rc = fs_ctx_err(&ctx, fs_path_status(errno), "--model %s: %s", a.model, strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
+            snprintf(buf, sizeof buf, "%s/model.safetensors", a.model);
+            int weights = exists(buf);
+            snprintf(buf, sizeof buf, "%s/model.safetensors.index.json", a.model);
+            weights |= exists(buf);
+            if (weights) {
+                rc = fs_ckpt_open(&ctx, a.model, &c);
+                if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
+            } else {
+                snprintf(buf, sizeof buf, "%s/config.json", a.model);
+                where = buf;
+                void *j = NULL;
+                rc = fs_json_load(&ctx, buf, FS_CKPT_MAX_JSON, &j);
+                cfg = j;
+            }
+        } else if (strstr(a.model, ".safetensors")) {
             rc = fs_ckpt_open(&ctx, a.model, &c);
             if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);
+        } else {
+            where = a.model;
+            void *j = NULL;
+            rc = fs_json_load(&ctx, a.model, FS_CKPT_MAX_JSON, &j);
+            cfg = j;
         }
         config = c ? c->config : cfg;
     }
@@ -180,7 +175,7 @@ int cmd_plan(int argc, char **argv)
     int code = FS_EXIT_OK;
     if (rc != FS_OK) {
         fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
-        code = rc == FS_ERR_USAGE || rc == FS_ERR_FORMAT ? FS_EXIT_USAGE : FS_EXIT_RUNTIME;
+        code = fs_exit_code(rc);                  /* bad input 2, the machine 1 (§14) */
     }
     free(js);
     fs_plan_free(&p);

@@ -103,6 +103,11 @@ fs_status fs_write_errno(fs_ctx *ctx, int e, const char *path, uint64_t n, uint6
  * regular file ("not a regular file (a named pipe)"), FS_ERR_IO for other
  * failures. */
 fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uint64_t *size);
+/* The status of a failed open, stat or realpath of outside data with errno
+ * e: FS_ERR_USAGE for a path that is missing, unreadable or not what it
+ * must be (ENOENT, ENOTDIR, EACCES, EPERM, ELOOP, ENAMETOOLONG, ENXIO,
+ * EISDIR, ENODEV: bad input, exit 2), FS_ERR_IO otherwise.  Cannot fail. */
+fs_status fs_path_status(int e);
 
 /* Takes an exclusive lock on the folder itself (flock of the folder: no
  * file is left in it), held until *fd_out is closed or the process ends;

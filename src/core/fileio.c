@@ -144,6 +144,13 @@ static const char *kind_of(mode_t m)
          : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a plain file";
 }
 
+fs_status fs_path_status(int e)
+{
+    int bad_path = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM || e == ELOOP ||
+                   e == ENAMETOOLONG || e == ENXIO || e == EISDIR || e == ENODEV;
+    return bad_path ? FS_ERR_USAGE : FS_ERR_IO;
+}
+
 fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uint64_t *size)
 {
     *fd = -1;
@@ -151,9 +158,7 @@ fs_status fs_open_regular(fs_ctx *ctx, const char *path, int flags, int *fd, uin
     int f = open(path, (flags & (O_RDONLY | O_WRONLY | O_RDWR)) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (f < 0) {
         int e = errno;
-        int bad_path = e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM || e == ELOOP ||
-                       e == ENAMETOOLONG || e == ENXIO || e == EISDIR || e == ENODEV;
-        return fs_ctx_err(ctx, bad_path ? FS_ERR_USAGE : FS_ERR_IO, "%s: %s", path, strerror(e));
+        return fs_ctx_err(ctx, fs_path_status(e), "%s: %s", path, strerror(e));
     }
     struct stat st;
     if (fstat(f, &st) != 0) {

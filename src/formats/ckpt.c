@@ -9,6 +9,9 @@
  *  3. The name table holds every tensor; lookups never touch the disk.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -23,6 +26,31 @@
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
 #define JSON_DEPTH_NOTE "jansson bounds nesting at 2048 levels"
+
+const char *const fs_ckpt_side_files[] = {
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+    "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", NULL,
+};
+
+/* Every side file present is a regular file of at most FS_CKPT_MAX_SIDE bytes. */
+static fs_status check_side_files(fs_ctx *ctx, const char *dir)
+{
+    char path[PATH_MAX + 64];
+    for (int i = 0; fs_ckpt_side_files[i]; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, fs_ckpt_side_files[i]);
+        if (lstat(path, &st) != 0) continue;                 /* optional */
+        int fd = -1;
+        uint64_t size = 0;
+        fs_status rc = fs_open_regular(ctx, path, O_RDONLY, &fd, &size);
+        if (rc != FS_OK) return rc;
+        close(fd);
+        if (size > FS_CKPT_MAX_SIDE)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %llu bytes, more than a tokenizer or generation file may "
+                              "hold (%u)", path, (unsigned long long)size, FS_CKPT_MAX_SIDE);
+    }
+    return FS_OK;
+}
 
 static uint64_t hash_name(const char *s)
 {
@@ -60,28 +88,28 @@ void fs_ckpt_close(fs_ckpt *c)
     free(c);
 }
 
-/* A JSON file of at most FS_CKPT_MAX_JSON bytes; NULL + error if absent or bad. */
-static json_t *load_json(fs_ctx *ctx, const char *path, int must_exist)
+fs_status fs_json_load(fs_ctx *ctx, const char *path, uint64_t max, void **out)
 {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        if (must_exist) fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > FS_CKPT_MAX_JSON) {
-        fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a regular file of at most %u bytes", path,
-                   FS_CKPT_MAX_JSON);
-        return NULL;
+    *out = NULL;
+    int fd = -1;
+    uint64_t size = 0;
+    fs_status rc = fs_open_regular(ctx, path, O_RDONLY, &fd, &size);   /* never waits on a pipe */
+    if (rc != FS_OK) return rc;
+    if (size > max) {
+        close(fd);
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %llu bytes, more than the %llu a JSON file may hold here", path,
+                          (unsigned long long)size, (unsigned long long)max);
     }
     json_error_t je;
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);   /* JSON_DEPTH_NOTE */
-    if (!j) fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
-    else if (!json_is_object(j)) {
-        fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a JSON object", path);
+    json_t *j = json_loadfd(fd, JSON_REJECT_DUPLICATES, &je);   /* JSON_DEPTH_NOTE */
+    close(fd);
+    if (!j) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: invalid JSON: %s (line %d)", path, je.text, je.line);
+    if (!json_is_object(j)) {
         json_decref(j);
-        j = NULL;
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a JSON object", path);
     }
-    return j;
+    *out = j;
+    return FS_OK;
 }
 
 /* A shard name from the index must be a plain file name in the folder. */
@@ -120,7 +148,9 @@ static fs_status shard_path(fs_ctx *ctx, const char *dir, const char *name, char
     snprintf(p, n, "%s/%s", dir, name);
     char *real = realpath(p, NULL);
     if (!real) {
-        fs_status rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s (listed in the index)", p, strerror(errno));
+        int e = errno;                       /* a shard the index names but the folder lacks: bad input */
+        fs_status rc = fs_ctx_err(ctx, fs_path_status(e) == FS_ERR_USAGE ? FS_ERR_FORMAT : FS_ERR_IO,
+                                  "%s: %s (listed in the index)", p, strerror(e));
         free(p);
         return rc;
     }
@@ -240,11 +270,13 @@ static fs_status open_dir(fs_ctx *ctx, fs_ckpt *c)
     char path[PATH_MAX + 64];
     fs_status rc = FS_OK;
     snprintf(path, sizeof path, "%s/config.json", c->dir);
-    if (access(path, F_OK) == 0 && !(c->config = load_json(ctx, path, 1))) return ctx->err;
+    if (access(path, F_OK) == 0 && (rc = fs_json_load(ctx, path, FS_CKPT_MAX_JSON, &c->config)) != FS_OK) return rc;
     snprintf(path, sizeof path, "%s/%s", c->dir, INDEX_NAME);
     json_t *index = NULL, *map = NULL;
     if (access(path, F_OK) == 0) {
-        if (!(index = load_json(ctx, path, 1))) return ctx->err;
+        void *ij = NULL;
+        if ((rc = fs_json_load(ctx, path, FS_CKPT_MAX_JSON, &ij)) != FS_OK) return rc;
+        index = ij;
         map = json_object_get(index, "weight_map");
         if (!json_is_object(map)) {
             rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no \"weight_map\" object", path);
@@ -271,7 +303,7 @@ static fs_status open_dir(fs_ctx *ctx, fs_ckpt *c)
     } else {
         snprintf(path, sizeof path, "%s/%s", c->dir, SINGLE_NAME);
         if (access(path, F_OK) != 0)
-            return fs_ctx_err(ctx, FS_ERR_IO, "%s: neither %s nor %s", c->dir, INDEX_NAME, SINGLE_NAME);
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: neither %s nor %s", c->dir, INDEX_NAME, SINGLE_NAME);
         if ((rc = add_shard(ctx, c, SINGLE_NAME)) != FS_OK) return rc;
     }
     for (int i = 0; i < c->nshards && rc == FS_OK; i++) {
@@ -286,6 +318,7 @@ static fs_status open_dir(fs_ctx *ctx, fs_ckpt *c)
         rc = check_index(ctx, c, map, path);
     }
     if (rc == FS_OK) rc = read_fp8_block(ctx, c);
+    if (rc == FS_OK) rc = check_side_files(ctx, c->dir);
 out:
     json_decref(index);
     return rc;
@@ -299,17 +332,17 @@ fs_status fs_ckpt_open(fs_ctx *ctx, const char *path, fs_ckpt **out)
     struct stat st;
     fs_status rc;
     if (stat(path, &st) != 0) {
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
+        rc = fs_ctx_err(ctx, fs_path_status(errno), "%s: %s", path, strerror(errno));
     } else if (S_ISDIR(st.st_mode)) {
         c->dir = realpath(path, NULL);
-        rc = c->dir ? open_dir(ctx, c) : fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
+        rc = c->dir ? open_dir(ctx, c) : fs_ctx_err(ctx, fs_path_status(errno), "%s: %s", path, strerror(errno));
     } else {
         /* one file: its folder is the "model folder", the file its only shard */
         char *real = realpath(path, NULL);
         char *slash = real ? strrchr(real, '/') : NULL;
         if (!real || !slash) {
             free(real);
-            rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: cannot resolve", path);
+            rc = fs_ctx_err(ctx, fs_path_status(errno), "%s: cannot resolve: %s", path, strerror(errno));
         } else {
             *slash = '\0';
             c->dir = strdup(real[0] ? real : "/");
@@ -397,8 +430,7 @@ static fs_status read_f32_entry(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_ent
     return FS_OK;
 }
 
-/* FP8 dequantization with the weight's block scales (ARCHITECTURES.md §6). */
-static fs_status read_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, float **out)
+fs_status fs_ckpt_check_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e)
 {
     const fs_st_tensor *t = e->t;
     const char *sh = c->shard_names[e->shard];
@@ -421,6 +453,20 @@ static fs_status read_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e,
                           s->ndim == 2 ? "" : "(not 2-D) ", (long long)(s->ndim > 0 ? s->shape[0] : 0),
                           (long long)(s->ndim > 1 ? s->shape[1] : 0), (long long)rows,
                           (long long)cols, b0, b1, (long long)sr, (long long)scn);
+    return FS_OK;
+}
+
+/* FP8 dequantization with the weight's block scales (ARCHITECTURES.md §6). */
+static fs_status read_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e, float **out)
+{
+    const fs_st_tensor *t = e->t;
+    const char *sh = c->shard_names[e->shard];
+    fs_status rc0 = fs_ckpt_check_fp8(ctx, c, e);
+    if (rc0 != FS_OK) return rc0;
+    const fs_ckpt_entry *se = fs_ckpt_scale_of(c, t->name);
+    const int64_t rows = t->shape[0], cols = t->shape[1];
+    const int b0 = c->fp8_block[0] ? c->fp8_block[0] : 128, b1 = c->fp8_block[1] ? c->fp8_block[1] : 128;
+    const int64_t scn = (cols + b1 - 1) / b1;
     float *S = NULL;
     fs_status rc = read_f32_entry(ctx, c, se, &S);
     if (rc != FS_OK) return rc;
@@ -439,7 +485,13 @@ static fs_status read_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e,
                                 t->name, (long long)(r * cols + k));
                 break;
             }
-            W[r * cols + k] = (float)((double)v * (double)S[(r / b0) * scn + k / b1]);
+            double w = (double)v * (double)S[(r / b0) * scn + k / b1];
+            if (!(fabs(w) <= FLT_MAX)) {           /* a huge scale: the float would be Inf */
+                rc = fs_ctx_err(ctx, FS_ERR_NUMERIC, "%s: tensor '%s': Inf at flat index %lld (its scale %g)", sh,
+                                t->name, (long long)(r * cols + k), (double)S[(r / b0) * scn + k / b1]);
+                break;
+            }
+            W[r * cols + k] = (float)w;
         }
     free(S);
     free(q);

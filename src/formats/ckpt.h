@@ -23,6 +23,14 @@ extern "C" {
 #define FS_CKPT_MAX_SHARDS 65536
 #define FS_CKPT_MAX_TENSORS (4 << 20)
 #define FS_CKPT_MAX_JSON (256u << 20)     /* config.json / index bytes accepted */
+#define FS_CKPT_MAX_SIDE (256u << 20)     /* bytes of a tokenizer or generation file */
+
+/* The tokenizer and generation files of a model folder that a quantized
+ * output carries over (NULL-terminated).  fs_ckpt_open refuses a folder where
+ * one of them exists but is not a regular file (a named pipe, a folder, ...)
+ * or is over FS_CKPT_MAX_SIDE bytes, so that nothing meets it after work has
+ * begun. */
+extern const char *const fs_ckpt_side_files[];
 
 typedef struct fs_ckpt_entry {
     const fs_st_tensor *t;   /* inside shards[shard] */
@@ -50,9 +58,21 @@ typedef struct fs_ckpt {
     uint8_t *read_seen;
 } fs_ckpt;
 
+/* Loads the JSON object of an outside file (config.json, an index) of at
+ * most max bytes into *out (a json_t *, caller json_decref's it), through
+ * fs_open_regular: a named pipe, device, socket or folder is refused before
+ * a byte is read, never waited on; duplicate keys are refused, nesting is
+ * bounded by jansson (2048 levels).  Errors: FS_ERR_USAGE naming the file
+ * when it is missing, unreadable or not a regular file; FS_ERR_FORMAT naming
+ * it when it is too big, not JSON (with the line) or not an object;
+ * FS_ERR_IO.  On error *out is NULL. */
+fs_status fs_json_load(fs_ctx *ctx, const char *path, uint64_t max, void **out);
+
 /* Opens a folder (with model.safetensors.index.json or model.safetensors) or a
- * single .safetensors file.  Errors: FS_ERR_IO, FS_ERR_FORMAT naming the file
- * and tensor, FS_ERR_NOMEM.  On error *out is NULL. */
+ * single .safetensors file.  Errors: FS_ERR_USAGE for a path that is missing,
+ * unreadable or not a regular file (a named pipe is refused, never waited
+ * on), FS_ERR_FORMAT naming the file and tensor (a shard the index names but
+ * the folder lacks included), FS_ERR_IO, FS_ERR_NOMEM.  On error *out is NULL. */
 fs_status fs_ckpt_open(fs_ctx *ctx, const char *path, fs_ckpt **out);
 void fs_ckpt_close(fs_ckpt *c);                               /* accepts NULL */
 const fs_ckpt_entry *fs_ckpt_find(const fs_ckpt *c, const char *name);  /* NULL if absent */
@@ -65,8 +85,15 @@ fs_status fs_ckpt_read_raw(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e
 /* A float tensor decoded to f32 (*out malloc'ed).  An F8_E4M3 tensor is
  * dequantized with its block scales: W[r,c] = fp8 * S[r/b0][c/b1], computed in
  * double and rounded once.  FS_ERR_FORMAT for a missing scale or one of the
- * wrong shape or dtype. */
+ * wrong shape or dtype (fs_ckpt_check_fp8); FS_ERR_NUMERIC naming the tensor
+ * and the flat index of the first NaN or Inf (a non-finite scale, an E4M3
+ * NaN, a product beyond float). */
 fs_status fs_ckpt_read_f32(fs_ctx *ctx, const fs_ckpt *c, const char *name, float **out);
+/* The header-level check of F8_E4M3 tensor e: 2-D, with a `<name>_scale_inv`
+ * of dtype F32 or BF16 and shape [ceil(rows / b0), ceil(cols / b1)] for the
+ * block of quantization_config.weight_block_size (128 x 128 when unsaid).
+ * FS_ERR_FORMAT naming the shard, the tensor and the shape needed. */
+fs_status fs_ckpt_check_fp8(fs_ctx *ctx, const fs_ckpt *c, const fs_ckpt_entry *e);
 /* 1 if name ends with "_scale_inv" and is the scale of an F8_E4M3 tensor. */
 int fs_ckpt_is_scale(const fs_ckpt *c, const char *name);
 

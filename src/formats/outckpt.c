@@ -21,10 +21,6 @@
 #include "src/formats/pack.h"
 #include "src/quant/quant-math.h"
 
-static const char *tokenizer_files[] = {
-    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-    "generation_config.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja",
-};
 
 /* A file this writer produces (or its temporary / partial form): what
  * --overwrite may remove.  Anything else in the folder is left alone. */
@@ -41,8 +37,8 @@ int fs_out_is_ckpt_file(const char *n)
     if (!strncmp(base, ".shard-", 7) && l > 5 && !strcmp(base + l - 5, ".data")) return 1;
     if (!strncmp(base, "model", 5) && l > 12 && !strcmp(base + l - 12, ".safetensors")) return 1;
     if (!strcmp(base, "model.safetensors.index.json") || !strcmp(base, "config.json")) return 1;
-    for (size_t i = 0; i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++)
-        if (!strcmp(base, tokenizer_files[i])) return 1;
+    for (int i = 0; fs_ckpt_side_files[i]; i++)
+        if (!strcmp(base, fs_ckpt_side_files[i])) return 1;
     return 0;
 }
 
@@ -399,25 +395,27 @@ static fs_status write_file(fs_ctx *ctx, const char *dir, const char *name, cons
     return fs_write_atomic(ctx, path, text, n);
 }
 
+/* src_dir/name (optional: absent is fine) -> dir/name.  fs_ckpt_open has
+ * refused a side file that is not a regular file or is too big; this opens
+ * it the same way (never blocking on a pipe put there since). */
 static fs_status copy_file(fs_ctx *ctx, const char *src_dir, const char *dir, const char *name)
 {
-    char path[4400];
+    char path[4200];
     snprintf(path, sizeof path, "%s/%s", src_dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return FS_OK;                               /* optional files */
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (256 << 20)) {
-        fclose(f);
+    struct stat lst;
+    if (lstat(path, &lst) != 0) return FS_OK;           /* optional files */
+    int fd = -1;
+    uint64_t size = 0;
+    fs_status rc = fs_open_regular(ctx, path, O_RDONLY, &fd, &size);
+    if (rc != FS_OK) return rc;
+    if (size > FS_CKPT_MAX_SIDE) {
+        close(fd);
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a regular file under 256 MB", path);
     }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (!buf || n != (size_t)st.st_size) {
-        free(buf);
-        return fs_ctx_err(ctx, FS_ERR_IO, "%s: cannot read", path);
-    }
-    fs_status rc = write_file(ctx, dir, name, buf, n);
+    char *buf = malloc((size_t)size + 1);
+    rc = buf ? fs_pread_full(ctx, fd, path, buf, size, 0) : fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
+    close(fd);
+    if (rc == FS_OK) rc = write_file(ctx, dir, name, buf, (size_t)size);
     free(buf);
     return rc;
 }
@@ -459,8 +457,8 @@ fs_status fs_out_finish(fs_ctx *ctx, fs_outckpt *o, const void *config, const ch
     text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
     if (!text) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "config.json"); goto out; }
     if ((rc = write_file(ctx, o->dir, "config.json", text, strlen(text))) != FS_OK) goto out;
-    for (size_t i = 0; src_dir && rc == FS_OK && i < sizeof tokenizer_files / sizeof tokenizer_files[0]; i++)
-        rc = copy_file(ctx, src_dir, o->dir, tokenizer_files[i]);
+    for (int i = 0; src_dir && rc == FS_OK && fs_ckpt_side_files[i]; i++)
+        rc = copy_file(ctx, src_dir, o->dir, fs_ckpt_side_files[i]);
     if (rc != FS_OK) goto out;
     if (o->nshards == 0) { rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s: no tensors were written", o->dir); goto out; }
     /* shards to their final names; the index (or the single shard) last */

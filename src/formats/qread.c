@@ -1,6 +1,7 @@
 /* qread.c: decoding quantized linears of forge and gptq checkpoints (qread.h).
  * Every shape, dtype and group index is checked against the others before a
  * byte is decoded: a checkpoint is outside data. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,9 +29,15 @@ fs_status fs_qinfo_from_config(fs_ctx *ctx, const void *config, fs_qinfo *qi)
         (qi->group_size != -1 && (qi->group_size <= 0 || qi->group_size > (1ll << 30))))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: quantization_config bits %d / group_size %lld unsupported",
                           qi->bits, (long long)qi->group_size);
-    qi->sym = json_is_true(json_object_get(qc, "sym"));
-    qi->act_order = json_is_true(json_object_get(qc, qi->fmt == FS_FMT_GPTQ ? "desc_act" : "act_order"));
-    qi->static_groups = json_is_true(json_object_get(qc, "static_groups"));
+    const char *flags[3] = {"sym", qi->fmt == FS_FMT_GPTQ ? "desc_act" : "act_order", "static_groups"};
+    int *dst[3] = {&qi->sym, &qi->act_order, &qi->static_groups};
+    for (int i = 0; i < 3; i++) {
+        json_t *v = json_object_get(qc, flags[i]);
+        if (v && !json_is_null(v) && !json_is_boolean(v))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: \"quantization_config.%s\" must be true or false",
+                              flags[i]);
+        *dst[i] = json_is_true(v);
+    }
     return FS_OK;
 }
 
@@ -78,6 +85,63 @@ static fs_status check_gidx(fs_ctx *ctx, const int32_t *g, int64_t in, int64_t n
     return FS_OK;
 }
 
+fs_status fs_qread_check(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out,
+                         int64_t *in)
+{
+    char name[1100];
+    *out = *in = 0;
+    const fs_ckpt_entry *qw = part(c, base, "qweight");
+    if (!qw) return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: quantized linear '%s' has no '%s.qweight'", c->dir, base, base);
+    if (!qi->quantized)
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.qweight' but config.json has no forge/gptq quantization_config",
+                          c->dir, base);
+    const int bits = qi->bits;
+    const fs_ckpt_entry *ge = part(c, base, "g_idx");
+    fs_status rc;
+    if (qi->fmt == FS_FMT_FORGE) {
+        const fs_ckpt_entry *qm = part(c, base, "qmeta");
+        snprintf(name, sizeof name, "in_features:%s.qweight", base);
+        const char *inf = fs_st_meta(c->shards[qw->shard], name);
+        char *end = NULL;
+        errno = 0;
+        long long n = inf ? strtoll(inf, &end, 10) : 0;
+        if (!inf || !*inf || *end || errno || n < 1 || n > (1ll << 32))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no valid in_features for '%s.qweight' in its metadata",
+                              c->shard_names[qw->shard], base);
+        const int64_t o = qw->t->ndim == 2 ? qw->t->shape[0] : 0, ng = fs_ngroups(n, qi->group_size);
+        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_U8, 2, -1, fs_forge_row_bytes(bits, n))) ||
+            (rc = need(ctx, c, qm, base, "qmeta", FS_DT_U8, 3, o, ng)) ||
+            (qm->t->shape[2] != 4 && (rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.qmeta' has last dim %lld, not 4",
+                                                      c->shard_names[qm->shard], base, (long long)qm->t->shape[2]))) ||
+            (ge && (rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, n, 0))))
+            return rc;
+        if (o < 1)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.qweight' has no rows", c->shard_names[qw->shard], base);
+        *out = o;
+        *in = n;
+    } else {
+        const fs_ckpt_entry *qz = part(c, base, "qzeros"), *sc = part(c, base, "scales");
+        if ((rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, -1, 0)) ||
+            (rc = need(ctx, c, sc, base, "scales", FS_DT_F16, 2, -1, -1)))
+            return rc;
+        const int64_t n = ge->t->shape[0], ng = sc->t->shape[0], o = sc->t->shape[1];
+        if (n < 1 || o < 1)
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: quantized linear '%s' is [%lld, %lld] (g_idx, scales): empty",
+                              c->dir, base, (long long)o, (long long)n);
+        if (ng != fs_ngroups(n, qi->group_size))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.scales' has %lld groups, but %lld inputs in groups of %lld "
+                              "(quantization_config.group_size) make %lld", c->shard_names[sc->shard], base,
+                              (long long)ng, (long long)n, (long long)qi->group_size,
+                              (long long)fs_ngroups(n, qi->group_size));
+        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_I32, 2, fs_gptq_qweight_rows(bits, n), o)) ||
+            (rc = need(ctx, c, qz, base, "qzeros", FS_DT_I32, 2, ng, fs_gptq_qzeros_cols(bits, o))))
+            return rc;
+        *out = o;
+        *in = n;
+    }
+    return FS_OK;
+}
+
 fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base,
                           float **W, int64_t *out, int64_t *in)
 {
@@ -93,30 +157,17 @@ fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, con
         *in = e->t->shape[1];
         return fs_ckpt_read_f32(ctx, c, name, W);
     }
-    if (!qi->quantized)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: '%s.qweight' but config.json has no forge/gptq quantization_config",
-                          c->dir, base);
+    int64_t o = 0, n = 0;
+    fs_status rc = fs_qread_check(ctx, c, qi, base, &o, &n);
+    if (rc != FS_OK) return rc;
+    *out = o;
+    *in = n;
     const int bits = qi->bits;
     void *a = NULL, *b = NULL, *s = NULL, *g = NULL;
-    fs_status rc;
     const fs_ckpt_entry *ge = part(c, base, "g_idx");
     if (qi->fmt == FS_FMT_FORGE) {
         const fs_ckpt_entry *qm = part(c, base, "qmeta");
-        snprintf(name, sizeof name, "in_features:%s.qweight", base);
-        const char *inf = fs_st_meta(c->shards[qw->shard], name);
-        char *end = NULL;
-        long long n = inf ? strtoll(inf, &end, 10) : 0;
-        if (!inf || *end || n < 1 || n > (1ll << 32))
-            return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no valid in_features for '%s.qweight' in its metadata",
-                              c->shard_names[qw->shard], base);
-        *in = n;
-        *out = qw->t->ndim == 2 ? qw->t->shape[0] : 0;
         const int64_t ng = fs_ngroups(n, qi->group_size);
-        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_U8, 2, -1, fs_forge_row_bytes(bits, n))) ||
-            (rc = need(ctx, c, qm, base, "qmeta", FS_DT_U8, 3, *out, ng)) ||
-            (qm->t->shape[2] != 4 && (rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "'%s.qmeta': last dim is not 4", base))) ||
-            (ge && (rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, n, 0))))
-            return rc;
         if ((rc = read_part(ctx, c, qw, &a)) || (rc = read_part(ctx, c, qm, &b)) ||
             (ge && (rc = read_part(ctx, c, ge, &g))))
             goto out;
@@ -124,26 +175,23 @@ fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, con
         if (!gi) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "g_idx"); goto out; }
         if (!g) { g = gi; fs_group_index(n, fs_group_width(n, qi->group_size), NULL, 1, gi); }
         if ((rc = check_gidx(ctx, gi, n, ng, base))) goto out;
-        if (!(*W = fs_alloc2((size_t)(*out * n), sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
-        fs_forge_decode(a, b, gi, *out, n, ng, bits, *W);
+        if (!(*W = fs_alloc2((size_t)o, (size_t)n * sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
+        fs_forge_decode(a, b, gi, o, n, ng, bits, *W);
     } else {
         const fs_ckpt_entry *qz = part(c, base, "qzeros"), *sc = part(c, base, "scales");
-        if ((rc = need(ctx, c, ge, base, "g_idx", FS_DT_I32, 1, -1, 0)) ||
-            (rc = need(ctx, c, sc, base, "scales", FS_DT_F16, 2, -1, -1)))
-            return rc;
-        const int64_t n = ge->t->shape[0], ng = sc->t->shape[0], o = sc->t->shape[1];
-        *in = n;
-        *out = o;
-        if ((rc = need(ctx, c, qw, base, "qweight", FS_DT_I32, 2, fs_gptq_qweight_rows(bits, n), o)) ||
-            (rc = need(ctx, c, qz, base, "qzeros", FS_DT_I32, 2, ng, fs_gptq_qzeros_cols(bits, o))))
-            return rc;
+        const int64_t ng = sc->t->shape[0];
         if ((rc = read_part(ctx, c, qw, &a)) || (rc = read_part(ctx, c, qz, &b)) ||
             (rc = read_part(ctx, c, sc, &s)) || (rc = read_part(ctx, c, ge, &g)))
             goto out;
         if ((rc = check_gidx(ctx, g, n, ng, base))) goto out;
-        if (!(*W = fs_alloc2((size_t)(o * n), sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
+        if (!(*W = fs_alloc2((size_t)o, (size_t)n * sizeof(float)))) { rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
         fs_gptq_decode(a, b, s, g, o, n, ng, bits, *W);
     }
+    /* hostile scales or metadata decode to Inf / NaN (an F16 scale of Inf, a
+     * qmeta code near 2^128 times a code): refused like any non-finite weight */
+    snprintf(name, sizeof name, "%s/%s: quantized linear '%s' decoded", c->dir,
+             c->shard_names[qw->shard], base);
+    rc = fs_check_finite(ctx, name, *W, (size_t)(o * n));
 out:
     free(a); free(b); free(s); free(g);
     if (rc != FS_OK) { free(*W); *W = NULL; }

@@ -25,9 +25,22 @@ typedef struct fs_qinfo {
 fs_status fs_qinfo_from_config(fs_ctx *ctx, const void *config, fs_qinfo *qi);
 /* 1 if `base` is stored quantized in c (base + ".qweight" exists). */
 int fs_qread_is_quantized(const fs_ckpt *c, const char *base);
+/* The header-level check of quantized linear `base` (base + ".qweight" and
+ * its partners), nothing read but the headers: forge: qweight U8 [out,
+ * ceil(in * bits / 8)] with a valid "in_features:<base>.qweight" in its
+ * shard's metadata, qmeta U8 [out, groups, 4], g_idx I32 [in] if present;
+ * gptq: g_idx I32 [in], scales F16 [groups, out], qweight I32
+ * [ceil(in * bits / 32), out], qzeros I32 [groups, ceil(out * bits / 32)];
+ * groups = fs_ngroups(in, group_size), out and in >= 1.  *out, *in: its
+ * shape.  FS_ERR_FORMAT naming the tensor and what is wrong (also when
+ * config.json has no forge/gptq quantization_config). */
+fs_status fs_qread_check(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t *out,
+                         int64_t *in);
 /* The weight of linear `base` as f32 [*out, *in] (*W malloc'ed): decoded from
  * forge/gptq tensors, or read from base + ".weight" (FP8 dequantized).
- * FS_ERR_FORMAT naming the tensor for any inconsistent shape, dtype or index. */
+ * FS_ERR_FORMAT naming the tensor for any inconsistent shape, dtype or index
+ * (fs_qread_check, then every g_idx value); FS_ERR_NUMERIC naming the linear
+ * and the flat index when a value decodes to NaN or Inf. */
 fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base,
                           float **W, int64_t *out, int64_t *in);
 

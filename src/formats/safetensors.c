@@ -193,14 +193,8 @@ fs_status fs_st_open(fs_ctx *ctx, const char *path, fs_st_file **out)
     if (!f->path) { free(f); return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path); }
     fs_status rc = FS_OK;
     char *hdr = NULL;
-    struct stat st;
-    f->fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (f->fd < 0) { rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno)); goto out; }
-    if (fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: not a regular file", path);
-        goto out;
-    }
-    f->size = (uint64_t)st.st_size;
+    /* a named pipe, device or folder is refused here, never waited on */
+    if ((rc = fs_open_regular(ctx, path, O_RDONLY, &f->fd, &f->size)) != FS_OK) goto out;
     if (f->size < 8) {
         rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %llu bytes, too short for a safetensors header",
                         path, (unsigned long long)f->size);

@@ -43,8 +43,10 @@ typedef struct fs_st_file {
 /* Opens and validates path: header length within the file and the cap, JSON
  * object (duplicates rejected), known dtypes, shapes whose byte size (checked
  * for overflow) equals the data_offsets span, spans inside the file and not
- * overlapping.  Errors: FS_ERR_IO (cannot open/read), FS_ERR_FORMAT (naming
- * the file and the tensor), FS_ERR_NOMEM.  On error *out is NULL. */
+ * overlapping.  Errors: FS_ERR_USAGE naming the file when it is missing,
+ * unreadable or not a regular file (a named pipe is refused, never waited
+ * on), FS_ERR_IO (a failed read), FS_ERR_FORMAT (naming the file and the
+ * tensor), FS_ERR_NOMEM.  On error *out is NULL. */
 fs_status fs_st_open(fs_ctx *ctx, const char *path, fs_st_file **out);
 void fs_st_close(fs_st_file *f);                       /* accepts NULL */
 const fs_st_tensor *fs_st_find(const fs_st_file *f, const char *name);  /* NULL if absent */

@@ -1,10 +1,11 @@
 /* tokens.c: loading and validating token files (tokens.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "src/formats/tokens.h"
 
@@ -81,24 +82,29 @@ static fs_status load_jsonl(fs_ctx *ctx, const char *path, FILE *f, fs_tokens *t
 fs_status fs_tokens_load(fs_ctx *ctx, const char *path, fs_tokens *t)
 {
     memset(t, 0, sizeof *t);
-    FILE *f = fopen(path, "rb");
-    if (!f) return fs_ctx_err(ctx, FS_ERR_IO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    fs_status rc = FS_OK;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > FS_TOKENS_MAX_FILE) {
-        fclose(f);
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: not a regular file of at most 16 GB", path);
+    int fd = -1;
+    uint64_t size = 0;
+    /* a named pipe or device is refused here (never waited on); the size comes
+     * from fstat, so a file over the cap is refused before a byte is read */
+    fs_status rc = fs_open_regular(ctx, path, O_RDONLY, &fd, &size);
+    if (rc != FS_OK) return rc;
+    if (size > FS_TOKENS_MAX_FILE) {
+        close(fd);
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %llu bytes, more than a token file may hold (%llu, 16 GB)", path,
+                          (unsigned long long)size, (unsigned long long)FS_TOKENS_MAX_FILE);
     }
     size_t plen = strlen(path);
     if (plen >= 4 && !strcmp(path + plen - 4, ".u32")) {
-        if (st.st_size % 4 != 0)
-            rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %lld bytes is not a whole number of uint32 ids (trailing %d bytes at offset %lld)",
-                            path, (long long)st.st_size, (int)(st.st_size % 4), (long long)(st.st_size - st.st_size % 4));
-        t->n = (size_t)st.st_size / 4;
-        t->ids = malloc(t->n ? t->n * 4 : 4);
-        t->start = malloc(2 * sizeof(size_t));
-        if (rc == FS_OK && (!t->ids || !t->start)) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", path);
-        if (rc == FS_OK && fread(t->ids, 4, t->n, f) != t->n) rc = fs_ctx_err(ctx, FS_ERR_IO, "%s: short read", path);
+        if (size % 4 != 0)
+            rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %llu bytes is not a whole number of uint32 ids (trailing %d bytes at offset %llu)",
+                            path, (unsigned long long)size, (int)(size % 4), (unsigned long long)(size - size % 4));
+        t->n = (size_t)(size / 4);
+        if (rc == FS_OK) {
+            t->ids = malloc(t->n ? t->n * 4 : 4);
+            t->start = malloc(2 * sizeof(size_t));
+            if (!t->ids || !t->start) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: %llu bytes of token ids", path, (unsigned long long)size);
+        }
+        if (rc == FS_OK) rc = fs_pread_full(ctx, fd, path, t->ids, size, 0);
         if (rc == FS_OK) {
             for (size_t i = 0; i < t->n; i++) {            /* little-endian on any host */
                 uint8_t *b = (uint8_t *)&t->ids[i];
@@ -108,10 +114,17 @@ fs_status fs_tokens_load(fs_ctx *ctx, const char *path, fs_tokens *t)
             t->start[0] = 0;
             t->start[1] = t->n;
         }
+        close(fd);
     } else {
-        rc = load_jsonl(ctx, path, f, t);
+        FILE *f = fdopen(fd, "rb");
+        if (!f) {
+            rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: %s", path, strerror(errno));
+            close(fd);
+        } else {
+            rc = load_jsonl(ctx, path, f, t);
+            fclose(f);
+        }
     }
-    fclose(f);
     if (rc == FS_OK && t->n == 0) rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: no tokens", path);
     if (rc != FS_OK) fs_tokens_free(t);
     return rc;

@@ -13,7 +13,6 @@
  *     mla.c / moe.c.
  */
 #include <cblas.h>
-#include <jansson.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -30,40 +29,26 @@ void fs_fwd_free(fs_fwd *f)
     f->inv_freq = NULL;
 }
 
-static double jnum(const json_t *o, const char *k, double def)
+/* inv_freq with the rope scaling of config.json (ARCHITECTURES.md §2.4), from
+ * the numbers fs_model_from_config checked (model.h fs_mrope). */
+static fs_status rope_init(fs_ctx *ctx, const fs_mrope *r, fs_fwd *f)
 {
-    json_t *v = o ? json_object_get(o, k) : NULL;
-    return json_is_number(v) ? json_number_value(v) : def;
-}
-
-/* inv_freq with the rope_scaling of config.json (ARCHITECTURES.md §2.4). */
-static fs_status rope_init(fs_ctx *ctx, const json_t *cfg, fs_fwd *f)
-{
-    const json_t *rs = json_object_get(cfg, "rope_scaling");
-    if (!rs || json_is_null(rs)) rs = json_object_get(cfg, "rope_parameters");
-    if (rs && json_is_null(rs)) rs = NULL;
-    double theta = jnum(cfg, "rope_theta", jnum(rs, "rope_theta", 10000.0));
-    const char *type = "default";
-    if (rs) {
-        json_t *t = json_object_get(rs, "rope_type");
-        if (!json_is_string(t)) t = json_object_get(rs, "type");
-        if (json_is_string(t)) type = json_string_value(t);
-    }
     const int64_t d = f->hd, half = d / 2;
     f->inv_freq = malloc(sizeof(float) * (size_t)(half ? half : 1));
     if (!f->inv_freq) return fs_ctx_err(ctx, FS_ERR_NOMEM, "rope");
     f->attn_factor = 1.0f;
-    double factor = jnum(rs, "factor", 1.0);
+    const double theta = r->theta, factor = r->factor;
     for (int64_t i = 0; i < half; i++) {
         double inv = 1.0 / pow(theta, (double)(2 * i) / (double)d);
-        if (!strcmp(type, "default") || !strcmp(type, "dynamic")) {
-            /* dynamic (NTK) equals default up to max_position_embeddings */
-        } else if (!strcmp(type, "linear")) {
+        switch (r->type) {
+        case FS_ROPE_DEFAULT:
+        case FS_ROPE_DYNAMIC:           /* dynamic (NTK) equals default up to max_position_embeddings */
+            break;
+        case FS_ROPE_LINEAR:
             inv /= factor;
-        } else if (!strcmp(type, "llama3")) {
-            double lo = jnum(rs, "low_freq_factor", 1.0), hi = jnum(rs, "high_freq_factor", 4.0);
-            double L = jnum(rs, "original_max_position_embeddings", 8192.0);
-            double wl = 2.0 * M_PI / inv;
+            break;
+        case FS_ROPE_LLAMA3: {
+            const double lo = r->low, hi = r->high, L = r->orig_max, wl = 2.0 * M_PI / inv;
             if (wl < L / hi) {
             } else if (wl > L / lo) {
                 inv /= factor;
@@ -71,32 +56,30 @@ static fs_status rope_init(fs_ctx *ctx, const json_t *cfg, fs_fwd *f)
                 double s = (L / wl - lo) / (hi - lo);
                 inv = (1 - s) * inv / factor + s * inv;
             }
-        } else if (!strcmp(type, "yarn")) {
-            double orig = jnum(rs, "original_max_position_embeddings", (double)f->max_pos / factor);
-            double bf = jnum(rs, "beta_fast", 32.0), bs = jnum(rs, "beta_slow", 1.0);
+            break;
+        }
+        case FS_ROPE_YARN: {
+            const double orig = r->orig_max > 0 ? r->orig_max : (double)f->max_pos / factor;
+            const double bf = r->beta_fast, bs = r->beta_slow;
             double cd_f = d * log(orig / (2 * M_PI * bf)) / (2 * log(theta));
             double cd_s = d * log(orig / (2 * M_PI * bs)) / (2 * log(theta));
-            json_t *tr = json_object_get(rs, "truncate");
-            double lo = json_is_false(tr) ? cd_f : floor(cd_f), hi = json_is_false(tr) ? cd_s : ceil(cd_s);
+            double lo = r->truncate ? floor(cd_f) : cd_f, hi = r->truncate ? ceil(cd_s) : cd_s;
             if (lo < 0) lo = 0;
             if (hi > d - 1) hi = d - 1;
             if (lo == hi) hi += 0.001;
-            double r = ((double)i - lo) / (hi - lo);
-            r = r < 0 ? 0 : (r > 1 ? 1 : r);
-            inv = inv * (1 - r) + inv / factor * r;
-        } else {
-            return fs_ctx_err(ctx, FS_ERR_FORMAT,
-                              "config.json: rope_scaling type '%s' is not supported (default, linear, "
-                              "dynamic, llama3, yarn)", type);
+            double q = ((double)i - lo) / (hi - lo);
+            q = q < 0 ? 0 : (q > 1 ? 1 : q);
+            inv = inv * (1 - q) + inv / factor * q;
+            break;
+        }
         }
         f->inv_freq[i] = (float)inv;
     }
-    if (!strcmp(type, "yarn")) {
-        double m = jnum(rs, "mscale", 0.0), mad = jnum(rs, "mscale_all_dim", 0.0);
-        json_t *af = json_object_get(rs, "attention_factor");
+    if (r->type == FS_ROPE_YARN) {
 #define YARN_M(s, mm) ((s) <= 1 ? 1.0 : 0.1 * (mm) * log(s) + 1.0)
-        if (json_is_number(af)) f->attn_factor = (float)json_number_value(af);
-        else if (m != 0 && mad != 0) f->attn_factor = (float)(YARN_M(factor, m) / YARN_M(factor, mad));
+        if (r->attention_factor > 0) f->attn_factor = (float)r->attention_factor;
+        else if (r->mscale != 0 && r->mscale_all_dim != 0)
+            f->attn_factor = (float)(YARN_M(factor, r->mscale) / YARN_M(factor, r->mscale_all_dim));
         else f->attn_factor = (float)YARN_M(factor, 1.0);
 #undef YARN_M
     }
@@ -107,32 +90,26 @@ static fs_status rope_init(fs_ctx *ctx, const json_t *cfg, fs_fwd *f)
 static double yarn_m(double s, double m) { return s <= 1 ? 1.0 : 0.1 * m * log(s) + 1.0; }
 
 /* deepseek_v2 / deepseek_v3 (kimi_k2): MLA sizes, softmax scale, routing (§5). */
-static fs_status ds_init(fs_ctx *ctx, const json_t *cfg, const fs_model *m, fs_fwd *f)
+static fs_status ds_init(fs_ctx *ctx, const fs_model *m, fs_fwd *f)
 {
-    json_t *act = json_object_get(cfg, "hidden_act");
-    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
+    const fs_mfwd *c = &m->fwd;
     const int v3 = !strcmp(m->family, "deepseek_v3");
     f->mla = 1;
     f->H = m->hidden;
     f->V = m->vocab;
     f->tied = m->tied;
-    f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
+    f->nh = c->nh;
     f->nkv = f->nh;
-    f->qr = (int64_t)jnum(cfg, "q_lora_rank", 0);
-    f->kvr = (int64_t)jnum(cfg, "kv_lora_rank", 0);
-    f->nope = (int64_t)jnum(cfg, "qk_nope_head_dim", 0);
-    f->rope = (int64_t)jnum(cfg, "qk_rope_head_dim", 0);
-    f->vh = (int64_t)jnum(cfg, "v_head_dim", 0);
+    f->qr = c->qr;
+    f->kvr = c->kvr;
+    f->nope = c->nope;
+    f->rope = c->rope_dim;
+    f->vh = c->vh;
     f->hd = f->rope;
-    f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
+    f->eps = (float)c->eps;
     f->mla_eps = 1e-6f;                       /* q_a/kv_a_layernorm: class default, §2.1 */
-    f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
-    f->interleave = !json_is_false(json_object_get(cfg, "rope_interleave"));
-    if (f->nh < 1 || f->kvr < 1 || f->vh < 1 || f->rope < 2 || f->rope % 2)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, kv_lora_rank %lld, v_head_dim %lld, "
-                          "qk_rope_head_dim %lld: unusable", (long long)f->nh, (long long)f->kvr,
-                          (long long)f->vh, (long long)f->rope);
+    f->max_pos = c->max_pos;
+    f->interleave = c->interleave;
     for (int l = 0; l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         const int g0 = f->qr ? 5 : 4;
@@ -153,41 +130,17 @@ static fs_status ds_init(fs_ctx *ctx, const json_t *cfg, const fs_model *m, fs_f
     f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
     if (f->Is > f->ffn_max) f->ffn_max = f->Is;
     f->route = v3 ? FS_ROUTE_DS_SIGMOID : FS_ROUTE_DS_SOFTMAX;
-    f->rsf = (float)jnum(cfg, "routed_scaling_factor", v3 ? 2.5 : 1.0);
-    f->norm_topk = v3 ? !json_is_false(json_object_get(cfg, "norm_topk_prob")) : 0;   /* v2: never (§5.5) */
-    json_t *tm = json_object_get(cfg, "topk_method"), *sf = json_object_get(cfg, "scoring_func");
-    const char *method = json_is_string(tm) ? json_string_value(tm) : (v3 ? "noaux_tc" : "greedy");
-    const char *score = json_is_string(sf) ? json_string_value(sf) : (v3 ? "sigmoid" : "softmax");
-    if (f->E) {
-        if (v3 ? (strcmp(method, "noaux_tc") || strcmp(score, "sigmoid"))
-               : ((strcmp(method, "greedy") && strcmp(method, "group_limited_greedy")) || strcmp(score, "softmax")))
-            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %s with topk_method '%s' and scoring_func '%s' "
-                              "is not supported (deepseek_v3: noaux_tc + sigmoid; deepseek_v2: greedy or "
-                              "group_limited_greedy + softmax)", m->model_type, method, score);
-        int grouped = v3 || !strcmp(method, "group_limited_greedy");
-        f->group_max = !v3;
-        f->n_group = grouped ? (int64_t)jnum(cfg, "n_group", 1) : 1;
-        f->topk_group = grouped ? (int64_t)jnum(cfg, "topk_group", 1) : 1;
-        if (f->n_group < 1) f->n_group = 1;
-        if (f->n_group == 1) f->topk_group = 1;
-        if (f->topk < 1 || f->topk > f->E || f->E % f->n_group || f->topk_group < 1 || f->topk_group > f->n_group ||
-            f->topk_group * (f->E / f->n_group) < f->topk || (v3 && f->n_group > 1 && f->E / f->n_group < 2))
-            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld experts, top-%lld, n_group %lld, topk_group "
-                              "%lld: unusable", (long long)f->E, (long long)f->topk, (long long)f->n_group,
-                              (long long)f->topk_group);
-    }
-    fs_status rc = rope_init(ctx, cfg, f);
+    f->rsf = (float)c->rsf;
+    f->norm_topk = c->norm_topk;
+    f->group_max = !v3;
+    f->n_group = c->n_group;
+    f->topk_group = c->topk_group;
+    fs_status rc = rope_init(ctx, &c->rope, f);
     if (rc != FS_OK) return rc;
     /* softmax scale (§5.4): qk^-0.5, times M(factor, mscale_all_dim)^2 under yarn */
-    const json_t *rs = json_object_get(cfg, "rope_scaling");
-    if (!rs || json_is_null(rs)) rs = json_object_get(cfg, "rope_parameters");
-    if (rs && json_is_null(rs)) rs = NULL;
-    json_t *t = rs ? json_object_get(rs, "rope_type") : NULL;
-    if (rs && !json_is_string(t)) t = json_object_get(rs, "type");
     double scale = 1.0 / sqrt((double)(f->nope + f->rope));
-    double mad = jnum(rs, "mscale_all_dim", 0.0);
-    if (json_is_string(t) && !strcmp(json_string_value(t), "yarn") && mad != 0) {
-        double factor = jnum(rs, "factor", 1.0), mm = yarn_m(factor, mad);
+    if (c->rope.type == FS_ROPE_YARN && c->rope.mscale_all_dim != 0) {
+        double mm = yarn_m(c->rope.factor, c->rope.mscale_all_dim);
         scale *= mm * mm;
     }
     f->mla_scale = (float)scale;
@@ -196,27 +149,25 @@ static fs_status ds_init(fs_ctx *ctx, const json_t *cfg, const fs_model *m, fs_f
 
 fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f)
 {
-    const json_t *cfg = config;
+    (void)config;                             /* its numbers were checked into m->fwd */
     memset(f, 0, sizeof *f);
     const char *fam = m->family;
-    if (!strncmp(fam, "deepseek", 8)) return ds_init(ctx, cfg, m, f);
+    if (!strncmp(fam, "deepseek", 8)) return ds_init(ctx, m, f);
     int llama = !strcmp(fam, "llama"), mistral = !strcmp(fam, "mistral");
     int qwen2 = !strcmp(fam, "qwen2"), qwen3 = !strcmp(fam, "qwen3");
     int mixtral = !strcmp(fam, "mixtral"), q2m = !strcmp(fam, "qwen2_moe"), q3m = !strcmp(fam, "qwen3_moe");
     if (!llama && !mistral && !qwen2 && !qwen3 && !mixtral && !q2m && !q3m)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "model_type %s: no forward for this family", m->model_type);
-    json_t *act = json_object_get(cfg, "hidden_act");
-    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu")))
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: hidden_act must be \"silu\"");
+    const fs_mfwd *c = &m->fwd;
     const fs_mlayer *L0 = &m->layers[0];
     f->H = m->hidden;
     f->V = m->vocab;
     f->tied = m->tied;
-    f->nh = (int64_t)jnum(cfg, "num_attention_heads", 0);
-    f->nkv = (int64_t)jnum(cfg, "num_key_value_heads", (double)f->nh);
-    f->hd = f->nh > 0 ? L0->lin[FS_Q].out / f->nh : 0;
-    f->eps = (float)jnum(cfg, "rms_norm_eps", 1e-6);
-    f->max_pos = (int64_t)jnum(cfg, "max_position_embeddings", 1 << 30);
+    f->nh = c->nh;
+    f->nkv = c->nkv;
+    f->hd = L0->lin[FS_Q].out / f->nh;        /* = head_dim: q_proj is [nh * hd, H] */
+    f->eps = (float)c->eps;
+    f->max_pos = c->max_pos;
     f->qkv_bias = L0->lin[FS_Q].bias;
     f->o_bias = L0->lin[FS_O].bias;
     f->qk_norm = qwen3 || q3m;
@@ -238,23 +189,9 @@ fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd
     }
     f->ffn_max = f->inter > f->Ie ? f->inter : f->Ie;
     if (f->Is > f->ffn_max) f->ffn_max = f->Is;
-    if (f->E) {
-        json_t *nt = json_object_get(cfg, "norm_topk_prob");
-        f->norm_topk = mixtral || json_is_true(nt);
-        if (f->topk < 1 || f->topk > f->E)
-            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: num_experts_per_tok %lld with %lld experts",
-                              (long long)f->topk, (long long)f->E);
-    }
-    if (f->nh < 1 || f->nkv < 1 || f->nh % f->nkv || f->hd < 2 || f->hd % 2)
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: %lld heads, %lld kv heads, head_dim %lld: unusable",
-                          (long long)f->nh, (long long)f->nkv, (long long)f->hd);
-    json_t *sw = json_object_get(cfg, "sliding_window");
-    int use_sw = mistral || mixtral || (json_is_true(json_object_get(cfg, "use_sliding_window")));
-    if (use_sw && (qwen2 || qwen3 || q2m || q3m))
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: use_sliding_window is not supported for %s", fam);
-    if (mistral) f->window = json_is_integer(sw) ? json_integer_value(sw) : (sw ? 0 : 4096);
-    if (mixtral) f->window = json_is_integer(sw) ? json_integer_value(sw) : 0;   /* MixtralConfig: None */
-    return rope_init(ctx, cfg, f);
+    f->norm_topk = c->norm_topk;
+    f->window = c->window;
+    return rope_init(ctx, &c->rope, f);
 }
 
 void fs_lw_free(fs_lw *w)

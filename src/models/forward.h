@@ -49,9 +49,12 @@ typedef struct fs_fwd {
 } fs_fwd;
 enum { FS_ROUTE_SOFTMAX = 0, FS_ROUTE_DS_SOFTMAX = 1, FS_ROUTE_DS_SIGMOID = 2 };
 
-/* From config.json (json_t *) and its model description; llama, mistral,
- * qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3
- * (kimi_k2) (FS_ERR_FORMAT for a bad rope_scaling / MoE / MLA setting). */
+/* From the model description of config.json (llama, mistral, qwen2, qwen3,
+ * mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3 / kimi_k2): every
+ * number comes from m->fwd, which fs_model_from_config type- and
+ * range-checked (config is unused, kept for the callers).  Errors:
+ * FS_ERR_NOMEM; FS_ERR_FORMAT for a description no forward fits (a family
+ * without one, linears that do not match the experts). */
 fs_status fs_fwd_init(fs_ctx *ctx, const void *config, const fs_model *m, fs_fwd *f);
 void fs_fwd_free(fs_fwd *f);
 

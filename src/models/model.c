@@ -2,11 +2,13 @@
  * ARCHITECTURES.md §3-§8 describe them.  A builder appends linears and
  * other tensors to the current layer; each family is one function. */
 #include <jansson.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/formats/qread.h"
 #include "src/models/model.h"
 
 const char fs_model_types[] =
@@ -23,41 +25,120 @@ typedef struct cfg {
     json_t *j;
     const char *where;
     char missing[512];            /* required keys found absent, comma separated */
-    int bad;                      /* a key present with an invalid value */
+    int bad;                      /* a key present with an invalid value (the first one is in ctx) */
 } cfg;
 
-/* An integer key in [lo, MAX_DIM]; `def` < 0 means required. */
-static int64_t geti(cfg *c, const char *key, int64_t def, int64_t lo)
+/* ---- typed, range-checked keys ------------------------------------------------
+ * Each getter returns the key's value, or `def` when it is absent or null; a
+ * value of the wrong type or out of range records the first such error
+ * (naming the key's path, the rule and the value found) and sets c->bad.  No
+ * double reaches an integer or float cast outside the target's range. */
+
+/* A JSON value as a message shows it: numbers as written, strings quoted. */
+static void show(const json_t *v, char *buf, size_t n)
 {
-    json_t *v = json_object_get(c->j, key);
-    if (!v || json_is_null(v)) {
-        if (def < 0) {
-            size_t n = strlen(c->missing);
-            snprintf(c->missing + n, sizeof c->missing - n, "%s%s", n ? ", " : "", key);
-        }
-        return def < 0 ? lo : def;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > MAX_DIM) {
-        if (!c->bad)
-            fs_ctx_err(c->ctx, FS_ERR_FORMAT, "%s: \"%s\" must be an integer in %lld..%lld", c->where,
-                       key, (long long)lo, MAX_DIM);
-        c->bad = 1;
-        return lo;
-    }
-    return json_integer_value(v);
+    if (json_is_integer(v)) snprintf(buf, n, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) snprintf(buf, n, "%g", json_real_value(v));
+    else if (json_is_string(v))
+        snprintf(buf, n, "\"%.40s\"%s (a string)", json_string_value(v), strlen(json_string_value(v)) > 40 ? "..." : "");
+    else snprintf(buf, n, "%s", json_is_true(v) ? "true" : json_is_false(v) ? "false" : json_is_null(v) ? "null"
+                                : json_is_array(v) ? "an array" : "an object");
 }
 
-static int getb(cfg *c, const char *key, int def)
+static void bad_key(cfg *c, const char *path, const char *rule, const json_t *v)
 {
-    json_t *v = json_object_get(c->j, key);
-    if (!v || json_is_null(v)) return def;
+    if (!c->bad) {
+        char got[96];
+        show(v, got, sizeof got);
+        fs_ctx_err(c->ctx, FS_ERR_FORMAT, "%s: \"%s\" must be %s, got %s", c->where, path, rule, got);
+    }
+    c->bad = 1;
+}
+
+/* o[key] (o may be NULL), its path "oname.key" (or "key") into path[n]. */
+static json_t *key_of(const json_t *o, const char *oname, const char *key, char *path, size_t n)
+{
+    snprintf(path, n, "%s%s%s", oname ? oname : "", oname ? "." : "", key);
+    json_t *v = o ? json_object_get(o, key) : NULL;
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+/* A finite number in [lo or (lo, hi] or hi) (lo_in / hi_in: inclusive). */
+static double getnum(cfg *c, const json_t *o, const char *oname, const char *key, double def, double lo, int lo_in,
+                     double hi, int hi_in)
+{
+    char path[128];
+    json_t *v = key_of(o, oname, key, path, sizeof path);
+    if (!v) return def;
+    double x = json_is_number(v) ? json_number_value(v) : 0.0;
+    if (!json_is_number(v) || !isfinite(x) || (lo_in ? x < lo : x <= lo) || (hi_in ? x > hi : x >= hi)) {
+        char rule[96];
+        snprintf(rule, sizeof rule, "a number %s %g and %s %g", lo_in ? ">=" : ">", lo, hi_in ? "<=" : "<", hi);
+        bad_key(c, path, rule, v);
+        return def;
+    }
+    return x;
+}
+
+/* An integer in lo..hi: a JSON integer, or a real with an integral value in
+ * range (checked before the cast). */
+static int64_t getint(cfg *c, const json_t *o, const char *oname, const char *key, int64_t def, int64_t lo, int64_t hi)
+{
+    char path[128];
+    json_t *v = key_of(o, oname, key, path, sizeof path);
+    if (!v) return def;
+    if (json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi) return json_integer_value(v);
+    double x = json_is_real(v) ? json_real_value(v) : NAN;
+    if (json_is_real(v) && isfinite(x) && x == floor(x) && x >= (double)lo && x <= (double)hi) return (int64_t)x;
+    char rule[96];
+    snprintf(rule, sizeof rule, "an integer in %lld..%lld", (long long)lo, (long long)hi);
+    bad_key(c, path, rule, v);
+    return def;
+}
+
+static int getbool(cfg *c, const json_t *o, const char *oname, const char *key, int def)
+{
+    char path[128];
+    json_t *v = key_of(o, oname, key, path, sizeof path);
+    if (!v) return def;
     if (!json_is_boolean(v)) {
-        if (!c->bad) fs_ctx_err(c->ctx, FS_ERR_FORMAT, "%s: \"%s\" must be true or false", c->where, key);
-        c->bad = 1;
+        bad_key(c, path, "true or false", v);
         return def;
     }
     return json_is_true(v);
 }
+
+static const char *getstr(cfg *c, const json_t *o, const char *oname, const char *key, const char *def)
+{
+    char path[128];
+    json_t *v = key_of(o, oname, key, path, sizeof path);
+    if (!v) return def;
+    if (!json_is_string(v)) {
+        bad_key(c, path, "a string", v);
+        return def;
+    }
+    return json_string_value(v);
+}
+
+/* A top-level integer key in [lo, MAX_DIM]; `def` < 0 means required. */
+static int64_t geti(cfg *c, const char *key, int64_t def, int64_t lo)
+{
+    json_t *v = json_object_get(c->j, key);
+    if ((!v || json_is_null(v)) && def < 0) {
+        size_t n = strlen(c->missing);
+        snprintf(c->missing + n, sizeof c->missing - n, "%s%s", n ? ", " : "", key);
+        return lo;
+    }
+    if (v && !json_is_null(v) && !json_is_integer(v)) {     /* sizes are JSON integers, never reals */
+        char rule[96];
+        snprintf(rule, sizeof rule, "an integer in %lld..%lld", (long long)lo, MAX_DIM);
+        bad_key(c, key, rule, v);
+        return lo;
+    }
+    return getint(c, c->j, NULL, key, def < 0 ? lo : def, lo, MAX_DIM);
+}
+
+static int getb(cfg *c, const char *key, int def) { return getbool(c, c->j, NULL, key, def); }
 
 /* ---- builder ------------------------------------------------------------ */
 
@@ -182,6 +263,16 @@ static fs_status family_layers(builder *b, cfg *c, const char *fam, const dims *
         if (is_q2m) Is = geti(c, "shared_expert_intermediate_size", -1, 0);
         step = geti(c, "decoder_sparse_step", 1, 1);
         only = json_object_get(c->j, "mlp_only_layers");
+        if (json_is_null(only)) only = NULL;
+        for (size_t k = 0; only && json_is_array(only) && k < json_array_size(only); k++) {
+            json_t *x = json_array_get(only, k);
+            if (!json_is_integer(x) || json_integer_value(x) < 0) {
+                char path[64];
+                snprintf(path, sizeof path, "mlp_only_layers[%zu]", k);
+                bad_key(c, path, "a layer index (an integer >= 0)", x);
+            }
+        }
+        if (only && !json_is_array(only)) bad_key(c, "mlp_only_layers", "an array of layer indices", only);
     }
     /* deepseek */
     int64_t qr = 0, kvr = 0, nope = 0, rope = 0, vh = 0, nshared = 0;
@@ -203,6 +294,11 @@ static fs_status family_layers(builder *b, cfg *c, const char *fam, const dims *
             return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: num_nextn_predict_layers %lld (at most %d)",
                               c->where, (long long)nmtp, MAX_MTP);
         m->nmtp = (int)nmtp;
+        m->fwd.qr = qr;
+        m->fwd.kvr = kvr;
+        m->fwd.nope = nope;
+        m->fwd.rope_dim = rope;
+        m->fwd.vh = vh;
     }
     if (E > MAX_EXPERTS)
         return fs_ctx_err(b->ctx, FS_ERR_FORMAT, "%s: %lld experts (at most %d)", c->where, (long long)E, MAX_EXPERTS);
@@ -300,6 +396,140 @@ static fs_status family_layers(builder *b, cfg *c, const char *fam, const dims *
     return FS_OK;
 }
 
+/* ---- the forward's numbers (fs_mfwd) ---------------------------------------- */
+
+/* rope_theta and rope_scaling / rope_parameters (ARCHITECTURES.md §2.4). */
+static void rope_params(cfg *c, fs_mrope *r)
+{
+    const json_t *j = c->j;
+    const char *rn = "rope_scaling";
+    json_t *rs = json_object_get(j, "rope_scaling");
+    if (!rs || json_is_null(rs)) { rs = json_object_get(j, "rope_parameters"); rn = "rope_parameters"; }
+    if (rs && json_is_null(rs)) rs = NULL;
+    if (rs && !json_is_object(rs)) { bad_key(c, rn, "an object or null", rs); rs = NULL; }
+    json_t *top = json_object_get(j, "rope_theta");
+    r->theta = top && !json_is_null(top) ? getnum(c, j, NULL, "rope_theta", 10000.0, 1.0, 0, 1e15, 1)
+                                         : getnum(c, rs, rn, "rope_theta", 10000.0, 1.0, 0, 1e15, 1);
+    json_t *rt = rs ? json_object_get(rs, "rope_type") : NULL;
+    const char *tk = rt && !json_is_null(rt) ? "rope_type" : "type";
+    const char *type = getstr(c, rs, rn, tk, "default");
+    static const char *const names[] = {"default", "linear", "dynamic", "llama3", "yarn"};
+    int t = -1;
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(type, names[i])) t = i;
+    if (t < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "%s.%s", rn, tk);
+        bad_key(c, path, "one of default, linear, dynamic, llama3, yarn (the rope types supported)",
+                json_object_get(rs, tk));
+        t = 0;
+    }
+    r->type = (fs_rope_type)t;
+    r->factor = getnum(c, rs, rn, "factor", 1.0, 0.0, 0, 1e6, 1);
+    if (r->type == FS_ROPE_LLAMA3) {
+        r->low = getnum(c, rs, rn, "low_freq_factor", 1.0, 0.0, 0, 1e6, 1);
+        r->high = getnum(c, rs, rn, "high_freq_factor", 4.0, 0.0, 0, 1e6, 1);
+        r->orig_max = getnum(c, rs, rn, "original_max_position_embeddings", 8192.0, 0.0, 0, 2147483648.0, 1);
+        if (!c->bad && !(r->high > r->low)) {
+            char path[64], rule[96];
+            snprintf(path, sizeof path, "%s.high_freq_factor", rn);
+            snprintf(rule, sizeof rule, "a number > low_freq_factor (%g)", r->low);
+            bad_key(c, path, rule, json_object_get(rs, "high_freq_factor") ? json_object_get(rs, "high_freq_factor")
+                                                                             : json_object_get(rs, "low_freq_factor"));
+        }
+    } else if (r->type == FS_ROPE_YARN) {
+        r->orig_max = getnum(c, rs, rn, "original_max_position_embeddings", 0.0, 0.0, 0, 2147483648.0, 1);
+        r->beta_fast = getnum(c, rs, rn, "beta_fast", 32.0, 0.0, 0, 1e6, 1);
+        r->beta_slow = getnum(c, rs, rn, "beta_slow", 1.0, 0.0, 0, 1e6, 1);
+        r->truncate = getbool(c, rs, rn, "truncate", 1);
+        r->mscale = getnum(c, rs, rn, "mscale", 0.0, 0.0, 1, 1e3, 1);
+        r->mscale_all_dim = getnum(c, rs, rn, "mscale_all_dim", 0.0, 0.0, 1, 1e3, 1);
+        r->attention_factor = getnum(c, rs, rn, "attention_factor", 0.0, 0.0, 0, 1e3, 1);
+        if (!c->bad && r->beta_fast < r->beta_slow) {
+            char path[64], rule[96];
+            snprintf(path, sizeof path, "%s.beta_fast", rn);
+            snprintf(rule, sizeof rule, "a number >= beta_slow (%g)", r->beta_slow);
+            bad_key(c, path, rule, json_object_get(rs, "beta_fast") ? json_object_get(rs, "beta_fast")
+                                                                       : json_object_get(rs, "beta_slow"));
+        }
+    }
+}
+
+/* A structural rule of the forward broken by config.json (first error wins). */
+static void bad_rule(cfg *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void bad_rule(cfg *c, const char *fmt, ...)
+{
+    if (!c->bad) {
+        char buf[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        fs_ctx_err(c->ctx, FS_ERR_FORMAT, "%s: %s", c->where, buf);
+    }
+    c->bad = 1;
+}
+
+/* Every number the forward uses (forward.c, mla.c, moe.c) into m->fwd. */
+static fs_status fwd_params(cfg *c, fs_model *m, const dims *d)
+{
+    fs_mfwd *f = &m->fwd;
+    const char *fam = m->family;
+    const int ds = !strncmp(fam, "deepseek", 8), v3 = !strcmp(fam, "deepseek_v3");
+    const int mistral = !strcmp(fam, "mistral"), mixtral = !strcmp(fam, "mixtral");
+    const int qwen = !strncmp(fam, "qwen", 4);
+    const char *act = getstr(c, c->j, NULL, "hidden_act", "silu");
+    if (strcmp(act, "silu")) bad_key(c, "hidden_act", "\"silu\"", json_object_get(c->j, "hidden_act"));
+    f->eps = getnum(c, c->j, NULL, "rms_norm_eps", 1e-6, 1e-30, 1, 1.0, 0);
+    f->max_pos = getint(c, c->j, NULL, "max_position_embeddings", 1 << 30, 1, 1ll << 31);
+    rope_params(c, &f->rope);
+    f->nh = d->nh;
+    f->nkv = ds ? d->nh : d->nkv;
+    if (ds) {
+        f->hd = f->rope_dim;
+        f->interleave = getbool(c, c->j, NULL, "rope_interleave", 1);
+        if (f->rope_dim < 2 || f->rope_dim % 2)
+            bad_rule(c, "\"qk_rope_head_dim\" must be even and >= 2, got %lld", (long long)f->rope_dim);
+        f->rsf = getnum(c, c->j, NULL, "routed_scaling_factor", v3 ? 2.5 : 1.0, 0.0, 0, 1e6, 1);
+        f->norm_topk = v3 ? getbool(c, c->j, NULL, "norm_topk_prob", 1) : 0;   /* v2: never (§5.5) */
+        const char *method = getstr(c, c->j, NULL, "topk_method", v3 ? "noaux_tc" : "greedy");
+        const char *score = getstr(c, c->j, NULL, "scoring_func", v3 ? "sigmoid" : "softmax");
+        if (v3 ? (strcmp(method, "noaux_tc") || strcmp(score, "sigmoid"))
+               : ((strcmp(method, "greedy") && strcmp(method, "group_limited_greedy")) || strcmp(score, "softmax")))
+            bad_rule(c, "%s with topk_method '%.40s' and scoring_func '%.40s' is not supported (deepseek_v3: "
+                     "noaux_tc + sigmoid; deepseek_v2: greedy or group_limited_greedy + softmax)", m->model_type,
+                     method, score);
+        f->group_limited = v3 || !strcmp(method, "group_limited_greedy");
+        f->n_group = f->group_limited ? getint(c, c->j, NULL, "n_group", 1, 1, MAX_EXPERTS) : 1;
+        f->topk_group = f->group_limited ? getint(c, c->j, NULL, "topk_group", 1, 1, MAX_EXPERTS) : 1;
+        if (f->n_group == 1) f->topk_group = 1;
+        const int64_t E = m->experts, K = m->top_k;
+        if (!c->bad && E > 0 &&
+            (K < 1 || K > E || E % f->n_group || f->topk_group > f->n_group ||
+             f->topk_group * (E / f->n_group) < K || (v3 && f->n_group > 1 && E / f->n_group < 2)))
+            bad_rule(c, "%lld experts, num_experts_per_tok %lld, n_group %lld, topk_group %lld: unusable (n_group "
+                     "must divide the experts, topk_group <= n_group, and the chosen groups must hold the top-k)",
+                     (long long)E, (long long)K, (long long)f->n_group, (long long)f->topk_group);
+    } else {
+        f->hd = d->hd;
+        if (f->nh % f->nkv)
+            bad_rule(c, "\"num_key_value_heads\" must divide num_attention_heads (%lld), got %lld", (long long)f->nh,
+                     (long long)f->nkv);
+        else if (f->hd < 2 || f->hd % 2)
+            bad_rule(c, "\"head_dim\" (or hidden_size / num_attention_heads) must be even and >= 2, got %lld",
+                     (long long)f->hd);
+        if (m->experts > 0 && (m->top_k < 1 || m->top_k > m->experts))
+            bad_rule(c, "\"num_experts_per_tok\" must be in 1..%d (the experts), got %d", m->experts, m->top_k);
+        f->norm_topk = mixtral || (qwen && getbool(c, c->j, NULL, "norm_topk_prob", 0));
+        int use_sw = getbool(c, c->j, NULL, "use_sliding_window", 0);
+        if (use_sw && qwen) bad_rule(c, "use_sliding_window is not supported for %s", fam);
+        json_t *sw = json_object_get(c->j, "sliding_window");
+        if (mistral) f->window = !sw ? 4096 : getint(c, c->j, NULL, "sliding_window", 0, 1, 1ll << 31);
+        if (mixtral) f->window = getint(c, c->j, NULL, "sliding_window", 0, 1, 1ll << 31);   /* MixtralConfig: None */
+    }
+    return c->bad ? c->ctx->err : FS_OK;
+}
+
 void fs_model_free(fs_model *m)
 {
     if (!m) return;
@@ -314,6 +544,17 @@ void fs_model_free(fs_model *m)
     free(m->global);
     free(m->layers);
     free(m);
+}
+
+static const char *const known_types[] = {"llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen2_moe",
+                                          "qwen3_moe", "deepseek_v2", "deepseek_v3", "kimi_k2"};
+
+int fs_model_type_known(const void *config)
+{
+    json_t *mt = config ? json_object_get((const json_t *)config, "model_type") : NULL;
+    for (size_t i = 0; json_is_string(mt) && i < sizeof known_types / sizeof known_types[0]; i++)
+        if (!strcmp(json_string_value(mt), known_types[i])) return 1;
+    return 0;
 }
 
 fs_status fs_model_from_config(fs_ctx *ctx, const void *config, const char *where, fs_model **out)
@@ -356,6 +597,7 @@ fs_status fs_model_from_config(fs_ctx *ctx, const void *config, const char *wher
         rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: num_hidden_layers %lld (at most %d)", where, (long long)nl, MAX_LAYERS);
     builder b = {ctx, m, NULL, 0};
     if (rc == FS_OK) rc = family_layers(&b, &c, fam, &d);
+    if (rc == FS_OK) rc = fwd_params(&c, m, &d);
     if (rc == FS_OK) {
         fs_mtensor **g = &m->global;
         tensor_to(&b, g, &m->nglobal, 0, 2, d.V, d.H, fmt(&b, "model.embed_tokens.weight"));
@@ -389,34 +631,83 @@ static fs_status check_one(fs_ctx *ctx, const fs_ckpt *c, const char *name, int 
                           c->shard_names[e->shard], name, (long long)(t->ndim > 0 ? t->shape[0] : 0),
                           t->ndim > 1 ? ", " : "", (long long)(t->ndim > 1 ? t->shape[1] : 0),
                           (long long)shape[0], ndim > 1 ? ", " : "", (long long)(ndim > 1 ? shape[1] : 0));
-    if (t->dtype == FS_DT_F8_E4M3 && !fs_ckpt_scale_of(c, name))
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: F8_E4M3 tensor '%s' has no '%s_scale_inv'",
-                          c->shard_names[e->shard], name, name);
+    if (t->dtype == FS_DT_F8_E4M3) return fs_ckpt_check_fp8(ctx, c, e);
     return FS_OK;
+}
+
+static int float_dt(fs_dtype dt, int f8)
+{
+    return dt == FS_DT_F32 || dt == FS_DT_F16 || dt == FS_DT_BF16 || (f8 && dt == FS_DT_F8_E4M3);
+}
+
+/* A described tensor: present (unless optional) with its shape, and a float
+ * dtype (F8_E4M3 with its scale when f8, else F32/F16/BF16). */
+static fs_status check_float(fs_ctx *ctx, const fs_ckpt *c, const char *name, int ndim, const int64_t *shape,
+                             int optional, int f8, const char *what)
+{
+    fs_status rc = check_one(ctx, c, name, ndim, shape, optional);
+    const fs_ckpt_entry *e = rc == FS_OK ? fs_ckpt_find(c, name) : NULL;
+    if (e && !float_dt(e->t->dtype, f8))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: %s '%s' has dtype %s (%s expected)", c->shard_names[e->shard], what,
+                        name, fs_dtype_name(e->t->dtype), f8 ? "F32, F16, BF16 or F8_E4M3" : "F32, F16 or BF16");
+    return rc;
+}
+
+/* Linear `base` [out, in]: its plain weight, or (quantized checkpoints) its
+ * forge / gptq set. */
+static fs_status check_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const char *base, int64_t out,
+                              int64_t in)
+{
+    char w[600], q[600];
+    snprintf(w, sizeof w, "%s.weight", base);
+    snprintf(q, sizeof q, "%s.qweight", base);
+    const fs_ckpt_entry *qe = fs_ckpt_find(c, q);
+    if (!qe) {
+        int64_t s[2] = {out, in};
+        return check_float(ctx, c, w, 2, s, 0, 1, "linear weight");
+    }
+    if (fs_ckpt_find(c, w))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: linear '%s' is stored twice: '%s' and '%s'", c->dir, base, w, q);
+    int64_t o = 0, n = 0;
+    fs_status rc = fs_qread_check(ctx, c, qi, base, &o, &n);
+    if (rc == FS_OK && (o != out || n != in))
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: quantized linear '%s' is [%lld, %lld] but config.json says [%lld, %lld]",
+                        c->shard_names[qe->shard], q, (long long)o, (long long)n, (long long)out, (long long)in);
+    return rc;
+}
+
+fs_status fs_model_validate(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, int flags)
+{
+    fs_qinfo qi;
+    fs_status rc = fs_qinfo_from_config(ctx, c->config, &qi);
+    if (rc != FS_OK) return rc;
+    if (qi.quantized && !(flags & FS_CHECK_QUANTIZED))
+        return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/config.json: quantization_config.quant_method is \"%s\": the "
+                          "checkpoint is already quantized (quantize reads F32, F16, BF16 or FP8 checkpoints)", c->dir,
+                          qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge");
+    for (int i = 0; rc == FS_OK && i < m->nglobal; i++) {
+        const fs_mtensor *t = &m->global[i];
+        int f8 = strcmp(t->name, "model.norm.weight") != 0;      /* embeddings and lm_head may be FP8 */
+        rc = check_float(ctx, c, t->name, t->ndim, t->shape, t->optional, f8, f8 ? "tensor" : "norm");
+    }
+    for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        for (int i = 0; rc == FS_OK && i < L->nlin; i++)
+            rc = check_linear(ctx, c, &qi, L->lin[i].name, L->lin[i].out, L->lin[i].in);
+        for (int i = 0; rc == FS_OK && i < L->nother; i++)   /* norms, routers, biases: read as f32 */
+            rc = check_float(ctx, c, L->other[i].name, L->other[i].ndim, L->other[i].shape, L->other[i].optional, 0,
+                             "tensor");
+    }
+    /* every F8_E4M3 tensor (MTP layers and undescribed ones too: they are
+     * dequantized when copied) has a scale of the right dtype and shape */
+    for (size_t i = 0; rc == FS_OK && i < c->ntensors; i++)
+        if (c->entries[i].t->dtype == FS_DT_F8_E4M3) rc = fs_ckpt_check_fp8(ctx, c, &c->entries[i]);
+    return rc;
 }
 
 fs_status fs_model_check(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c)
 {
-    fs_status rc = FS_OK;
-    char buf[600];
-    for (int i = 0; rc == FS_OK && i < m->nglobal; i++)
-        rc = check_one(ctx, c, m->global[i].name, m->global[i].ndim, m->global[i].shape, m->global[i].optional);
-    for (int l = 0; rc == FS_OK && l < m->nlayers; l++) {
-        const fs_mlayer *L = &m->layers[l];
-        for (int i = 0; rc == FS_OK && i < L->nlin; i++) {
-            int64_t s[2] = {L->lin[i].out, L->lin[i].in};
-            snprintf(buf, sizeof buf, "%s.weight", L->lin[i].name);
-            rc = check_one(ctx, c, buf, 2, s, 0);
-            const fs_ckpt_entry *e = rc == FS_OK ? fs_ckpt_find(c, buf) : NULL;
-            if (e && e->t->dtype != FS_DT_F32 && e->t->dtype != FS_DT_F16 &&
-                e->t->dtype != FS_DT_BF16 && e->t->dtype != FS_DT_F8_E4M3)
-                rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: linear weight '%s' has dtype %s (F32, F16, BF16 or F8_E4M3 expected)",
-                                c->shard_names[e->shard], buf, fs_dtype_name(e->t->dtype));
-        }
-        for (int i = 0; rc == FS_OK && i < L->nother; i++)
-            rc = check_one(ctx, c, L->other[i].name, L->other[i].ndim, L->other[i].shape, L->other[i].optional);
-    }
-    return rc;
+    return fs_model_validate(ctx, m, c, 0);
 }
 
 const fs_mlinear *fs_model_linear_of(const fs_model *m, const char *tensor, const fs_mlayer **layer)
