@@ -1,7 +1,6 @@
 /* cmd-layer.c: `forge-stream layer`: one linear layer through the engine
  * (the contract of specifications.md §layer).  Inputs are validated before
  * any work; OUT is written atomically and never exists after an error. */
-#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 
 #include "src/cli/cli.h"
 #include "src/formats/safetensors.h"
+#include "cpu/cpu.h"
 #include "hessian/hessian.h"
 
 #define INPUT_CHUNK_BYTES (64u << 20)  /* raw bytes of `inputs` decoded per Hessian chunk */
@@ -27,7 +27,7 @@ static const char usage[] =
     "  --in FILE           input safetensors file\n"
     "  --out FILE          output safetensors file (written atomically)\n"
     "  --report FILE       also write the JSON report there\n"
-    "  --backend B         auto (CUDA when a device is present), cpu or cuda\n"
+    "  --backend B         auto (CUDA when a device is present), cpu, cpu-async or cuda\n"
     "  --threads N         CPU threads (default: all cores)\n"
     "  --quiet             no log lines on stderr\n"
     "\n";
@@ -119,8 +119,7 @@ static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st
         *seconds += fs_now() - t0;
         if (rc == FS_OK) {
             for (int64_t i = 0; i < m * in; i++) xd[i] = x[i];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)m, 1.0, xd, (int)in,
-                        1.0, H64, (int)in);
+            fs_cpu_dsyrk_upper(H64, in, xd, m);
         }
     }
     double t0 = fs_now();
@@ -246,8 +245,8 @@ int cmd_layer(int argc, char **argv)
     /* compute phase: failures are runtime errors (exit 1) unless inputs are bad */
     exit_code = FS_EXIT_RUNTIME;
     ctx.threads = a.threads;
-    if (a.threads > 0) { extern void openblas_set_num_threads(int); openblas_set_num_threads(a.threads); }
-    if ((rc = fs_backend_open(&ctx, a.backend, &ctx.be)) != FS_OK) {
+    if (a.threads > 0) fs_cpu_set_blas_threads(a.threads);
+    if ((rc = fs_backend_open(&ctx, a.backend, NULL, &ctx.be)) != FS_OK) {
         if (rc == FS_ERR_NODEV) exit_code = FS_EXIT_USAGE;
         goto out;
     }

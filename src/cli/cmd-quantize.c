@@ -65,7 +65,7 @@ static const char usage[] =
     "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
     "  --overwrite          replace a checkpoint already in --out\n"
-    "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
+    "  --backend B          auto (CUDA when a device is present), cpu, cpu-async or cuda\n"
     "  --quiet              no log lines\n"
     "\n"
     "Resume: every run keeps a journal in its work folder; killed at any\n"
@@ -361,7 +361,7 @@ int cmd_quantize(int argc, char **argv)
     if (rc == FS_OK && a.resume) rc = quantize_resume_args(&ctx, argc, argv, &a, &rj, &lock_fd);
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
     if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
-    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
+    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, NULL, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK && !c->config)
         rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", a.model);

@@ -1,6 +1,5 @@
 /* resume.c: the journal of a quantize run, committed layer by layer, and the
  * restoration of an interrupted run (resume.h). */
-#include <cblas.h>
 #include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
@@ -11,6 +10,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "cpu/cpu.h"
 #include "src/pipeline/journal.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/resume.h"
@@ -52,7 +52,7 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     if (rc == FS_OK) rc = set(ctx, root, "backend", json_string(backend));
     /* the CPU results depend on how rows and BLAS blocks are split: a resume uses the same */
     if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", omp_get_max_threads(),
-                                                               "blas", openblas_get_num_threads()));
+                                                               "blas", fs_cpu_blas_threads()));
     /* so do the Hessians' sums, batch by batch: a resume under another budget keeps it */
     if (rc == FS_OK && rj->batch_tokens > 0) rc = set(ctx, root, "batch_tokens", json_integer(rj->batch_tokens));
     if (rc == FS_OK) { rc = set(ctx, root, "model", json_pack("{s:s, s:O}", "dir", c->dir, "files", files)); }
@@ -308,11 +308,11 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
     json_t *th = json_object_get(root, "threads");
     int omp = (int)json_integer_value(json_object_get(th, "openmp")), blas = (int)json_integer_value(json_object_get(th, "blas"));
     if (omp >= 1 && blas >= 1 && omp <= 4096 && blas <= 4096 &&
-        (omp != omp_get_max_threads() || blas != openblas_get_num_threads())) {
+        (omp != omp_get_max_threads() || blas != fs_cpu_blas_threads())) {
         fs_log(ctx, "resume: %d OpenMP and %d BLAS threads, as the run had (%d and %d here): the bytes depend on it", omp,
-               blas, omp_get_max_threads(), openblas_get_num_threads());
+               blas, omp_get_max_threads(), fs_cpu_blas_threads());
         omp_set_num_threads(omp);
-        openblas_set_num_threads(blas);
+        fs_cpu_set_blas_threads(blas);
     }
     const json_int_t bt = json_integer_value(json_object_get(root, "batch_tokens"));
     if (bt > 0 && bt <= (1 << 30)) {
