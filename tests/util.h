@@ -150,5 +150,7 @@ Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
 Suite *fs_suite_resume(void);
 Suite *fs_suite_spill(void);
+Suite *fs_suite_ops(void);
+Suite *fs_suite_backend(void);
 
 #endif
