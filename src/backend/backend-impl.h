@@ -54,8 +54,8 @@ struct fs_event {
 struct fs_backend_i {
     /* "cpu", "cpu-async", "cuda". */
     const char *(*name)(fs_backend *be);
-    /* Waits for the queues and frees be->context (not be, not the buffers:
-     * the dispatcher frees those first). */
+    /* Lets the queues drain, then frees be->context and be itself (the
+     * caller has freed its buffers and events). */
     void (*free)(fs_backend *be);
 
     /* ---- memory ---- */

@@ -33,8 +33,9 @@
  *     returns FS_ERR_USAGE at once, naming the op and the operand, and
  *     queues nothing.  An op the backend does not implement returns
  *     FS_ERR_NODEV ("op gemm is not implemented on cuda").  An execution
- *     error (out of memory for an op's scratch, an index out of range in a
- *     row list, a failing copy) is sticky on its queue, as CUDA's: the call
+ *     error (FS_ERR_NOMEM for an op's scratch, FS_ERR_FORMAT for data the op
+ *     cannot take, such as an index out of range in a row list) is sticky on
+ *     its queue, as CUDA's: the call
  *     that met it (the cpu backend runs inline) or the next call on that
  *     queue (op, upload, download, record, wait, sync) returns it, and every
  *     later call on the queue does too, until the backend is freed; the queue
@@ -48,7 +49,8 @@
  *     fs_be_free waits for every queue first (as cudaFree does), so freeing is
  *     safe but not free of cost.
  *  8. Calls on one backend may come from several host threads; the calls
- *     giving work to one queue are ordered as they return.
+ *     giving work to one queue are ordered as they return.  One event is used
+ *     by one host thread at a time.
  *  9. Ops of the cpu backends are deterministic: the same inputs give the
  *     same bytes on cpu and cpu-async.  Across backends (cuda) results agree
  *     up to the summation order of the libraries (specifications.md §15).
@@ -247,7 +249,7 @@ fs_status fs_op_hess_finish(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_tensor H
  * fs_op_route_lists makes them) are gathered in list order and H block e - e0
  * of H [ne * in, in] gets its upper triangle += Xe^T Xe in one ssyrk (none
  * when the expert has no rows).  offs I32 [1, >= e0 + ne + 1], rows I32
- * [1, >= offs[e0 + ne]].  Execution errors: a row index or offset out of
+ * [1, >= offs[e0 + ne]].  Execution error (FS_ERR_FORMAT): a row index or offset out of
  * range. */
 typedef struct fs_hess_wave_args {
     fs_tensor X, offs, rows, H;
@@ -315,7 +317,7 @@ fs_status fs_op_decode(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_decode_
 /* Column permutation (act-order), perm I32 [1, cols], src and dst [rows, cols]
  * of the same dtype (F32, U8, I32): dst[i][k] = src[i'][perm[k]] with i' =
  * perm[i] when rows_too (a square matrix, H -> P^T H P) else i; inverse:
- * dst[i'][perm[k]] = src[i][k].  Execution error: an index out of range. */
+ * dst[i'][perm[k]] = src[i][k].  Execution error (FS_ERR_FORMAT): an index out of range. */
 typedef struct fs_permute_args {
     fs_tensor src, dst, perm;
     int rows_too, inverse;
@@ -394,7 +396,7 @@ fs_status fs_op_route(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_route_ar
  * optional), offs I32 [1, E + 1] (expert e's entries are [offs[e],
  * offs[e+1])), rows I32 [1, >= n * k] (token indices, by expert, ascending
  * within an expert) and rw [1, >= n * k] (their weights; optional).
- * Execution error: an expert index outside [0, E). */
+ * Execution error (FS_ERR_FORMAT): an expert index outside [0, E). */
 typedef struct fs_lists_args {
     fs_tensor idx, wt, offs, rows, rw;
     int64_t E;
@@ -402,13 +404,13 @@ typedef struct fs_lists_args {
 fs_status fs_op_route_lists(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_lists_args *a);
 
 /* dst [m, c] row r = src [n, c] row rows[r], rows I32 [1, m]; F32 or BF16
- * (dst and src alike).  Execution error: a row outside [0, n). */
+ * (dst and src alike).  Execution error (FS_ERR_FORMAT): a row outside [0, n). */
 typedef struct fs_gather_args { fs_tensor dst, src, rows; } fs_gather_args;
 fs_status fs_op_gather(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_tensor dst, fs_tensor src, fs_tensor rows);
 
 /* dst row rows[r] += w[r] * src row r, for r = 0 .. m-1 in order (so the
  * result is deterministic when rows repeat); src [m, c], rows I32 [1, m], w
- * [1, m] (optional: weight 1).  Execution error: a row outside dst. */
+ * [1, m] (optional: weight 1).  Execution error (FS_ERR_FORMAT): a row outside dst. */
 typedef struct fs_scatter_args { fs_tensor dst, src, rows, w; } fs_scatter_args;
 fs_status fs_op_scatter_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_scatter_args *a);
 
