@@ -1,6 +1,7 @@
 # forge-stream: plain make.  `make` builds bin/forge-stream; `make test` runs the
 # Check suites; `make test-asan` the same under AddressSanitizer + UBSan;
 # `make fuzz` the fuzzer of tools/fuzz.c (FUZZ_N inputs) on the sanitizer build;
+# `make test-tsan` the backend, ops and threaded suites under ThreadSanitizer;
 # `make demo` quantizes a layer of the real stories260K model; `make bench`
 # prints the benchmark table.  Each runs `make deps` first (tools/deps.sh).
 #
@@ -50,7 +51,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan fuzz demo bench clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench clean
 all: deps bin/forge-stream
 
 deps:
@@ -127,6 +128,24 @@ bin-asan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-asan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+# ThreadSanitizer: the suites whose threads are ours (the backends' queues, the
+# writer, the spill writer, the prefetcher) and that run clean under it.  One
+# OpenMP and one OpenBLAS thread: libgomp and OpenBLAS are not instrumented, so
+# their own barriers would read as races (the cpu-async queue threads, which
+# are what is tested, are plain pthreads either way).
+TSAN_SUITES ?= ops backend dtype qmeta grid hessian pack writer prefetch spill actcache trace
+test-tsan: deps
+	$(MAKE) BUILD=build-tsan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" \
+	    bin-tsan/forge-stream build-tsan/run-tests build-tsan/gen-tiny
+	for s in $(TSAN_SUITES); do \
+	    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" CK_FORK=no \
+	    CK_RUN_SUITE=$$s FS_BIN=$(CURDIR)/bin-tsan/forge-stream FS_GEN_TINY=$(CURDIR)/build-tsan/gen-tiny \
+	    FS_SHARED=$(SHARED) build-tsan/run-tests || exit 1; done
+
+bin-tsan/forge-stream: $(CLI_OBJ) $(LIB)
+	@mkdir -p bin-tsan
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/bench-prefetch: $(BUILD)/tools/bench-prefetch.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -141,4 +160,4 @@ bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen
 	sh tools/bench-pipeline.sh $(SHARED)
 
 clean:
-	rm -rf build build-asan bin bin-asan
+	rm -rf build build-asan build-tsan bin bin-asan bin-tsan

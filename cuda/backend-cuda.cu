@@ -1,6 +1,6 @@
 /* backend-cuda.cu: the CUDA backend: cuBLAS (ssyrk, sgemm), cuSOLVER (potrf,
- * potri) and the kernels of cuda/kern-*.cu behind the slots of
- * struct fs_backend_i (src/backend-impl.h).  Owns one stream, one cuBLAS and
+ * potri) and the kernels of cuda/kern-*.cu behind the v1 slots of
+ * struct fs_backend_i (src/backend/backend-impl.h); the v2 slots are NULL.  Owns one stream, one cuBLAS and
  * one cuSOLVER handle per backend (struct cuda_be, be->context).
  *
  * Invariants:
@@ -428,6 +428,48 @@ static fs_status cuda_gptq(fs_ctx *ctx, fs_backend *be, const fs_gptq_job *job)
 static const struct fs_backend_i cuda_iface = {
     /* .name        = */ cuda_name,
     /* .free        = */ cuda_free,
+    /* the v2 interface (buffers, queues, events, ops) is the next issue's: its
+     * slots are NULL, so the dispatcher answers FS_ERR_NODEV ("op gemm is not
+     * implemented on cuda") */
+    /* .buf_alloc   = */ NULL,
+    /* .buf_free    = */ NULL,
+    /* .host_alloc  = */ NULL,
+    /* .host_free   = */ NULL,
+    /* .upload      = */ NULL,
+    /* .download    = */ NULL,
+    /* .event_init  = */ NULL,
+    /* .event_fini  = */ NULL,
+    /* .record      = */ NULL,
+    /* .wait        = */ NULL,
+    /* .event_sync  = */ NULL,
+    /* .event_done  = */ NULL,
+    /* .queue_sync  = */ NULL,
+    /* .hold        = */ NULL,
+    /* .fill        = */ NULL,
+    /* .gemm        = */ NULL,
+    /* .bias_add    = */ NULL,
+    /* .add         = */ NULL,
+    /* .copy        = */ NULL,
+    /* .hess_acc    = */ NULL,
+    /* .hess_finish = */ NULL,
+    /* .hess_wave   = */ NULL,
+    /* .damp        = */ NULL,
+    /* .cholinv     = */ NULL,
+    /* .grid_op     = */ NULL,
+    /* .gptq_op     = */ NULL,
+    /* .rtn         = */ NULL,
+    /* .decode      = */ NULL,
+    /* .permute     = */ NULL,
+    /* .rmsnorm     = */ NULL,
+    /* .rope        = */ NULL,
+    /* .attention   = */ NULL,
+    /* .swiglu      = */ NULL,
+    /* .route       = */ NULL,
+    /* .route_lists = */ NULL,
+    /* .gather      = */ NULL,
+    /* .scatter_add = */ NULL,
+    /* .loss        = */ NULL,
+    /* .pack        = */ NULL,
     /* .hess_new    = */ cuda_hess_new,
     /* .hess_add    = */ cuda_hess_add,
     /* .hess_get    = */ cuda_hess_get,

@@ -1,5 +1,6 @@
-/* hessian.h: Hessian accumulation (H = sum X^T X), the dead-column fix,
- * damping and the Cholesky inversion with its retry policy. */
+/* hessian.h: Hessian accumulation (H = sum X^T X) through a backend, the
+ * dead-column fix, damping and the Cholesky inversion with its retry policy
+ * (the CPU slots themselves are in cpu/cpu.h). */
 #ifndef FS_HESSIAN_H
 #define FS_HESSIAN_H
 
@@ -8,14 +9,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* CPU slots of the backend table (src/backend-cpu.c). */
-fs_status fs_hess_cpu_new(fs_ctx *ctx, fs_backend *be, int64_t in, void **state);
-fs_status fs_hess_cpu_add(fs_ctx *ctx, fs_backend *be, void *state, const float *x,
-                          int64_t rows);
-fs_status fs_hess_cpu_get(fs_ctx *ctx, fs_backend *be, void *state, float *H);
-void fs_hess_cpu_free(fs_backend *be, void *state);
-fs_status fs_chol_inv_cpu(fs_ctx *ctx, fs_backend *be, float *A, int64_t n);
 
 /* Builds H [in, in] from inputs X [n, in] through the backend in chunks of
  * `chunk` rows (the pipeline feeds chunks the same way). */

@@ -55,9 +55,9 @@ static void open_both(fs_ctx *ctx, fs_backend **cpu, fs_backend **gpu)
 {
     fs_ctx_init(ctx);
     ctx->quiet = 1;
-    fs_status rc = fs_backend_open(ctx, FS_BE_CPU, cpu);
+    fs_status rc = fs_backend_open(ctx, FS_BE_CPU, NULL, cpu);
     ck_assert_msg(rc == FS_OK, "cpu backend: %s", ctx->errmsg);
-    rc = fs_backend_open(ctx, FS_BE_CUDA, gpu);
+    rc = fs_backend_open(ctx, FS_BE_CUDA, NULL, gpu);
     ck_assert_msg(rc == FS_OK, "cuda backend: %s", ctx->errmsg);
     ck_assert_str_eq(fs_backend_name(*gpu), "cuda");
 }

@@ -19,7 +19,7 @@ static fs_backend *cpu(fs_ctx *ctx)
     fs_ctx_init(ctx);
     ctx->quiet = 1;
     fs_backend *be = NULL;
-    ck_assert_int_eq(fs_backend_open(ctx, FS_BE_CPU, &be), FS_OK);
+    ck_assert_int_eq(fs_backend_open(ctx, FS_BE_CPU, NULL, &be), FS_OK);
     ctx->be = be;
     return be;
 }

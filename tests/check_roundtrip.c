@@ -41,7 +41,7 @@ static void roundtrip(const char *type, const char *extra, fs_format fmt, int bi
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     ctx.quiet = 1;
-    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, &ctx.be), FS_OK);
+    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, NULL, &ctx.be), FS_OK);
     fs_ckpt *c = NULL;
     fs_model *m = NULL;
     ck_assert_msg(fs_ckpt_open(&ctx, src, &c) == FS_OK, "%s", ctx.errmsg);

@@ -57,7 +57,7 @@ void t_run_pipeline_with(const char *src, const char *dst, fs_format fmt, int64_
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     ctx.quiet = 1;
-    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, &ctx.be), FS_OK);
+    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, NULL, &ctx.be), FS_OK);
     fs_ckpt *c = NULL;
     fs_model *m = NULL;
     fs_fwd f;

@@ -151,5 +151,7 @@ Suite *fs_suite_cuda(void);
 Suite *fs_suite_resume(void);
 Suite *fs_suite_spill(void);
 Suite *fs_suite_fuzz(void);
+Suite *fs_suite_ops(void);
+Suite *fs_suite_backend(void);
 
 #endif

@@ -168,14 +168,14 @@ int main(void)
     printf("|----------------------------|--------------|-----------|-----------|--------|----------------------------|\n");
     row("openblas sgemm", "4096^3", 2.0 * 4096.0 * 4096 * 4096 / gemm_gf / 1e9, gemm_gf, 1.0, "(baseline)");
     fs_backend *be = NULL;
-    if (fs_backend_open(&ctx, FS_BE_CPU, &be) != FS_OK || bench_backend(&ctx, be, gemm_gf)) {
+    if (fs_backend_open(&ctx, FS_BE_CPU, NULL, &be) != FS_OK || bench_backend(&ctx, be, gemm_gf)) {
         fprintf(stderr, "bench: error: %s\n", ctx.errmsg);
         return 1;
     }
     fs_backend_free(be);
     if (fs_backend_cuda_devices() > 0) {
         fs_backend *cu = NULL;
-        if (fs_backend_open(&ctx, FS_BE_CUDA, &cu) != FS_OK || bench_backend(&ctx, cu, gemm_gf)) {
+        if (fs_backend_open(&ctx, FS_BE_CUDA, NULL, &cu) != FS_OK || bench_backend(&ctx, cu, gemm_gf)) {
             fprintf(stderr, "bench: error: %s\n", ctx.errmsg);
             return 1;
         }

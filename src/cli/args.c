@@ -52,8 +52,9 @@ fs_status fs_arg_backend(fs_ctx *ctx, const char *s, fs_backend_kind *out)
 {
     if (s && strcmp(s, "auto") == 0) *out = FS_BE_AUTO;
     else if (s && strcmp(s, "cpu") == 0) *out = FS_BE_CPU;
+    else if (s && strcmp(s, "cpu-async") == 0) *out = FS_BE_CPU_ASYNC;
     else if (s && strcmp(s, "cuda") == 0) *out = FS_BE_CUDA;
-    else return fs_ctx_err(ctx, FS_ERR_USAGE, "--backend '%s': must be auto, cpu or cuda", s ? s : "");
+    else return fs_ctx_err(ctx, FS_ERR_USAGE, "--backend '%s': must be auto, cpu, cpu-async or cuda", s ? s : "");
     return FS_OK;
 }
 

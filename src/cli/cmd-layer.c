@@ -1,13 +1,13 @@
 /* cmd-layer.c: `forge-stream layer`: one linear layer through the engine
  * (the contract of specifications.md §layer).  Inputs are validated before
  * any work; OUT is written atomically and never exists after an error. */
-#include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cpu/cpu.h"
 #include "cpu/threads.h"
 #include "src/cli/cli.h"
 #include "src/formats/safetensors.h"
@@ -28,7 +28,7 @@ static const char usage[] =
     "  --in FILE           input safetensors file\n"
     "  --out FILE          output safetensors file (written atomically)\n"
     "  --report FILE       also write the JSON report there\n"
-    "  --backend B         auto (CUDA when a device is present), cpu or cuda\n"
+    "  --backend B         auto (CUDA when a device is present), cpu, cpu-async or cuda\n"
     "  --threads N         CPU threads (default: all cores)\n"
     "  --quiet             no log lines on stderr\n"
     "\n";
@@ -120,8 +120,7 @@ static fs_status hessian_from_file(fs_ctx *ctx, const fs_st_file *f, const fs_st
         *seconds += fs_now() - t0;
         if (rc == FS_OK) {
             for (int64_t i = 0; i < m * in; i++) xd[i] = x[i];
-            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)in, (int)m, 1.0, xd, (int)in,
-                        1.0, H64, (int)in);
+            fs_cpu_dsyrk_upper(H64, in, xd, m);
         }
     }
     double t0 = fs_now();
@@ -247,7 +246,7 @@ int cmd_layer(int argc, char **argv)
     /* compute phase: runtime errors (exit 1) unless the inputs turn out bad (NaN inputs: 2) */
     ctx.threads = a.threads;
     if (a.threads > 0) fs_threads_set(a.threads);
-    if ((rc = fs_backend_open(&ctx, a.backend, &ctx.be)) != FS_OK) goto out;
+    if ((rc = fs_backend_open(&ctx, a.backend, NULL, &ctx.be)) != FS_OK) goto out;
     const int64_t rows = tw->shape[0], cols = tw->shape[1];
     fs_log(&ctx, "layer %s: weight [%lld, %lld] %s, %s, %d-bit g%lld %s, backend %s", a.in,
            (long long)rows, (long long)cols, fs_dtype_name(tw->dtype), th ? "hessian" : "inputs",

@@ -208,7 +208,7 @@ int cmd_quantize(int argc, char **argv)
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
     if (rc == FS_OK && !a.resume && a.threads > 0) fs_threads_set((int)a.threads);   /* a resume takes the run's */
     if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
-    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &ctx.be);
+    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, NULL, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK) rc = fs_ckpt_log_reads(&ctx, c);      /* what each layer read, for the journal */
     if (rc == FS_OK && !c->config)

@@ -52,7 +52,7 @@ const char quantize_usage[] =
     "  --allow-device-change  (with --resume) go on although this machine's kernels\n"
     "                       (OpenBLAS's for its CPU) differ from the run's: the output is\n"
     "                       then not byte-identical to an uninterrupted run\n"
-    "  --backend B          auto (CUDA when a device is present), cpu or cuda\n"
+    "  --backend B          auto (CUDA when a device is present), cpu, cpu-async or cuda\n"
     "  --threads N          CPU threads (OpenMP and BLAS; default: all cores).  The CPU\n"
     "                       bytes depend on it: it is recorded, and a resume uses the\n"
     "                       run's count\n"

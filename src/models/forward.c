@@ -7,18 +7,17 @@
  *  2. RoPE is half-split ("rotate half") on the whole head, positions 0..T-1 per
  *     sequence; cos/sin from inv_freq after rope scaling, times attn_factor.
  *  3. GQA: query head h reads key/value head h / (nh / nkv).
- *  4. Attention runs per (sequence, head) on OpenMP threads, each with a
- *     single-threaded BLAS (the BLAS thread count is restored afterwards).
+ *  4. Attention, norms, rope and the GEMMs are cpu/'s kernels (cpu/cpu.h),
+ *     the ones the backend ops run: nothing here calls BLAS.
  *  5. DeepSeek (MLA, its routing) is set up here (ds_init) and computed in
  *     mla.c / moe.c.
  */
-#include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu.h"
 #include "src/models/forward.h"
 #include "src/models/mla.h"
 #include "src/models/moe.h"
@@ -282,22 +281,14 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
 
 void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; r++) {
-        const float *xr = x + r * dim;
-        float ss = 0.0f;
-        for (int64_t i = 0; i < dim; i++) ss += xr[i] * xr[i];
-        float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-        for (int64_t i = 0; i < dim; i++) out[r * dim + i] = w[i] * (xr[i] * inv);
-    }
+    fs_cpu_rmsnorm(x, dim, w, n, dim, eps, out, dim);
 }
 
 void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, int64_t in,
                    int64_t out, float *y)
 {
     if (n == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, x,
-                (int)in, W, (int)in, 0.0f, y, (int)out);
+    fs_cpu_sgemm(1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
     if (b)
         for (int64_t r = 0; r < n; r++)
             for (int64_t o = 0; o < out; o++) y[r * out + o] += b[o];
@@ -305,120 +296,28 @@ void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, in
 
 void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a)
 {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n * inter; i++) {
-        float z = g[i];
-        a[i] = z / (1.0f + expf(-z)) * u[i];
-    }
-}
-
-/* RoPE (half-split) on one head vector h[hd] at position p. */
-static void rope(const fs_fwd *f, float *h, int64_t p)
-{
-    const int64_t half = f->hd / 2;
-    for (int64_t i = 0; i < half; i++) {
-        double ang = (double)p * (double)f->inv_freq[i];
-        float c = (float)cos(ang) * f->attn_factor, s = (float)sin(ang) * f->attn_factor;
-        float a = h[i], b = h[i + half];
-        h[i] = a * c - b * s;
-        h[i + half] = b * c + a * s;
-    }
-}
-
-/* e^x for x <= 0 (softmax arguments after the max is subtracted): 2^k times a
- * degree-7 Taylor polynomial on |r| <= ln2/2 (truncation 5e-9, below float's
- * ulp), branch-free so the compiler vectorises the row loop; libm's expf is
- * not vectorised without -ffast-math and made attention 8x slower. */
-static inline float exp_nonpos(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    float k = rintf(x * 1.44269504f);
-    float r = x - k * 0.693145751953125f;       /* ln2 split: exact high part */
-    r = r - k * 1.428606765330187e-06f;
-    float p = 1.98412698e-04f;                   /* 1/7! */
-    p = p * r + 1.38888889e-03f;
-    p = p * r + 8.33333333e-03f;
-    p = p * r + 4.16666667e-02f;
-    p = p * r + 1.66666667e-01f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    int32_t e = ((int32_t)k + 127) << 23;
-    float s;
-    memcpy(&s, &e, 4);
-    return p * s;
-}
-
-static void head_norm(float *h, const float *w, int64_t hd, float eps)
-{
-    fs_fwd_rmsnorm(h, w, 1, hd, eps, h);
+    fs_cpu_swiglu(g, inter, u, inter, n, inter, a, inter);
 }
 
 fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *q, float *k,
                            const float *v, int64_t nseq, int64_t T, float *out)
 {
-    const int64_t nh = f->nh, nkv = f->nkv, hd = f->hd, n = nseq * T, rep = nh / nkv;
+    const int64_t nh = f->nh, nkv = f->nkv, hd = f->hd, n = nseq * T;
     const int64_t qs = nh * hd, ks = nkv * hd;
-    /* qk-norm (qwen3) then rope, per token and head */
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; t++) {
-        int64_t p = t % T;
-        for (int64_t h = 0; h < nh; h++) {
-            if (f->qk_norm) head_norm(q + t * qs + h * hd, w->q_norm, hd, f->eps);
-            rope(f, q + t * qs + h * hd, p);
-        }
-        for (int64_t h = 0; h < nkv; h++) {
-            if (f->qk_norm) head_norm(k + t * ks + h * hd, w->k_norm, hd, f->eps);
-            rope(f, k + t * ks + h * hd, p);
-        }
+    /* qk-norm (qwen3) per head, then rope on the whole head (invariant 2) */
+    if (f->qk_norm) {
+        fs_cpu_rmsnorm(q, hd, w->q_norm, n * nh, hd, f->eps, q, hd);
+        fs_cpu_rmsnorm(k, hd, w->k_norm, n * nkv, hd, f->eps, k, hd);
     }
-    const int nthr = omp_get_max_threads();
-    float *S = fs_alloc2((size_t)nthr * (size_t)T, (size_t)T * sizeof(float));
-    if (!S) return fs_ctx_err(ctx, FS_ERR_NOMEM, "attention scores %lld x %lld", (long long)T, (long long)T);
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t sh = 0; sh < nseq * nh; sh++) {
-        const int64_t s = sh / nh, h = sh % nh, kh = h / rep;
-        float *Sc = S + (size_t)omp_get_thread_num() * (size_t)(T * T);
-        const float *Q = q + s * T * qs + h * hd, *K = k + s * T * ks + kh * hd, *Vv = v + s * T * ks + kh * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)hd, scale, Q, (int)qs,
-                    K, (int)ks, 0.0f, Sc, (int)T);
-        for (int64_t i = 0; i < T; i++) {              /* causal (+ window) softmax, f32 */
-            float *row = Sc + i * T;
-            int64_t j0 = f->window > 0 && i - f->window + 1 > 0 ? i - f->window + 1 : 0;
-            float mx = -INFINITY;
-            {   /* 8 running maxima: no loop-carried chain (max is exact in any order) */
-                float m8[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
-                               -INFINITY, -INFINITY, -INFINITY, -INFINITY};
-                int64_t j = j0;
-                for (; j + 8 <= i + 1; j += 8)
-                    for (int u = 0; u < 8; u++) m8[u] = row[j + u] > m8[u] ? row[j + u] : m8[u];
-                for (; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-                for (int u = 0; u < 8; u++) mx = m8[u] > mx ? m8[u] : mx;
-            }
-            for (int64_t j = j0; j <= i; j++) row[j] = exp_nonpos(row[j] - mx);
-            float sum = 0.0f;
-            {   /* 8 partial sums (a fixed order, so the result is deterministic) */
-                float s8[8] = {0};
-                int64_t j = j0;
-                for (; j + 8 <= i + 1; j += 8)
-                    for (int u = 0; u < 8; u++) s8[u] += row[j + u];
-                for (; j <= i; j++) sum += row[j];
-                for (int u = 0; u < 8; u++) sum += s8[u];
-            }
-            const float inv = 1.0f / sum;
-            for (int64_t j = j0; j <= i; j++) row[j] *= inv;
-            for (int64_t j = 0; j < j0; j++) row[j] = 0.0f;
-            for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)hd, (int)T, 1.0f, Sc, (int)T,
-                    Vv, (int)ks, 0.0f, out + s * T * qs + h * hd, (int)qs);
-    }
-    openblas_set_num_threads(blas);
-    free(S);
-    return FS_OK;
+    fs_cpu_rope(q, qs, n, nh, hd, 0, hd, 0, f->inv_freq, f->attn_factor, T);
+    fs_cpu_rope(k, ks, n, nkv, hd, 0, hd, 0, f->inv_freq, f->attn_factor, T);
+    fs_cpu_attn j = {
+        .nseq = nseq, .T = T, .nh = nh, .nkv = nkv, .dqk = hd, .dv = hd,
+        .q = q, .ldq = qs, .q_hs = hd, .k = k, .ldk = ks, .k_hs = hd,
+        .kpe = NULL, .ldpe = 0, .dpe = 0, .v = v, .ldv = ks, .v_hs = hd,
+        .out = out, .ldo = qs, .o_hs = hd, .scale = 1.0f / sqrtf((float)hd), .window = f->window, .libm_exp = 0,
+    };
+    return fs_cpu_attention(ctx, &j);
 }
 
 void fs_fwd_round_bf16(float *x, size_t n)

@@ -11,6 +11,7 @@
 #ifndef FS_FORWARD_H
 #define FS_FORWARD_H
 
+#include "src/backend/backend.h"
 #include "src/formats/qread.h"
 #include "src/models/model.h"
 
@@ -47,7 +48,7 @@ typedef struct fs_fwd {
     int64_t n_group, topk_group;
     float rsf;
 } fs_fwd;
-enum { FS_ROUTE_SOFTMAX = 0, FS_ROUTE_DS_SOFTMAX = 1, FS_ROUTE_DS_SIGMOID = 2 };
+/* f->route: fs_route_kind of src/backend/backend.h. */
 
 /* From the model description of config.json (llama, mistral, qwen2, qwen3,
  * mixtral, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3 / kimi_k2): every

@@ -1,14 +1,12 @@
 /* mla.c: DeepSeek MLA attention and decoder layer (mla.h).
  *
- * Attention runs per (sequence, head) on OpenMP threads with a
- * single-threaded BLAS, as forward.c does: per head the key [T, nope + rope]
- * is assembled from k_nope (kv rows) and the shared k_pe, the query is the
- * contiguous head slice of q. */
-#include <cblas.h>
-#include <math.h>
-#include <omp.h>
+ * Attention is cpu/attention.c's core: per head the key [T, nope + rope] is
+ * assembled from k_nope (kv rows) and the shared k_pe, the query is the
+ * contiguous head slice of q, the softmax takes expf (this path's bytes). */
 #include <stdlib.h>
 #include <string.h>
+
+#include "cpu/cpu.h"
 
 #include "src/models/mla.h"
 #include "src/models/moe.h"
@@ -51,20 +49,6 @@ void fs_mla_latents(const fs_fwd *f, const fs_lw *w, const float *xn, int64_t n,
     fs_fwd_rmsnorm(b->c, w->kv_a_norm, n, f->kvr, f->mla_eps, b->c);
 }
 
-/* RoPE on one rope vector h[rope] at position p (invariant 3). */
-static void rope_ds(const fs_fwd *f, float *h, int64_t p)
-{
-    const int64_t half = f->rope / 2;
-    for (int64_t i = 0; i < half; i++) {
-        double ang = (double)p * (double)f->inv_freq[i];
-        float c = (float)cos(ang) * f->attn_factor, s = (float)sin(ang) * f->attn_factor;
-        float *a = f->interleave ? h + 2 * i : h + i, *bb = f->interleave ? h + 2 * i + 1 : h + i + half;
-        float x = *a, y = *bb;
-        *a = x * c - y * s;
-        *bb = y * c + x * s;
-    }
-}
-
 fs_status fs_mla_attend(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *xn, int64_t nseq,
                         int64_t T, fs_mla_buf *b)
 {
@@ -74,49 +58,16 @@ fs_status fs_mla_attend(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const floa
     else fs_fwd_linear(xn, w->w[0], w->b[0], n, f->H, qs, b->q);
     const int kvb = fs_mla_slot_kvb(f);
     fs_fwd_linear(b->c, w->w[kvb], w->b[kvb], n, f->kvr, kvs, b->kv);
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; t++) {
-        const int64_t p = t % T;
-        for (int64_t h = 0; h < nh; h++) rope_ds(f, b->q + t * qs + h * qk + nope, p);
-        rope_ds(f, b->ckv + t * kc + f->kvr, p);
-    }
-    const int nthr = omp_get_max_threads();
-    float *S = fs_alloc2((size_t)nthr * (size_t)T, (size_t)T * sizeof(float));
-    float *Kb = fs_alloc2((size_t)nthr * (size_t)T, (size_t)qk * sizeof(float));
-    if (!S || !Kb) {
-        free(S); free(Kb);
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "attention scores %lld x %lld", (long long)T, (long long)T);
-    }
-    const int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t sh = 0; sh < nseq * nh; sh++) {
-        const int64_t s = sh / nh, h = sh % nh;
-        const int th = omp_get_thread_num();
-        float *Sc = S + (size_t)th * (size_t)(T * T), *K = Kb + (size_t)th * (size_t)(T * qk);
-        for (int64_t j = 0; j < T; j++) {
-            const int64_t t = s * T + j;
-            memcpy(K + j * qk, b->kv + t * kvs + h * (nope + vh), sizeof(float) * (size_t)nope);
-            memcpy(K + j * qk + nope, b->ckv + t * kc + f->kvr, sizeof(float) * (size_t)rp);
-        }
-        const float *Q = b->q + s * T * qs + h * qk, *V = b->kv + s * T * kvs + h * (nope + vh) + nope;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)T, (int)qk, f->mla_scale, Q, (int)qs,
-                    K, (int)qk, 0.0f, Sc, (int)T);
-        for (int64_t i = 0; i < T; i++) {              /* causal softmax, f32 */
-            float *row = Sc + i * T, mx = -INFINITY, sum = 0.0f;
-            for (int64_t j = 0; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
-            for (int64_t j = 0; j <= i; j++) { row[j] = expf(row[j] - mx); sum += row[j]; }
-            const float inv = 1.0f / sum;
-            for (int64_t j = 0; j <= i; j++) row[j] *= inv;
-            for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)vh, (int)T, 1.0f, Sc, (int)T,
-                    V, (int)kvs, 0.0f, b->att + s * T * as + h * vh, (int)as);
-    }
-    openblas_set_num_threads(blas);
-    free(S);
-    free(Kb);
-    return FS_OK;
+    /* rope on every q head's last `rope` columns and on the shared k_pe (invariant 3) */
+    fs_cpu_rope(b->q, qs, n, nh, qk, nope, rp, f->interleave, f->inv_freq, f->attn_factor, T);
+    fs_cpu_rope(b->ckv, kc, n, 1, 0, f->kvr, rp, f->interleave, f->inv_freq, f->attn_factor, T);
+    fs_cpu_attn j = {
+        .nseq = nseq, .T = T, .nh = nh, .nkv = nh, .dqk = qk, .dv = vh,
+        .q = b->q, .ldq = qs, .q_hs = qk, .k = b->kv, .ldk = kvs, .k_hs = nope + vh,
+        .kpe = b->ckv + f->kvr, .ldpe = kc, .dpe = rp, .v = b->kv + nope, .ldv = kvs, .v_hs = nope + vh,
+        .out = b->att, .ldo = as, .o_hs = vh, .scale = f->mla_scale, .window = 0, .libm_exp = 1,
+    };
+    return fs_cpu_attention(ctx, &j);
 }
 
 fs_status fs_mla_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq, int64_t T)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/cpu.h"
 #include "src/models/moe.h"
 
 const char *fs_expert_policy_name(fs_expert_policy p)
@@ -28,109 +29,45 @@ int fs_expert_policy_parse(const char *s, fs_expert_policy *p)
     return 0;
 }
 
-/* DeepSeek routing of one token from its logits p[E] (overwritten with the
- * scores); sel[E], keep[n_group] scratch. */
-static void ds_route_one(const fs_fwd *f, const float *bias, float *p, float *sel, float *gsc, int *keep,
-                         int32_t *idx, float *wt)
+/* The router's config for cpu/route.c's kernel (the arithmetic of moe.h's
+ * invariants 1-2 and fs_moe_route_ex). */
+static fs_route_cfg route_cfg(const fs_fwd *f, int kind)
 {
-    const int64_t E = f->E, K = f->topk, G = f->n_group, per = E / G;
-    if (f->route == FS_ROUTE_DS_SIGMOID) {
-        for (int64_t e = 0; e < E; e++) {
-            p[e] = 1.0f / (1.0f + expf(-p[e]));
-            sel[e] = p[e] + (bias ? bias[e] : 0.0f);
-        }
-    } else {
-        float mx = -INFINITY, sum = 0.0f;
-        for (int64_t e = 0; e < E; e++) mx = p[e] > mx ? p[e] : mx;
-        for (int64_t e = 0; e < E; e++) { p[e] = expf(p[e] - mx); sum += p[e]; }
-        for (int64_t e = 0; e < E; e++) { p[e] /= sum; sel[e] = p[e]; }
-    }
-    for (int64_t g = 0; g < G; g++) {              /* group scores */
-        float a = -INFINITY, b = -INFINITY;         /* largest, second largest */
-        for (int64_t e = g * per; e < (g + 1) * per; e++) {
-            if (sel[e] > a) { b = a; a = sel[e]; }
-            else if (sel[e] > b) b = sel[e];
-        }
-        gsc[g] = f->group_max || per < 2 ? a : a + b;
-        keep[g] = G == 1;
-    }
-    for (int64_t k = 0; G > 1 && k < f->topk_group; k++) {
-        int64_t best = -1;
-        for (int64_t g = 0; g < G; g++)
-            if (!keep[g] && (best < 0 || gsc[g] > gsc[best])) best = g;
-        keep[best] = 1;
-    }
-    float tot = 0.0f;
-    for (int64_t k = 0; k < K; k++) {
-        int32_t best = -1;
-        for (int64_t e = 0; e < E; e++) {
-            if (!keep[e / per]) continue;
-            int taken = 0;
-            for (int64_t j = 0; j < k; j++) taken |= idx[j] == (int32_t)e;
-            if (!taken && (best < 0 || sel[e] > sel[best])) best = (int32_t)e;
-        }
-        idx[k] = best;
-        wt[k] = p[best];
-        tot += p[best];
-    }
-    for (int64_t k = 0; k < K; k++) {
-        if (f->route == FS_ROUTE_DS_SIGMOID && f->norm_topk) wt[k] /= tot + 1e-20f;
-        wt[k] *= f->rsf;
-    }
+    fs_route_cfg c;
+    c.kind = kind;
+    c.E = f->E;
+    c.topk = f->topk;
+    c.norm_topk = f->norm_topk;
+    c.n_group = kind == FS_ROUTE_SOFTMAX ? 1 : f->n_group;
+    c.topk_group = kind == FS_ROUTE_SOFTMAX ? 1 : f->topk_group;
+    c.group_max = f->group_max;
+    c.rsf = f->rsf;
+    return c;
 }
 
-fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
-                          const float *xn, int64_t n, int32_t *idx, float *wt)
-{
-    if (f->route == FS_ROUTE_SOFTMAX) return fs_moe_route(ctx, f, router, xn, n, idx, wt);
-    const int64_t E = f->E, K = f->topk, G = f->n_group;
-    float *lg = fs_alloc2((size_t)(n ? n : 1), (size_t)E * sizeof(float));
-    float *sc = fs_alloc2((size_t)(n ? n : 1), (size_t)(E + G) * sizeof(float));
-    int *keep = malloc(sizeof(int) * (size_t)((n ? n : 1) * G));
-    if (!lg || !sc || !keep) {
-        free(lg); free(sc); free(keep);
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "router logits of %lld tokens", (long long)n);
-    }
-    fs_fwd_linear(xn, router, NULL, n, f->H, E, lg);
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; t++)
-        ds_route_one(f, bias, lg + t * E, sc + t * (E + G), sc + t * (E + G) + E, keep + t * G, idx + t * K,
-                     wt + t * K);
-    free(lg); free(sc); free(keep);
-    return FS_OK;
-}
-
-fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
-                       int64_t n, int32_t *idx, float *wt)
+static fs_status route(fs_ctx *ctx, const fs_fwd *f, int kind, const float *router, const float *bias,
+                       const float *xn, int64_t n, int32_t *idx, float *wt)
 {
     const int64_t E = f->E, K = f->topk;
     float *lg = fs_alloc2((size_t)(n ? n : 1), (size_t)E * sizeof(float));
     if (!lg) return fs_ctx_err(ctx, FS_ERR_NOMEM, "router logits of %lld tokens", (long long)n);
     fs_fwd_linear(xn, router, NULL, n, f->H, E, lg);
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; t++) {
-        float *p = lg + t * E;                    /* softmax in place, f32 */
-        float mx = -INFINITY, sum = 0.0f;
-        for (int64_t e = 0; e < E; e++) mx = p[e] > mx ? p[e] : mx;
-        for (int64_t e = 0; e < E; e++) { p[e] = expf(p[e] - mx); sum += p[e]; }
-        for (int64_t e = 0; e < E; e++) p[e] /= sum;
-        float tot = 0.0f;
-        for (int64_t k = 0; k < K; k++) {         /* k-th largest; ties: lower index */
-            int32_t best = -1;
-            for (int64_t e = 0; e < E; e++) {
-                int taken = 0;
-                for (int64_t j = 0; j < k; j++) taken |= idx[t * K + j] == (int32_t)e;
-                if (!taken && (best < 0 || p[e] > p[best])) best = (int32_t)e;
-            }
-            idx[t * K + k] = best;
-            wt[t * K + k] = p[best];
-            tot += p[best];
-        }
-        if (f->norm_topk)
-            for (int64_t k = 0; k < K; k++) wt[t * K + k] /= tot;
-    }
+    const fs_route_cfg c = route_cfg(f, kind);
+    fs_status rc = fs_cpu_route(ctx, &c, lg, E, n, bias, idx, K, wt, K);
     free(lg);
-    return FS_OK;
+    return rc;
+}
+
+fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
+                          const float *xn, int64_t n, int32_t *idx, float *wt)
+{
+    return route(ctx, f, f->route, router, f->route == FS_ROUTE_DS_SIGMOID ? bias : NULL, xn, n, idx, wt);
+}
+
+fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
+                       int64_t n, int32_t *idx, float *wt)
+{
+    return route(ctx, f, FS_ROUTE_SOFTMAX, router, NULL, xn, n, idx, wt);
 }
 
 fs_status fs_moe_ffn(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *xn, int64_t n,

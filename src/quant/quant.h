@@ -98,8 +98,7 @@ typedef struct fs_gptq_job {
     const fs_grid_params *gp;
 } fs_gptq_job;
 
-/* CPU reference solver. Errors: FS_ERR_NOMEM. */
-fs_status fs_gptq_cpu(fs_ctx *ctx, const fs_gptq_job *job);
+/* The solvers: fs_gptq_cpu (cpu/cpu.h) and the backends' gptq slots. */
 
 /* ---- the layer driver ------------------------------------------------------ */
 

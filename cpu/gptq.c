@@ -1,5 +1,6 @@
 /* gptq.c: CPU reference of the blocked GPTQ solver (Frantar et al. 2023,
- * Algorithm 1 with lazy batch updates).
+ * Algorithm 1 with lazy batch updates): fs_gptq_cpu on host pointers (the v1
+ * slot) and the gptq op on contiguous views, which builds the same job.
  *
  * Invariants:
  *  1. Columns are walked in processing order (the job's W and U are already
@@ -17,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "src/quant/quant.h"
+#include "cpu/cpu.h"
 #include "src/quant/quant-math.h"
 
 #define TILE 16   /* rows solved together: their block segments live in L1, transposed */
@@ -142,4 +143,17 @@ fs_status fs_gptq_cpu(fs_ctx *ctx, const fs_gptq_job *job)
     openblas_set_num_threads(blas_threads);
     free(Err); free(sc); free(zc); free(scratch);
     return FS_OK;
+}
+
+fs_status fs_cpu_op_gptq(fs_ctx *ctx, const fs_gptq_args *a)
+{
+    const int64_t C = a->W.cols;
+    fs_gptq_job job = {
+        .rows = a->W.rows, .cols = C, .W = FS_CPU_F32(a->W), .U = FS_CPU_F32(a->U),
+        .codes = (uint8_t *)fs_cpu_at(&a->codes, 0, 0), .qmeta = (uint8_t *)fs_cpu_at(&a->qmeta, 0, 0),
+        .ngroups = (C + a->gw - 1) / a->gw, .gw = a->gw,
+        .gcol = a->gcol.buf ? (const int32_t *)fs_cpu_at(&a->gcol, 0, 0) : NULL, .block = a->block, .gp = a->gp,
+    };
+    if (job.rows == 0 || C == 0) return FS_OK;
+    return fs_gptq_cpu(ctx, &job);
 }
