@@ -142,7 +142,7 @@ test-tsan: deps
 	    CK_RUN_SUITE=$$s FS_BIN=$(CURDIR)/bin-tsan/forge-stream FS_GEN_TINY=$(CURDIR)/build-tsan/gen-tiny \
 	    FS_SHARED=$(SHARED) build-tsan/run-tests || exit 1; done
 
-bin-tsan/forge-stream: $(CLI_OBJ) $(LIB)
+bin-tsan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-tsan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
