@@ -28,6 +28,10 @@
  * not vectorised without -ffast-math and made attention 8x slower. */
 static inline float exp_nonpos(float x)
 {
+    /* a NaN (scores overflowed to inf: inf - inf) stays NaN, so the caller's
+     * finiteness check sees it; converting it to an integer would be undefined */
+    const int nan = x != x;
+    x = nan ? 0.0f : x;
     x = x < -87.0f ? -87.0f : x;
     float k = rintf(x * 1.44269504f);
     float r = x - k * 0.693145751953125f;       /* ln2 split: exact high part */
@@ -40,10 +44,10 @@ static inline float exp_nonpos(float x)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t e = ((int32_t)k + 127) << 23;
+    uint32_t e = (uint32_t)((int32_t)k + 127) << 23;
     float s;
     memcpy(&s, &e, 4);
-    return p * s;
+    return nan ? NAN : p * s;
 }
 
 /* Row i of the scores (T wide): keys [j0, i] allowed (invariant 2). */

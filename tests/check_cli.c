@@ -1027,6 +1027,13 @@ static void mk_overflow(const char *m)
     for (uint64_t i = 0; i < 100; i++) put_u16(m, "model.layers.0.mlp.up_proj.weight", i, 0x7f7f);
 }
 
+/* attention scores that overflow to inf (then inf - inf in the softmax): q and k at bf16's largest */
+static void mk_attn_overflow(const char *m)
+{
+    for (uint64_t i = 0; i < 200; i++) put_u16(m, "model.layers.0.self_attn.q_proj.weight", i, 0x7f7f);
+    for (uint64_t i = 0; i < 200; i++) put_u16(m, "model.layers.0.self_attn.k_proj.weight", i, 0x7f7f);
+}
+
 static void mk_nan_weight(const char *m) { put_u16(m, "model.layers.1.mlp.up_proj.weight", NAN_AT, 0x7fc0); }
 static void mk_inf_norm(const char *m) { put_u16(m, "model.norm.weight", NAN_AT % 64, 0x7f80); }
 static void mk_fp8_nan(const char *m)
@@ -1105,6 +1112,7 @@ static const hdr_case hdr_cases[] = {
      "model.layers.1.mlp.up_proj.weight", "flat index 77"},
     {"Inf in the final norm", "--type llama", NULL, mk_inf_norm, DATA_CMDS, "model.norm.weight", "Inf"},
     {"finite weights whose forward overflows", "--type llama", NULL, mk_overflow, 1 << C_EVAL, "overflow", NULL},
+    {"attention scores that overflow", "--type llama", NULL, mk_attn_overflow, 1 << C_EVAL, "overflow", NULL},
     {"NaN in an FP8 expert of layer 1", "--type deepseek_v3", NULL, mk_fp8_nan, DATA_CMDS,
      "model.layers.1.mlp.experts.5.up_proj.weight", "flat index 77"},
     {"Inf FP8 block scale", "--type deepseek_v3", NULL, mk_fp8_scale_inf, DATA_CMDS,
