@@ -513,6 +513,18 @@ static const bad_case bad[] = {
     {"empty tensor past the end", B_HDR,
      "{\"t\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[1000,1000]}}", 0, 0, 8,
      FS_ERR_FORMAT},
+    /* the tensors must tile the data region (the reference reader's
+       MetadataIncompleteBuffer / InvalidOffset): found by make fuzz, a header
+       length 2 short made every tensor read 2 bytes early */
+    {"header length 2 short of its padded JSON", B_LEN,
+     "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}  ", 0,
+     sizeof "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}" - 1, 8,
+     FS_ERR_FORMAT},
+    {"bytes after the last tensor", B_HDR, TO("[0,8]"), 0, 0, 10, FS_ERR_FORMAT},
+    {"first tensor not at offset 0", B_HDR, TO("[4,12]"), 0, 0, 12, FS_ERR_FORMAT},
+    {"a gap between two tensors", B_HDR,
+     "{\"x\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+     "\"y\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[12,20]}}", 0, 0, 20, FS_ERR_FORMAT},
     {"offsets near 2^64 wrap", B_HDR, TO("[9223372036854775800,9223372036854775807]"), 0, 0,
      8, FS_ERR_FORMAT},
     {"two tensors overlapping", B_HDR,

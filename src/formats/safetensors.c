@@ -6,7 +6,8 @@
  *     an unchecked length.
  *  2. Every tensor has a known dtype, 0..FS_ST_MAX_DIMS non-negative dims and
  *     prod(shape) * itemsize (overflow-checked) == end - begin.
- *  3. data_start + end <= file size, and no two tensors' spans overlap.
+ *  3. data_start + end <= file size, and the tensors tile the data region
+ *     exactly: no overlap, no gap, nothing after the last (check_layout).
  * Writer: temp file, fsync, rename, fsync of the folder (no partial file is
  * ever visible under the final name).
  */
@@ -109,7 +110,12 @@ static int cmp_offset(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-static fs_status check_overlap(fs_ctx *ctx, fs_st_file *f)
+/* The tensors must tile the data region exactly, as the format (and the
+ * reference reader's MetadataIncompleteBuffer and InvalidOffset checks)
+ * requires: sorted by offset, each begins where the one before ends, and the
+ * last ends at the end of the file.  A header cut or padded by a few bytes
+ * shifts every tensor's data; this is what notices it before any value is read. */
+static fs_status check_layout(fs_ctx *ctx, fs_st_file *f)
 {
     fs_st_tensor **v = calloc((size_t)f->ntensors + 1, sizeof *v);
     if (!v) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: tensor index", f->path);
@@ -118,10 +124,23 @@ static fs_status check_overlap(fs_ctx *ctx, fs_st_file *f)
         if (f->tensors[i].nbytes > 0) v[n++] = &f->tensors[i];
     qsort(v, (size_t)n, sizeof *v, cmp_offset);
     fs_status rc = FS_OK;
-    for (int i = 1; i < n && rc == FS_OK; i++)
-        if (v[i]->offset < v[i - 1]->offset + v[i - 1]->nbytes)
+    uint64_t at = f->data_start;
+    for (int i = 0; i < n && rc == FS_OK; i++) {
+        if (v[i]->offset < at)
             rc = fs_ctx_err(ctx, FS_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap", f->path,
                             v[i - 1]->name, v[i]->name);
+        else if (v[i]->offset > at)
+            rc = fs_ctx_err(ctx, FS_ERR_FORMAT,
+                            "%s: %llu unused bytes before tensor '%s' (the tensors must tile the "
+                            "data region; is the header length right?)",
+                            f->path, (unsigned long long)(v[i]->offset - at), v[i]->name);
+        at = v[i]->offset + v[i]->nbytes;
+    }
+    if (rc == FS_OK && at != f->size)
+        rc = fs_ctx_err(ctx, FS_ERR_FORMAT,
+                        "%s: %llu bytes after the last tensor (the tensors must end at the end "
+                        "of the file; is the header length right, or the file truncated?)",
+                        f->path, (unsigned long long)(f->size - at));
     free(v);
     return rc;
 }
@@ -177,7 +196,7 @@ static fs_status parse_header(fs_ctx *ctx, fs_st_file *f, const char *buf, size_
         else if ((rc = parse_tensor(ctx, f, key, v, &f->tensors[f->ntensors])) == FS_OK) f->ntensors++;
         if (rc != FS_OK) goto out;
     }
-    rc = check_overlap(ctx, f);
+    rc = check_layout(ctx, f);
 out:
     json_decref(root);
     return rc;
