@@ -30,7 +30,7 @@ CFLAGS  += $(CFLAGS_COMMON) $(OPT)
 LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
 
 # one folder per part (README "Layout"); every .c of these folders is built
-CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c \
+CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c src/forward/*.c \
                       src/pipeline/*.c cpu/*.c hessian/*.c stream/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))

@@ -11,6 +11,7 @@
  *     0.  Default: a vectorisable exp for arguments <= 0 and eight partial
  *     sums (forward.c's); libm_exp: expf and one running sum (mla.c's).  Both
  *     are deterministic; they differ in the last bits.
+ *     The op takes either (fs_attn_args.libm_exp).
  *  3. With kpe the key of a head is assembled contiguously [k columns ; kpe]
  *     per thread (mla.c's layout, and so its bytes); otherwise K is read in
  *     place through its row stride.
@@ -143,7 +144,7 @@ fs_status fs_cpu_op_attention(fs_ctx *ctx, const fs_attn_args *a)
         .kpe = NULL, .ldpe = 0, .dpe = 0,
         .v = FS_CPU_F32(a->v), .ldv = a->v.ld, .v_hs = a->v_hs,
         .out = FS_CPU_F32(a->out), .ldo = a->out.ld, .o_hs = a->o_hs,
-        .scale = a->scale, .window = a->window, .libm_exp = 0,
+        .scale = a->scale, .window = a->window, .libm_exp = a->libm_exp,
     };
     return fs_cpu_attention(ctx, &j);
 }

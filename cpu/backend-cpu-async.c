@@ -503,6 +503,7 @@ static const struct fs_backend_i async_iface = {
     /* .route_lists = */ async_route_lists,
     /* .gather      = */ async_gather,
     /* .scatter_add = */ async_scatter_add,
+    /* .gate_add    = */ async_gate_add,
     /* .loss        = */ async_loss,
     /* .pack        = */ async_pack,
     /* .hess_new    = */ fs_hess_cpu_new,

@@ -235,6 +235,7 @@ static const struct fs_backend_i cpu_iface = {
     /* .route_lists = */ cpu_route_lists,
     /* .gather      = */ cpu_gather,
     /* .scatter_add = */ cpu_scatter_add,
+    /* .gate_add    = */ cpu_gate_add,
     /* .loss        = */ cpu_loss,
     /* .pack        = */ cpu_pack,
     /* .hess_new    = */ fs_hess_cpu_new,

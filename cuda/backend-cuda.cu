@@ -468,6 +468,7 @@ static const struct fs_backend_i cuda_iface = {
     /* .route_lists = */ NULL,
     /* .gather      = */ NULL,
     /* .scatter_add = */ NULL,
+    /* .gate_add    = */ NULL,
     /* .loss        = */ NULL,
     /* .pack        = */ NULL,
     /* .hess_new    = */ cuda_hess_new,

@@ -118,6 +118,7 @@ struct fs_backend_i {
     fs_status (*route_lists)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_lists_args *a);
     fs_status (*gather)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gather_args *a);
     fs_status (*scatter_add)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_scatter_args *a);
+    fs_status (*gate_add)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gate_add_args *a);
     fs_status (*loss)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_loss_args *a);
     fs_status (*pack)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_pack_args *a);
 

@@ -371,6 +371,17 @@ fs_status fs_op_scatter_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_sc
     DISPATCH(scatter_add);
 }
 
+fs_status fs_op_gate_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gate_add_args *a)
+{
+    const char *op = "fs_op_gate_add";
+    TRY(start(ctx, op, q, a));
+    CHK("y", a->y, F32, -1, -1);
+    CHK("src", a->src, F32, a->y.rows, a->y.cols);
+    CHK("x", a->x, F32, a->y.rows, -1);
+    CHK("g", a->g, F32, 1, a->x.cols);
+    DISPATCH(gate_add);
+}
+
 fs_status fs_op_loss(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_loss_args *a)
 {
     const char *op = "fs_op_loss";
