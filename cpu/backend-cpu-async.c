@@ -498,6 +498,7 @@ static const struct fs_backend_i async_iface = {
     /* .rmsnorm     = */ async_rmsnorm,
     /* .rope        = */ async_rope,
     /* .attention   = */ async_attention,
+    /* .attention_libm = */ async_attention_libm,
     /* .swiglu      = */ async_swiglu,
     /* .route       = */ async_route,
     /* .route_lists = */ async_route_lists,

@@ -230,6 +230,7 @@ static const struct fs_backend_i cpu_iface = {
     /* .rmsnorm     = */ cpu_rmsnorm,
     /* .rope        = */ cpu_rope,
     /* .attention   = */ cpu_attention,
+    /* .attention_libm = */ cpu_attention_libm,
     /* .swiglu      = */ cpu_swiglu,
     /* .route       = */ cpu_route,
     /* .route_lists = */ cpu_route_lists,

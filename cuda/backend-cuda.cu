@@ -463,6 +463,7 @@ static const struct fs_backend_i cuda_iface = {
     /* .rmsnorm     = */ NULL,
     /* .rope        = */ NULL,
     /* .attention   = */ NULL,
+    /* .attention_libm = */ NULL,
     /* .swiglu      = */ NULL,
     /* .route       = */ NULL,
     /* .route_lists = */ NULL,

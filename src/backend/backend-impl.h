@@ -113,6 +113,7 @@ struct fs_backend_i {
     fs_status (*rmsnorm)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_rmsnorm_args *a);
     fs_status (*rope)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_rope_args *a);
     fs_status (*attention)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
+    fs_status (*attention_libm)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
     fs_status (*swiglu)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_swiglu_args *a);
     fs_status (*route)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_route_args *a);
     fs_status (*route_lists)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_lists_args *a);

@@ -357,11 +357,12 @@ typedef struct fs_attn_args {
     int64_t q_hs, k_hs, v_hs, o_hs;
     float scale;
     int64_t window;
-    int libm_exp;      /* 1: the softmax takes libm's expf and one running sum (the
-                          DeepSeek MLA path's bytes), 0: the vectorised exp and eight
-                          partial sums (the GQA path's); both deterministic */
 } fs_attn_args;
 fs_status fs_op_attention(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
+/* The same with the softmax on libm's expf and one running sum (the bytes of
+ * the DeepSeek MLA path) instead of the vectorised exp and eight partial sums;
+ * both deterministic, they differ in the last bits. */
+fs_status fs_op_attention_libm(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
 
 /* out [n, I] = silu(g) * u; out may be g or u itself. */
 typedef struct fs_swiglu_args { fs_tensor g, u, out; } fs_swiglu_args;

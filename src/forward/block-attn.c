@@ -45,7 +45,7 @@ fs_status fs_block_attn(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f
     TRY(fs_op_rope(ctx, be, q, &rk));
     fs_attn_args a = {.q = Q, .k = K, .v = V, .out = A, .nseq = nseq, .T = T, .nh = nh, .nkv = nkv, .dqk = hd,
                       .dv = hd, .q_hs = hd, .k_hs = hd, .v_hs = hd, .o_hs = hd, .scale = 1.0f / sqrtf((float)hd),
-                      .window = f->window, .libm_exp = 0};
+                      .window = f->window};
     TRY(fs_op_attention(ctx, be, q, &a));
     *att = A;
     return FS_OK;

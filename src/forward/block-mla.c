@@ -57,8 +57,8 @@ fs_status fs_block_mla(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f,
     }
     fs_attn_args a = {.q = Q, .k = K, .v = fs_tensor_cols(KV, nope, kvs - nope), .out = A, .nseq = nseq, .T = T,
                       .nh = nh, .nkv = nh, .dqk = qk, .dv = vh, .q_hs = qk, .k_hs = qk, .v_hs = nope + vh,
-                      .o_hs = vh, .scale = f->mla_scale, .window = 0, .libm_exp = 1};
-    TRY(fs_op_attention(ctx, be, q, &a));
+                      .o_hs = vh, .scale = f->mla_scale, .window = 0};
+    TRY(fs_op_attention_libm(ctx, be, q, &a));
     *att = A;
     return FS_OK;
 }
