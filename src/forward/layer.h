@@ -65,6 +65,7 @@ typedef struct fs_fwd_ws {
     fs_buf *bufs[24];
     int nbufs;
     fs_tensor x, xn, q, k, v, att, g, u, o, xg, y;
+    fs_tensor xh;            /* [n, H] BF16: x rounded to the activations' dtype */
     /* MLA */
     fs_tensor cq, mq, ckv, c, kv, K, matt;
     fs_tensor inv_freq;      /* [1, hd / 2] f->inv_freq */

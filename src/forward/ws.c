@@ -38,6 +38,7 @@ fs_status fs_fwd_ws_new(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f
 #define ONE(what, dt, r, c, t) if (rc == FS_OK) rc = one(ctx, be, ws, what, dt, r, c, &ws->t)
     ONE("layer input batch", F32, n, H, x);
     ONE("normed batch", F32, n, H, xn);
+    ONE("rounded batch", FS_DT_BF16, n, H, xh);
     ONE("block output", F32, n, H, o);
     ONE("gate", F32, n, F, g);
     ONE("up", F32, n, F, u);

@@ -343,22 +343,49 @@ static fs_status flush_held(pstate *p, fs_status rc)
     return rc;
 }
 
-/* The host side of one batch: its activations in F32 [n, H]. */
+/* The host side of the batches: two staging slots of F32 [n, H] activations,
+ * so the host loads batch i + 1 (from memory or the spill) while the
+ * backend computes batch i.  up[k]: recorded on the compute queue after
+ * slot k's upload; dn[k]: on the download queue after the download into it;
+ * a slot is refilled only after both are reached (backend.h invariants 2-3). */
 typedef struct scratch {
-    float *xb;
+    fs_backend *be;
+    float *xb[2];
+    fs_event *up[2], *dn[2];
+    fs_event *done;          /* compute: a batch's layer work queued so far */
+    float *xr;               /* a plain host batch (routing, MoE statistics) */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
-    free(s->xb);
+    for (int k = 0; k < 2; k++) {
+        if (s->be) fs_be_host_free(s->be, s->xb[k]);
+        if (s->be) fs_be_event_free(s->be, s->up[k]);
+        if (s->be) fs_be_event_free(s->be, s->dn[k]);
+    }
+    if (s->be) fs_be_event_free(s->be, s->done);
+    free(s->xr);
+    memset(s, 0, sizeof *s);
 }
 
-static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
+static fs_status scratch_new(fs_ctx *ctx, fs_backend *be, const fs_fwd *f, int64_t n, scratch *s)
 {
     memset(s, 0, sizeof *s);
-    s->xb = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    if (!s->xb) return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
-    return FS_OK;
+    s->be = be;
+    const uint64_t bytes = (uint64_t)n * (uint64_t)f->H * 4;
+    fs_status rc = FS_OK;
+    for (int k = 0; rc == FS_OK && k < 2; k++) {
+        void *p = NULL;
+        rc = fs_be_host_alloc(ctx, be, bytes ? bytes : 4, &p);
+        s->xb[k] = p;
+        if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->up[k]);
+        if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->dn[k]);
+    }
+    if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->done);
+    if (rc == FS_OK && !(s->xr = fs_alloc2((size_t)n, (size_t)f->H * 4)))
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
+    if (rc != FS_OK) scratch_free(s);
+    return rc;
 }
 
 /* The tap of the layer forward (src/forward/layer.h): the captured rows go
@@ -383,20 +410,22 @@ static fs_status tap_hess(fs_ctx *ctx, void *arg, int point, int expert, fs_tens
     return rc;
 }
 
-/* A batch of the host's x (row0, n rows) onto the backend. */
+/* A batch of the host's x (n rows) onto the backend (compute queue). */
 static fs_status up_batch(pstate *p, const float *x, int64_t n)
 {
     return fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, p->ws->x.buf, 0, x, (uint64_t)(n * p->f->H) * 4);
 }
 
-/* The backend's x back into the host's batch, then into the activations
- * (rounded there, and in x, to their dtype). */
-static fs_status down_store(pstate *p, int64_t row0, int64_t n, float *x)
+/* x rounded on the backend to the activations' dtype (BF16: through a BF16
+ * copy, the rounding fs_acts_store does on the host), so the rest of the
+ * layer sees what later passes will load. */
+static fs_status round_acts(pstate *p, int64_t n)
 {
-    fs_status rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, x, p->ws->x.buf, 0, (uint64_t)(n * p->f->H) * 4);
-    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
-    if (rc == FS_OK) rc = fs_acts_store(p->ctx, p->x, row0, n, x);
-    return rc;
+    if (p->x->elem == 4) return FS_OK;
+    fs_tensor x = fs_tensor_2d(p->ws->x.buf, 0, FS_DT_F32, n, p->f->H);
+    fs_tensor b = fs_tensor_2d(p->ws->xh.buf, 0, FS_DT_BF16, n, p->f->H);
+    fs_status rc = fs_op_copy(p->ctx, p->be, FS_QUEUE_COMPUTE, b, x);
+    return rc == FS_OK ? fs_op_copy(p->ctx, p->be, FS_QUEUE_COMPUTE, x, b) : rc;
 }
 
 /* One pass over the batches; stage decides what is computed and captured:
@@ -405,48 +434,79 @@ static fs_status down_store(pstate *p, int64_t row0, int64_t n, float *x)
  * rest of the layer (x moves to the next layer's input; a MoE layer's final
  * pass), 7 / 8 the gate/up and down inputs of the experts [e0, e1) of a wave.
  * The layer forward is src/forward/layer.h's; this decides only where it
- * stops and what moves. */
+ * stops and what moves.
+ *
+ * Batches are pipelined (scratch's slots): batch i is loaded into slot i % 2
+ * and uploaded on the compute queue; its layer work follows there; when x
+ * moves, the download queue waits for that work (an event) and downloads x
+ * into the slot, and the host stores batch i - 1 meanwhile.  The compute
+ * queue waits for a download before the next upload overwrites the
+ * backend's x.  No queue is drained inside the loop. */
 enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6, ST_EXP_IN = 7,
        ST_EXP_DOWN = 8 };
 static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int e1, const int *all)
 {
+    fs_ctx *ctx = p->ctx;
+    fs_backend *be = p->be;
     const fs_fwd *f = p->f;
     static const int tap_of[] = {FS_TAP_ATTN_IN, FS_TAP_O_IN, FS_TAP_FFN_IN, FS_TAP_DOWN, FS_TAP_NONE,
                                  FS_TAP_QB, FS_TAP_KVB, FS_TAP_EXP_IN, FS_TAP_EXP_DOWN};
     fs_taps tp = {.stop = tap_of[stage], .fn = capture ? tap_hess : NULL, .arg = p, .e0 = e0, .e1 = e1, .all = all};
-    const fs_queue Q = FS_QUEUE_COMPUTE;
+    const fs_queue Q = FS_QUEUE_COMPUTE, DL = FS_QUEUE_DOWNLOAD;
+    const int moves = stage == ST_POST || stage == ST_FINISH;
     /* x moves mid-layer into the other spill file (the layer's input stays
      * whole for the boundary job of the layer before); the finish overwrites */
-    fs_status rc = fs_acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
-                                            : stage == ST_FINISH ? FS_SPILL_INPLACE
-                                                                 : FS_SPILL_READ);
+    fs_status rc = fs_acts_begin(ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
+                                          : stage == ST_FINISH ? FS_SPILL_INPLACE
+                                                               : FS_SPILL_READ);
     p->tfwd = fs_now();
-    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+    int64_t pend0 = -1, pendn = 0;                       /* the batch whose download is queued, unstored */
+    int pendk = 0, i = 0;
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq, i++) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
-        float *x = s->xb;
-        fs_crashpoint(p->ctx, "forward");
+        const int k = i & 1;
+        float *x = s->xb[k];
+        fs_crashpoint(ctx, "forward");
+        /* slot k: its upload (batch i - 2) ran, its download was stored */
+        if ((rc = fs_be_event_sync(ctx, be, s->up[k])) != FS_OK) break;
         if ((rc = load(p, s0 * p->T, n, x)) != FS_OK) break;
+        if (pend0 >= 0 && (rc = fs_be_wait(ctx, be, Q, s->dn[pendk])) != FS_OK) break;   /* x read out first */
         if ((rc = up_batch(p, x, n)) != FS_OK) break;
-        if (stage <= ST_POST || stage == ST_QB || stage == ST_KVB) {
-            if (stage != ST_POST) {                                      /* a capture inside attention */
-                rc = fs_fwd_attn_half(p->ctx, p->be, Q, f, p->wb, p->ws, ns, p->T, &tp);
-                continue;
-            }
-            rc = fs_fwd_attn_half(p->ctx, p->be, Q, f, p->wb, p->ws, ns, p->T, NULL);   /* x is now mid-layer */
-            if (rc == FS_OK) rc = down_store(p, s0 * p->T, n, x);          /* (rounded as stored) */
-            if (rc == FS_OK) rc = up_batch(p, x, n);
-            if (rc == FS_OK && capture) rc = fs_fwd_ffn_half(p->ctx, p->be, Q, f, p->wb, p->ws, n, &tp);
-            continue;
+        if ((rc = fs_be_record(ctx, be, s->up[k], Q)) != FS_OK) break;
+        if (stage == ST_POST) {
+            rc = fs_fwd_attn_half(ctx, be, Q, f, p->wb, p->ws, ns, p->T, NULL);    /* x is now mid-layer */
+            if (rc == FS_OK) rc = round_acts(p, n);                                /* (rounded as stored) */
+        } else if (stage == ST_FINISH) {
+            rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, NULL);            /* the next layer's input */
+        } else if (stage <= ST_POST || stage == ST_QB || stage == ST_KVB) {
+            rc = fs_fwd_attn_half(ctx, be, Q, f, p->wb, p->ws, ns, p->T, &tp);     /* a capture in attention */
+        } else {
+            rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, &tp);             /* down, the experts' inputs */
         }
-        if (stage != ST_FINISH) {                                        /* down, the experts' inputs */
-            rc = fs_fwd_ffn_half(p->ctx, p->be, Q, f, p->wb, p->ws, n, &tp);
-            continue;
+        if (rc != FS_OK || !moves) continue;
+        /* the download of x into slot k after the layer work, on its own queue */
+        rc = fs_be_record(ctx, be, s->done, Q);
+        if (rc == FS_OK) rc = fs_be_wait(ctx, be, DL, s->done);
+        if (rc == FS_OK) rc = fs_be_download(ctx, be, DL, x, p->ws->x.buf, 0, (uint64_t)(n * f->H) * 4);
+        if (rc == FS_OK) rc = fs_be_record(ctx, be, s->dn[k], DL);
+        /* ST_POST: the norm of the rounded x and its capture follow the download */
+        if (rc == FS_OK && stage == ST_POST && capture) rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, &tp);
+        /* the batch before is stored while this one computes */
+        if (rc == FS_OK && pend0 >= 0) {
+            rc = fs_be_event_sync(ctx, be, s->dn[pendk]);
+            if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
         }
-        rc = fs_fwd_ffn_half(p->ctx, p->be, Q, f, p->wb, p->ws, n, NULL);
-        if (rc == FS_OK) rc = down_store(p, s0 * p->T, n, x);               /* the next layer's input */
+        pend0 = s0 * p->T;
+        pendn = n;
+        pendk = k;
     }
-    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, Q);
-    rc = fs_acts_end(p->ctx, p->x, rc);
+    if (rc == FS_OK && pend0 >= 0) {
+        rc = fs_be_event_sync(ctx, be, s->dn[pendk]);
+        if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
+    }
+    /* the slots are free again once their uploads ran (the next pass refills them) */
+    for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_sync(ctx, be, s->up[k]);
+    rc = fs_acts_end(ctx, p->x, rc);
     fwd_mark(p);
     return rc;
 }
@@ -564,8 +624,8 @@ static fs_status moe_layer(pstate *p, scratch *s)
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
         const fs_taps norm_only = {.stop = FS_TAP_FFN_IN};
-        if ((rc = load(p, s0 * p->T, nb, s->xb)) != FS_OK) break;
-        if ((rc = up_batch(p, s->xb, nb)) != FS_OK) break;
+        if ((rc = load(p, s0 * p->T, nb, s->xr)) != FS_OK) break;
+        if ((rc = up_batch(p, s->xr, nb)) != FS_OK) break;
         rc = fs_fwd_ffn_half(ctx, p->be, FS_QUEUE_COMPUTE, f, p->wb, p->ws, nb, &norm_only);
         if (rc == FS_OK) rc = fs_fwd_route(ctx, p->be, FS_QUEUE_COMPUTE, f, p->wb, p->ws, nb);
         if (rc == FS_OK)
@@ -722,7 +782,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc == FS_OK) fs_log(ctx, "the layer forward runs on the cpu backend (%s has no forward ops yet)",
                                 fs_backend_name(ctx->be));
     }
-    if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    fs_event *wev = NULL;              /* the upload queue: a layer's weights are up */
+    if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &wev);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
     if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
     double t_sub = fs_now(), busy_prev = 0.0;
@@ -763,7 +825,10 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             }
         fs_lr_release(lr, l);
         fs_lwb wb = {0};
-        if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_COMPUTE, f, L, &w, &wb);
+        /* the weights go up on the upload queue; the compute queue waits for them */
+        if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, &w, &wb);
+        if (rc == FS_OK) rc = fs_be_record(ctx, be, wev, FS_QUEUE_UPLOAD);
+        if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev);
         if (rc != FS_OK) { fs_lw_free(&w); break; }
         pstate p = {.ctx = ctx, .be = be, .wb = &wb, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
@@ -847,6 +912,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
+    fs_be_event_free(be, wev);
     fs_fwd_ws_free(be, &ws);
     fs_backend_free(own);
     free(xs.f);
