@@ -133,7 +133,7 @@ bin-asan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 # OpenMP and one OpenBLAS thread: libgomp and OpenBLAS are not instrumented, so
 # their own barriers would read as races (the cpu-async queue threads, which
 # are what is tested, are plain pthreads either way).
-TSAN_SUITES ?= ops backend dtype qmeta grid hessian pack writer prefetch spill actcache trace
+TSAN_SUITES ?= ops backend dtype qmeta grid hessian pack writer prefetch spill actcache trace async
 test-tsan: deps
 	$(MAKE) BUILD=build-tsan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" \
 	    bin-tsan/forge-stream build-tsan/run-tests build-tsan/gen-tiny

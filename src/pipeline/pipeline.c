@@ -203,6 +203,7 @@ typedef struct pstate {
     fs_buf *hbuf;            /* the Hessian(s) being accumulated: [count * hin, hin] */
     int hw0;                 /* the first expert of a wave's Hessians */
     int64_t *seen;           /* rows each expert of the wave received */
+    double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
 } pstate;
 
 /* On a terminal (and not --quiet): one line redrawn in place with the layer,
@@ -444,6 +445,16 @@ static fs_status round_acts(pstate *p, int64_t n)
  * backend's x.  No queue is drained inside the loop. */
 enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6, ST_EXP_IN = 7,
        ST_EXP_DOWN = 8 };
+
+/* fs_be_event_sync, the wait counted (the overlap figure of the log). */
+static fs_status slot_sync(pstate *p, fs_event *e)
+{
+    double t = fs_now();
+    fs_status rc = fs_be_event_sync(p->ctx, p->be, e);
+    *p->qwait += fs_now() - t;
+    return rc;
+}
+
 static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int e1, const int *all)
 {
     fs_ctx *ctx = p->ctx;
@@ -460,6 +471,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int
                                           : stage == ST_FINISH ? FS_SPILL_INPLACE
                                                                : FS_SPILL_READ);
     p->tfwd = fs_now();
+    const double tpass = p->tfwd;
     int64_t pend0 = -1, pendn = 0;                       /* the batch whose download is queued, unstored */
     int pendk = 0, i = 0;
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq, i++) {
@@ -468,7 +480,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int
         float *x = s->xb[k];
         fs_crashpoint(ctx, "forward");
         /* slot k: its upload (batch i - 2) ran, its download was stored */
-        if ((rc = fs_be_event_sync(ctx, be, s->up[k])) != FS_OK) break;
+        if ((rc = slot_sync(p, s->up[k])) != FS_OK) break;
         if ((rc = load(p, s0 * p->T, n, x)) != FS_OK) break;
         if (pend0 >= 0 && (rc = fs_be_wait(ctx, be, Q, s->dn[pendk])) != FS_OK) break;   /* x read out first */
         if ((rc = up_batch(p, x, n)) != FS_OK) break;
@@ -493,7 +505,7 @@ static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int
         if (rc == FS_OK && stage == ST_POST && capture) rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, &tp);
         /* the batch before is stored while this one computes */
         if (rc == FS_OK && pend0 >= 0) {
-            rc = fs_be_event_sync(ctx, be, s->dn[pendk]);
+            rc = slot_sync(p, s->dn[pendk]);
             if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
         }
         pend0 = s0 * p->T;
@@ -501,13 +513,14 @@ static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int
         pendk = k;
     }
     if (rc == FS_OK && pend0 >= 0) {
-        rc = fs_be_event_sync(ctx, be, s->dn[pendk]);
+        rc = slot_sync(p, s->dn[pendk]);
         if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
     }
     /* the slots are free again once their uploads ran (the next pass refills them) */
-    for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_sync(ctx, be, s->up[k]);
+    for (int k = 0; rc == FS_OK && k < 2; k++) rc = slot_sync(p, s->up[k]);
     rc = fs_acts_end(ctx, p->x, rc);
     fwd_mark(p);
+    *p->qpass += fs_now() - tpass;
     return rc;
 }
 
@@ -783,6 +796,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                                 fs_backend_name(ctx->be));
     }
     fs_event *wev = NULL;              /* the upload queue: a layer's weights are up */
+    double qwait = 0.0, qpass = 0.0;
     if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
     if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &wev);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
@@ -830,7 +844,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc == FS_OK) rc = fs_be_record(ctx, be, wev, FS_QUEUE_UPLOAD);
         if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev);
         if (rc != FS_OK) { fs_lw_free(&w); break; }
-        pstate p = {.ctx = ctx, .be = be, .wb = &wb, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
@@ -896,6 +910,10 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
     }
     fs_lr_free(lr);
+    if (rc == FS_OK && qpass > 0)
+        fs_log(ctx, "queues (%s): the passes took %.2f s, the host waited %.2f s of it for its staging slots (the "
+               "rest: loading, storing and queueing batches while the backend computes)", fs_backend_name(be), qpass,
+               qwait);
     if (wr && rc == FS_OK && (rc = fs_writer_flush(ctx, wr)) == FS_OK) {
         fs_writer_stats ws;
         fs_writer_get_stats(wr, &ws);
