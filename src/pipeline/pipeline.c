@@ -204,6 +204,8 @@ typedef struct pstate {
     int hw0;                 /* the first expert of a wave's Hessians */
     int64_t *seen;           /* rows each expert of the wave received */
     double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
+    void (*ahead)(void *arg);   /* (optional) run once the final pass has queued its last batch */
+    void *ahead_arg;
 } pstate;
 
 /* On a terminal (and not --quiet): one line redrawn in place with the layer,
@@ -512,6 +514,8 @@ static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int
         pendn = n;
         pendk = k;
     }
+    /* the next layer's weights come in while the backend runs the last batch */
+    if (rc == FS_OK && stage == ST_FINISH && p->ahead) p->ahead(p->ahead_arg);
     if (rc == FS_OK && pend0 >= 0) {
         rc = slot_sync(p, s->dn[pendk]);
         if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
@@ -717,6 +721,79 @@ out:
     return rc;
 }
 
+/* The layer reader's bookkeeping for the read track of the trace. */
+typedef struct reader_state {
+    fs_layer_reader *lr;
+    double t_sub, busy_prev, wait_s;
+    fs_prefetch_stats pst;
+} reader_state;
+
+/* Layer l coming in: its bytes from the reader (acquired: the caller
+ * releases it), the next layer's read started, its weights decoded into w
+ * and uploaded into wb on the upload queue, ev recorded after.  On an error
+ * the slot is released and nothing is held. */
+static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f, const fs_pipe_opts *po,
+                             reader_state *rs, fs_backend *be, fs_event *ev, int l, fs_lw *w, fs_lwb *wb)
+{
+    static const fs_qinfo none = {0};
+    const fs_mlayer *L = &m->layers[l];
+    double tl = fs_now();
+    memset(w, 0, sizeof *w);
+    memset(wb, 0, sizeof *wb);
+    fs_status rc = fs_lr_acquire(ctx, rs->lr, l);                    /* waits only if reading lags */
+    if (rc != FS_OK) return rc;
+    rs->wait_s += fs_now() - tl;
+    fs_crashpoint(ctx, "read");
+    /* the read track: the I/O busy time spent since the previous layer came in,
+     * placed from the layer's submission (reads run in the background) */
+    fs_lr_stats(rs->lr, &rs->pst);
+    fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, rs->t_sub, rs->t_sub + (rs->pst.busy_s - rs->busy_prev),
+                  fs_lr_bytes(rs->lr, l), 0);
+    rs->busy_prev = rs->pst.busy_s;
+    rs->t_sub = fs_now();
+    rc = fs_lr_start(ctx, rs->lr, l + 1);                             /* next layer reads meanwhile */
+    double tu = fs_now();
+    if (rc == FS_OK) rc = fs_lw_load(ctx, c, &none, m, f, l, w);   /* decoded into the compute layout: the upload stage */
+    /* the weights go up on the upload queue; the compute queue waits for ev */
+    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, w, wb);
+    if (rc == FS_OK) rc = fs_be_record(ctx, be, ev, FS_QUEUE_UPLOAD);
+    fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(rs->lr, l), 0);
+    if (rc != FS_OK) {
+        fs_lwb_free(be, wb);
+        fs_lw_free(w);
+        fs_lr_release(rs->lr, l);
+    }
+    return rc;
+}
+
+/* The look-ahead (fs_pipe_opts.lookahead): layer l fetched during the final
+ * pass of layer l - 1; its error, if any, is kept and reported when layer l
+ * starts (after l - 1 is committed, as without the look-ahead). */
+typedef struct ahead {
+    fs_ctx *ctx;
+    fs_ckpt *c;
+    const fs_model *m;
+    const fs_fwd *f;
+    const fs_pipe_opts *po;
+    reader_state *rs;
+    fs_backend *be;
+    fs_event **ev;
+    int l, done;
+    fs_status rc;
+    char msg[sizeof(((fs_ctx *)0)->errmsg)];
+    fs_lw w;
+    fs_lwb wb;
+} ahead;
+
+static void ahead_run(void *arg)
+{
+    ahead *a = arg;
+    if (a->done) return;
+    a->done = 1;
+    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], a->l, &a->w, &a->wb);
+    if (a->rc != FS_OK) snprintf(a->msg, sizeof a->msg, "%s", a->ctx->errmsg);
+}
+
 /* 1 when be runs the ops of the layer forward (a probe: a fill of a small
  * buffer), 0 when it lacks them (FS_ERR_NODEV). */
 static int forward_ops(fs_ctx *ctx, fs_backend *be)
@@ -738,7 +815,6 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                           fs_outckpt *o)
 {
     const int64_t H = f->H, n = nseq * T;
-    fs_qinfo none = {0};
     float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
     fs_acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
     fs_acts *x = &xs;
@@ -795,15 +871,16 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc == FS_OK) fs_log(ctx, "the layer forward runs on the cpu backend (%s has no forward ops yet)",
                                 fs_backend_name(ctx->be));
     }
-    fs_event *wev = NULL;              /* the upload queue: a layer's weights are up */
+    fs_event *wev[2] = {NULL, NULL};   /* the upload queue: layer l's weights are up (wev[l & 1]) */
     double qwait = 0.0, qpass = 0.0;
     if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
-    if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &wev);
+    for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_new(ctx, be, &wev[k]);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
     if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
-    double t_sub = fs_now(), busy_prev = 0.0;
+    reader_state rs = {.lr = lr, .t_sub = fs_now()};
     if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
-    double t0 = fs_now(), wait_s = 0.0;
+    double t0 = fs_now();
+    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .l = -1};
     for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         if (fs_interrupted()) {
@@ -811,22 +888,16 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             break;
         }
         fs_lw w;
+        fs_lwb wb;
         double tl = fs_now();
-        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
-        wait_s += fs_now() - tl;
-        fs_crashpoint(ctx, "read");
-        /* the read track: the I/O busy time spent since the previous layer came in,
-         * placed from the layer's submission (reads run in the background) */
-        fs_prefetch_stats pst;
-        fs_lr_stats(lr, &pst);
-        fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, t_sub, t_sub + (pst.busy_s - busy_prev),
-                      fs_lr_bytes(lr, l), 0);
-        busy_prev = pst.busy_s;
-        t_sub = fs_now();
-        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
-        double tu = fs_now();
-        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);   /* decoded into the compute layout: the upload stage */
-        fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(lr, l), 0);
+        if (ah.done && ah.l == l) {                  /* fetched during the layer before's last pass */
+            ah.done = 0;
+            if ((rc = ah.rc) != FS_OK) { fs_ctx_err(ctx, rc, "%s", ah.msg); break; }
+            w = ah.w;
+            wb = ah.wb;
+        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], l, &w, &wb)) != FS_OK) {
+            break;
+        }
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
             if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
         int kept = 0;                  /* --quantize-experts-only: all but the routed experts, as they are */
@@ -838,13 +909,12 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                 kept++;
             }
         fs_lr_release(lr, l);
-        fs_lwb wb = {0};
-        /* the weights go up on the upload queue; the compute queue waits for them */
-        if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, &w, &wb);
-        if (rc == FS_OK) rc = fs_be_record(ctx, be, wev, FS_QUEUE_UPLOAD);
-        if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev);
-        if (rc != FS_OK) { fs_lw_free(&w); break; }
-        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev[l & 1]);   /* the weights are up */
+        if (rc != FS_OK) { fs_lwb_free(be, &wb); fs_lw_free(&w); break; }
+        const fs_prefetch_stats pst = rs.pst;
+        ah.l = l + 1;
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb,
+                    .ahead = po->lookahead && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
@@ -902,12 +972,17 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                    "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,
                    c->fp8_block[0] ? ", FP8 dequantized to BF16" : "");
     }
+    if (ah.done && ah.rc == FS_OK) {             /* fetched ahead, never run (an error or an interrupt) */
+        fs_lr_release(lr, ah.l);
+        fs_lwb_free(be, &ah.wb);
+        fs_lw_free(&ah.w);
+    }
     if (lr) {
         fs_prefetch_stats st;
         fs_lr_stats(lr, &st);
         fs_log(ctx, "read %.3f GB in %.2f s of I/O (%.2f GB/s%s%s); compute waited %.2f s for reads",
                (double)st.bytes / 1e9, st.busy_s, st.busy_s > 0 ? (double)st.bytes / 1e9 / st.busy_s : 0.0,
-               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
+               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", rs.wait_s);
     }
     fs_lr_free(lr);
     if (rc == FS_OK && qpass > 0)
@@ -930,7 +1005,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
-    fs_be_event_free(be, wev);
+    for (int k = 0; k < 2; k++) fs_be_event_free(be, wev[k]);
     fs_fwd_ws_free(be, &ws);
     fs_backend_free(own);
     free(xs.f);
