@@ -155,9 +155,12 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
 
+# the binary before the layer forward moved onto the ops (issue 14 §2), for its ratio
+BENCH_BEFORE ?= be704b8
 bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
 	sh tools/bench-pipeline.sh $(SHARED)
+	sh tools/bench-forward.sh $(SHARED) $(BENCH_BEFORE)
 
 clean:
 	rm -rf build build-asan build-tsan bin bin-asan bin-tsan
