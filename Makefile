@@ -30,7 +30,7 @@ CFLAGS  += $(CFLAGS_COMMON) $(OPT)
 LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
 
 # one folder per part (README "Layout"); every .c of these folders is built
-CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c \
+CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c src/forward/*.c \
                       src/pipeline/*.c cpu/*.c hessian/*.c stream/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
@@ -133,7 +133,7 @@ bin-asan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 # OpenMP and one OpenBLAS thread: libgomp and OpenBLAS are not instrumented, so
 # their own barriers would read as races (the cpu-async queue threads, which
 # are what is tested, are plain pthreads either way).
-TSAN_SUITES ?= ops backend dtype qmeta grid hessian pack writer prefetch spill actcache trace
+TSAN_SUITES ?= ops backend dtype qmeta grid hessian pack writer prefetch spill actcache trace async
 test-tsan: deps
 	$(MAKE) BUILD=build-tsan CUDA=0 OPT="-O1 -fno-omit-frame-pointer -fsanitize=thread" \
 	    bin-tsan/forge-stream build-tsan/run-tests build-tsan/gen-tiny
@@ -155,9 +155,12 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
 
+# the binary before the layer forward moved onto the ops (issue 14 §2), for its ratio
+BENCH_BEFORE ?= be704b8
 bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
 	sh tools/bench-pipeline.sh $(SHARED)
+	sh tools/bench-forward.sh $(SHARED) $(BENCH_BEFORE)
 
 clean:
 	rm -rf build build-asan build-tsan bin bin-asan bin-tsan

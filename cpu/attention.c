@@ -11,6 +11,7 @@
  *     0.  Default: a vectorisable exp for arguments <= 0 and eight partial
  *     sums (forward.c's); libm_exp: expf and one running sum (mla.c's).  Both
  *     are deterministic; they differ in the last bits.
+ *     fs_op_attention takes the first, fs_op_attention_libm the second.
  *  3. With kpe the key of a head is assembled contiguously [k columns ; kpe]
  *     per thread (mla.c's layout, and so its bytes); otherwise K is read in
  *     place through its row stride.
@@ -134,7 +135,7 @@ fs_status fs_cpu_attention(fs_ctx *ctx, const fs_cpu_attn *J)
     return FS_OK;
 }
 
-fs_status fs_cpu_op_attention(fs_ctx *ctx, const fs_attn_args *a)
+static fs_status op_attention(fs_ctx *ctx, const fs_attn_args *a, int libm_exp)
 {
     fs_cpu_attn j = {
         .nseq = a->nseq, .T = a->T, .nh = a->nh, .nkv = a->nkv, .dqk = a->dqk, .dv = a->dv,
@@ -143,7 +144,10 @@ fs_status fs_cpu_op_attention(fs_ctx *ctx, const fs_attn_args *a)
         .kpe = NULL, .ldpe = 0, .dpe = 0,
         .v = FS_CPU_F32(a->v), .ldv = a->v.ld, .v_hs = a->v_hs,
         .out = FS_CPU_F32(a->out), .ldo = a->out.ld, .o_hs = a->o_hs,
-        .scale = a->scale, .window = a->window, .libm_exp = 0,
+        .scale = a->scale, .window = a->window, .libm_exp = libm_exp,
     };
     return fs_cpu_attention(ctx, &j);
 }
+
+fs_status fs_cpu_op_attention(fs_ctx *ctx, const fs_attn_args *a) { return op_attention(ctx, a, 0); }
+fs_status fs_cpu_op_attention_libm(fs_ctx *ctx, const fs_attn_args *a) { return op_attention(ctx, a, 1); }

@@ -88,7 +88,8 @@ void fs_cpu_swiglu(const float *g, int64_t ldg, const float *u, int64_t ldu, int
  * of every head [its k columns (dqk - dpe) ; the shared kpe row (dpe)],
  * assembled contiguously per head as mla.c did, and libm_exp takes the
  * softmax with expf and one running sum (mla.c) instead of the vectorised
- * exponential and eight partial sums (forward.c).  The op uses neither. */
+ * exponential and eight partial sums (forward.c).  fs_op_attention_libm
+ * takes libm_exp, no op kpe (MLA's key is assembled by fs_op_copy). */
 typedef struct fs_cpu_attn {
     int64_t nseq, T, nh, nkv, dqk, dv;
     const float *q; int64_t ldq, q_hs;
@@ -139,11 +140,13 @@ fs_status fs_cpu_op_permute(fs_ctx *ctx, const fs_permute_args *a);     /* permu
 fs_status fs_cpu_op_rmsnorm(fs_ctx *ctx, const fs_rmsnorm_args *a);     /* norm.c */
 fs_status fs_cpu_op_rope(fs_ctx *ctx, const fs_rope_args *a);           /* rope.c */
 fs_status fs_cpu_op_attention(fs_ctx *ctx, const fs_attn_args *a);      /* attention.c */
+fs_status fs_cpu_op_attention_libm(fs_ctx *ctx, const fs_attn_args *a);
 fs_status fs_cpu_op_swiglu(fs_ctx *ctx, const fs_swiglu_args *a);       /* elementwise.c */
 fs_status fs_cpu_op_route(fs_ctx *ctx, const fs_route_args *a);         /* route.c */
 fs_status fs_cpu_op_route_lists(fs_ctx *ctx, const fs_lists_args *a);   /* route.c */
 fs_status fs_cpu_op_gather(fs_ctx *ctx, const fs_gather_args *a);       /* gather.c */
 fs_status fs_cpu_op_scatter_add(fs_ctx *ctx, const fs_scatter_args *a); /* gather.c */
+fs_status fs_cpu_op_gate_add(fs_ctx *ctx, const fs_gate_add_args *a);   /* elementwise.c */
 fs_status fs_cpu_op_loss(fs_ctx *ctx, const fs_loss_args *a);           /* loss.c */
 fs_status fs_cpu_op_pack(fs_ctx *ctx, const fs_pack_args *a);           /* pack.c */
 
@@ -169,11 +172,13 @@ fs_status fs_cpu_op_pack(fs_ctx *ctx, const fs_pack_args *a);           /* pack.
     X(rmsnorm, fs_rmsnorm_args, fs_cpu_op_rmsnorm)              \
     X(rope, fs_rope_args, fs_cpu_op_rope)                       \
     X(attention, fs_attn_args, fs_cpu_op_attention)             \
+    X(attention_libm, fs_attn_args, fs_cpu_op_attention_libm)   \
     X(swiglu, fs_swiglu_args, fs_cpu_op_swiglu)                 \
     X(route, fs_route_args, fs_cpu_op_route)                    \
     X(route_lists, fs_lists_args, fs_cpu_op_route_lists)        \
     X(gather, fs_gather_args, fs_cpu_op_gather)                 \
     X(scatter_add, fs_scatter_args, fs_cpu_op_scatter_add)      \
+    X(gate_add, fs_gate_add_args, fs_cpu_op_gate_add)           \
     X(loss, fs_loss_args, fs_cpu_op_loss)                       \
     X(pack, fs_pack_args, fs_cpu_op_pack)
 

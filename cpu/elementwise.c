@@ -86,3 +86,18 @@ fs_status fs_cpu_op_copy(fs_ctx *ctx, const fs_copy_args *a)
     }
     return FS_OK;
 }
+
+fs_status fs_cpu_op_gate_add(fs_ctx *ctx, const fs_gate_add_args *a)
+{
+    (void)ctx;
+    const float *g = FS_CPU_F32(a->g);
+    for (int64_t r = 0; r < a->y.rows; r++) {
+        const float *x = (const float *)fs_cpu_at(&a->x, r, 0), *src = (const float *)fs_cpu_at(&a->src, r, 0);
+        float *y = (float *)fs_cpu_at(&a->y, r, 0);
+        float z = 0.0f;
+        for (int64_t i = 0; i < a->x.cols; i++) z += x[i] * g[i];
+        const float s = 1.0f / (1.0f + expf(-z));
+        for (int64_t c = 0; c < a->y.cols; c++) y[c] += s * src[c];
+    }
+    return FS_OK;
+}

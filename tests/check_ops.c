@@ -982,6 +982,85 @@ START_TEST(op_attention)
 }
 END_TEST
 
+/* fs_op_attention_libm: the same semantics (and reference) with libm's expf
+ * and one running sum; on odd shapes (qk 7, v 5, 9 tokens) and a window. */
+START_TEST(op_attention_libm)
+{
+    for (int b = 0; b < NKINDS; b++) {
+        tb t;
+        tb_open(&t, KIND[b]);
+        t_rng r = {53};
+        const int64_t nseq = 2, T = 9, n = nseq * T, nh = 4, nkv = 2, dqk = 7, dv = 5;
+        const int64_t qc = nh * 8, kc = nkv * 9, vc = nkv * 6, oc = nh * 6;
+        float *Qh = randv(&r, (size_t)(n * qc), 1), *Kh = randv(&r, (size_t)(n * kc), 1), *Vh = randv(&r, (size_t)(n * vc), 1);
+        dm dq = dm_new(&t, FS_DT_F32, Qh, n, qc, qc + 1, 0), dk = dm_new(&t, FS_DT_F32, Kh, n, kc, kc, 2);
+        dm dv_ = dm_new(&t, FS_DT_F32, Vh, n, vc, vc + 3, 0);
+        for (int wi = 0; wi <= 1; wi++) {
+            dm o = dm_new(&t, FS_DT_F32, NULL, n, oc, oc, 0);
+            OK(&t, fs_op_fill(&t.ctx, t.be, Q, o.v, 0.0));
+            fs_attn_args a = {dq.v, dk.v, dv_.v, o.v, nseq, T, nh, nkv, dqk, dv, 8, 9, 6, 6, 0.37f, wi ? 3 : 0};
+            OK(&t, fs_op_attention_libm(&t.ctx, t.be, Q, &a));
+            float *y = malloc(4 * (size_t)(n * oc));
+            double *ref = calloc((size_t)(n * oc), 8);
+            dm_get(&t, &o, y);
+            ref_attention(&a, Qh, qc, Kh, kc, Vh, vc, ref, oc);
+            for (int64_t i = 0; i < n * oc; i++)
+                ck_assert_msg(fabs(y[i] - ref[i]) <= SOFTMAX_REL * 4, "window %d: %lld: %g vs %g", wi ? 3 : 0,
+                              (long long)i, y[i], ref[i]);
+            dm_free(&t, &o);
+            free(y); free(ref);
+        }
+        /* its usage errors are fs_op_attention's, named after it */
+        fs_attn_args bad = {dq.v, dk.v, dv_.v, dq.v, nseq, T, 3, nkv, dqk, dv, 8, 9, 6, 6, 0.37f, 0};
+        ck_assert_int_eq(fs_op_attention_libm(&t.ctx, t.be, Q, &bad), FS_ERR_USAGE);
+        ck_assert_msg(strstr(t.ctx.errmsg, "fs_op_attention_libm"), "%s", t.ctx.errmsg);
+        dm_free(&t, &dq); dm_free(&t, &dk); dm_free(&t, &dv_);
+        free(Qh); free(Kh); free(Vh);
+        fs_backend_free(t.be);
+    }
+}
+END_TEST
+
+/* fs_op_gate_add: y += sigmoid(x . g) * src per row, against double, at 37
+ * rows of 53 (y strided at an offset) with a gate of 29 columns. */
+#define GATE_ABS 2e-6       /* an f32 dot of 29 terms of |.| <= ~3, expf, one product and one sum */
+START_TEST(op_gate_add)
+{
+    for (int b = 0; b < NKINDS; b++) {
+        tb t;
+        tb_open(&t, KIND[b]);
+        t_rng r = {54};
+        const int64_t n = 37, c = 53, d = 29;
+        float *Y = randv(&r, (size_t)(n * c), 1), *S = randv(&r, (size_t)(n * c), 1);
+        float *X = randv(&r, (size_t)(n * d), 1), *G = randv(&r, (size_t)d, 0.3f);
+        dm dy = dm_new(&t, FS_DT_F32, Y, n, c, c + 5, 3), ds = dm_new(&t, FS_DT_F32, S, n, c, c, 0);
+        dm dx = dm_new(&t, FS_DT_F32, X, n, d, d + 1, 1), dg = dm_vec(&t, FS_DT_F32, G, d);
+        fs_gate_add_args a = {dy.v, ds.v, dx.v, dg.v};
+        OK(&t, fs_op_gate_add(&t.ctx, t.be, Q, &a));
+        float *out = malloc(4 * (size_t)(n * c));
+        dm_get(&t, &dy, out);
+        for (int64_t i = 0; i < n; i++) {
+            double z = 0;
+            for (int64_t k = 0; k < d; k++) z += (double)X[i * d + k] * G[k];
+            const double sg = 1.0 / (1.0 + exp(-z));
+            for (int64_t j = 0; j < c; j++) {
+                const double want = Y[i * c + j] + sg * S[i * c + j];
+                ck_assert_msg(fabs(out[i * c + j] - want) <= GATE_ABS * (1 + fabs(S[i * c + j])), "%lld,%lld: %g vs %g",
+                              (long long)i, (long long)j, out[i * c + j], want);
+            }
+        }
+        dm dg2 = dm_vec(&t, FS_DT_F32, G, d - 1);              /* a gate of the wrong width */
+        fs_gate_add_args bad = {dy.v, ds.v, dx.v, dg2.v};
+        ck_assert_int_eq(fs_op_gate_add(&t.ctx, t.be, Q, &bad), FS_ERR_USAGE);
+        ck_assert_msg(strstr(t.ctx.errmsg, "fs_op_gate_add"), "%s", t.ctx.errmsg);
+        dm_free(&t, &dg2);
+        dm_free(&t, &dy); dm_free(&t, &ds); dm_free(&t, &dx); dm_free(&t, &dg);
+        free(Y); free(S); free(X); free(G); free(out);
+        fs_backend_free(t.be);
+    }
+}
+END_TEST
+
 /* ---- routers, lists, gather, scatter ----------------------------------------------------------- */
 
 /* The reference router in double (ARCHITECTURES.md §4.3, §5.5). */
@@ -1318,7 +1397,8 @@ Suite *fs_suite_ops(void)
         {"fill", op_fill}, {"gemm", op_gemm}, {"bias_add_and_add", op_bias_add_and_add}, {"copy", op_copy},
         {"swiglu", op_swiglu}, {"hessian", op_hessian}, {"damp", op_damp}, {"cholinv", op_cholinv},
         {"grid_rtn", op_grid_rtn}, {"gptq", op_gptq}, {"decode", op_decode}, {"permute", op_permute},
-        {"rmsnorm", op_rmsnorm}, {"rope", op_rope}, {"attention", op_attention}, {"route", op_route},
+        {"rmsnorm", op_rmsnorm}, {"rope", op_rope}, {"attention", op_attention}, {"attention_libm", op_attention_libm},
+        {"gate_add", op_gate_add}, {"route", op_route},
         {"lists_gather_scatter", op_lists_gather_scatter}, {"loss", op_loss}, {"pack", op_pack},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

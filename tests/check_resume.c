@@ -280,6 +280,61 @@ END_TEST
 START_TEST(kill_anywhere_spilled_moe) { spilled("qwen3_moe", 4); }
 END_TEST
 
+/* The kill-anywhere harness on --backend cpu-async: the reference is the
+ * uninterrupted run on cpu, every killed run and its resumes run on
+ * cpu-async (queues as threads: a kill lands with work still queued), and
+ * each resumed output must equal the cpu reference byte for byte. */
+static void on_async(rt *r)
+{
+    char base[8800];
+    snprintf(base, sizeof base, "%.8700s", r->flags);
+    snprintf(r->flags, sizeof r->flags, "%.8700s --backend cpu-async", base);
+}
+
+START_TEST(kill_anywhere_dense_async)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    on_async(&r);
+    harness(&r, 8, 1);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(kill_anywhere_moe_async)
+{
+    rt r;
+    if (!setup(&r, "qwen2_moe", "")) return;
+    on_async(&r);
+    harness(&r, 8, 0);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(kill_anywhere_deepseek_async)
+{
+    rt r;
+    if (!setup(&r, "deepseek_v3", "--fp8 --mtp")) return;
+    on_async(&r);
+    harness(&r, 8, 0);
+    teardown(&r);
+}
+END_TEST
+
+START_TEST(kill_anywhere_spilled_async)
+{
+    rt r;
+    if (!setup(&r, "qwen3_moe", "")) return;
+    char base[8800];
+    snprintf(base, sizeof base, "%.8700s", r.flags);
+    snprintf(r.flags, sizeof r.flags, "%.8700s --spill always --backend cpu-async", base);
+    harness(&r, 8, 0);
+    kill_and_resume(&r, "spill-written:3", 1);
+    kill_and_resume(&r, "spill-written:9", 0);
+    teardown(&r);
+}
+END_TEST
+
 /* Killed before the first commit.  Before the flags are saved (the first
  * atomic write is start.json): a bare --resume says to run the command again,
  * and running it again works although --out holds the work folder.  After
@@ -1079,6 +1134,13 @@ Suite *fs_suite_resume(void)
     tcase_add_test(tc, sigterm_then_resume);
     tcase_add_test(tc, eio_then_resume);
     suite_add_tcase(s, tc);
+    TCase *ta = tcase_create("async");            /* CK_RUN_CASE=async */
+    tcase_set_timeout(ta, 900);
+    tcase_add_test(ta, kill_anywhere_dense_async);
+    tcase_add_test(ta, kill_anywhere_moe_async);
+    tcase_add_test(ta, kill_anywhere_deepseek_async);
+    tcase_add_test(ta, kill_anywhere_spilled_async);
+    suite_add_tcase(s, ta);
     TCase *tl = tcase_create("locks");            /* CK_RUN_CASE=locks */
     tcase_set_timeout(tl, 300);
     tcase_add_test(tl, overwrite_against_live_run);

@@ -130,6 +130,7 @@ char *t_tmpdir(void);
 void t_rmdir(const char *dir);
 
 Suite *fs_suite_dtype(void);
+Suite *fs_suite_async(void);
 Suite *fs_suite_qmeta(void);
 Suite *fs_suite_grid(void);
 Suite *fs_suite_gptq(void);

@@ -113,11 +113,13 @@ struct fs_backend_i {
     fs_status (*rmsnorm)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_rmsnorm_args *a);
     fs_status (*rope)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_rope_args *a);
     fs_status (*attention)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
+    fs_status (*attention_libm)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
     fs_status (*swiglu)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_swiglu_args *a);
     fs_status (*route)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_route_args *a);
     fs_status (*route_lists)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_lists_args *a);
     fs_status (*gather)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gather_args *a);
     fs_status (*scatter_add)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_scatter_args *a);
+    fs_status (*gate_add)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gate_add_args *a);
     fs_status (*loss)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_loss_args *a);
     fs_status (*pack)(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_pack_args *a);
 

@@ -359,6 +359,10 @@ typedef struct fs_attn_args {
     int64_t window;
 } fs_attn_args;
 fs_status fs_op_attention(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
+/* The same with the softmax on libm's expf and one running sum (the bytes of
+ * the DeepSeek MLA path) instead of the vectorised exp and eight partial sums;
+ * both deterministic, they differ in the last bits. */
+fs_status fs_op_attention_libm(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a);
 
 /* out [n, I] = silu(g) * u; out may be g or u itself. */
 typedef struct fs_swiglu_args { fs_tensor g, u, out; } fs_swiglu_args;
@@ -413,6 +417,12 @@ fs_status fs_op_gather(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_tensor dst, f
  * [1, m] (optional: weight 1).  Execution error (FS_ERR_FORMAT): a row outside dst. */
 typedef struct fs_scatter_args { fs_tensor dst, src, rows, w; } fs_scatter_args;
 fs_status fs_op_scatter_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_scatter_args *a);
+
+/* y [n, c] += sigmoid(x [n, d] . g [1, d]) * src [n, c] per row: the dot summed
+ * in F32 in column order, the sigmoid 1 / (1 + expf(-z)) (qwen2_moe's
+ * shared_expert_gate on its shared expert's output). */
+typedef struct fs_gate_add_args { fs_tensor y, src, x, g; } fs_gate_add_args;
+fs_status fs_op_gate_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gate_add_args *a);
 
 /* The layer loss trace((W - D) H (W - D)^T) into out F64 [1, 1] (quant.h):
  *  EXACT: accumulated in double, H F32 or F64 (the Hessian of raw inputs);

@@ -271,9 +271,8 @@ fs_status fs_op_rope(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_rope_args
     DISPATCH(rope);
 }
 
-fs_status fs_op_attention(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a)
+static fs_status check_attention(fs_ctx *ctx, fs_backend *be, const char *op, fs_queue q, const fs_attn_args *a)
 {
-    const char *op = "fs_op_attention";
     TRY(start(ctx, op, q, a));
     RULE(a->nseq >= 0 && a->T >= 1 && a->nh >= 1 && a->nkv >= 1 && a->nh % a->nkv == 0 && a->dqk >= 1 &&
          a->dv >= 1 && a->window >= 0 && a->q_hs >= 0 && a->k_hs >= 0 && a->v_hs >= 0 && a->o_hs >= 0,
@@ -293,7 +292,21 @@ fs_status fs_op_attention(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn
          (long long)a->v.cols, (long long)a->nkv, (long long)((a->nkv - 1) * a->v_hs + a->dv));
     RULE((a->nh - 1) * a->o_hs + a->dv <= a->out.cols, "%s: operand out has %lld columns, %lld heads need %lld", op,
          (long long)a->out.cols, (long long)a->nh, (long long)((a->nh - 1) * a->o_hs + a->dv));
+    return FS_OK;
+}
+
+fs_status fs_op_attention(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a)
+{
+    const char *op = "fs_op_attention";
+    TRY(check_attention(ctx, be, op, q, a));
     DISPATCH(attention);
+}
+
+fs_status fs_op_attention_libm(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_attn_args *a)
+{
+    const char *op = "fs_op_attention_libm";
+    TRY(check_attention(ctx, be, op, q, a));
+    DISPATCH(attention_libm);
 }
 
 fs_status fs_op_swiglu(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_tensor g, fs_tensor u, fs_tensor out)
@@ -369,6 +382,17 @@ fs_status fs_op_scatter_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_sc
     CHK("rows", a->rows, I32, 1, a->src.rows);
     OPT("w", a->w, F32, 1, a->src.rows);
     DISPATCH(scatter_add);
+}
+
+fs_status fs_op_gate_add(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gate_add_args *a)
+{
+    const char *op = "fs_op_gate_add";
+    TRY(start(ctx, op, q, a));
+    CHK("y", a->y, F32, -1, -1);
+    CHK("src", a->src, F32, a->y.rows, a->y.cols);
+    CHK("x", a->x, F32, a->y.rows, -1);
+    CHK("g", a->g, F32, 1, a->x.cols);
+    DISPATCH(gate_add);
 }
 
 fs_status fs_op_loss(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_loss_args *a)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "src/cli/cli.h"
+#include "src/forward/layer.h"
 #include "src/models/forward.h"
 #include "src/formats/tokens.h"
 #include "stream/layerio.h"
@@ -63,6 +64,11 @@ int cmd_eval(int argc, char **argv)
     size_t *starts = NULL;
     float *x = NULL, *E = NULL, *head = NULL, *nrm = NULL, *xn = NULL, *logits = NULL;
     fs_layer_reader *lr = NULL;
+    fs_backend *be = NULL;                   /* the reference backend: every op of the forward */
+    fs_fwd_ws ws = {0};
+    fs_lwb lwb = {0};
+    fs_buf *hb = NULL;
+    const fs_queue Q = FS_QUEUE_COMPUTE;
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, model, &c);
     if (rc == FS_OK && !c->config) rc = fs_ctx_err(&ctx, FS_ERR_FORMAT, "%s: no config.json", model);
     if (rc == FS_OK) rc = fs_model_from_config(&ctx, c->config, "config.json", &m);
@@ -94,6 +100,8 @@ int cmd_eval(int argc, char **argv)
             memcpy(x + ((int64_t)w * L + t) * H, E + (int64_t)tk.ids[starts[first + w] + (size_t)t] * H, sizeof(float) * (size_t)H);
     if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
     const int64_t bw = BATCH_TOKENS / L > 0 ? BATCH_TOKENS / L : 1;        /* windows per batch */
+    if ((rc = fs_backend_open(&ctx, FS_BE_CPU, NULL, &be)) != FS_OK) goto out;
+    if ((rc = fs_fwd_ws_new(&ctx, be, Q, &fw, ((int64_t)nw < bw ? (int64_t)nw : bw) * L, &ws)) != FS_OK) goto out;
     if ((rc = fs_lr_new(&ctx, c, m, 2, 1, 0, &lr)) != FS_OK || (rc = fs_lr_start(&ctx, lr, 0)) != FS_OK) goto out;
     for (int l = 0; l < m->nlayers; l++) {
         fs_lw lw;
@@ -101,11 +109,19 @@ int cmd_eval(int argc, char **argv)
         rc = fs_lw_load(&ctx, c, &qi, m, &fw, l, &lw);
         fs_lr_release(lr, l);
         if (rc != FS_OK) goto out;
-        for (size_t w = 0; rc == FS_OK && w < nw; w += (size_t)bw) {
-            int64_t b = (int64_t)(nw - w) < bw ? (int64_t)(nw - w) : bw;
-            rc = fs_fwd_layer(&ctx, &fw, &lw, x + (int64_t)w * L * H, b, L);
-        }
+        rc = fs_lwb_upload(&ctx, be, Q, &fw, &m->layers[l], &lw, &lwb);
+        if (rc == FS_OK) rc = fs_be_sync(&ctx, be, Q);       /* the host copy goes next */
         fs_lw_free(&lw);
+        for (size_t w = 0; rc == FS_OK && w < nw; w += (size_t)bw) {   /* the batch in, the layer, the batch out */
+            int64_t b = (int64_t)(nw - w) < bw ? (int64_t)(nw - w) : bw;
+            float *xb = x + (int64_t)w * L * H;
+            const uint64_t bytes = (uint64_t)(b * L * H) * sizeof(float);
+            rc = fs_be_upload(&ctx, be, Q, ws.x.buf, 0, xb, bytes);
+            if (rc == FS_OK) rc = fs_fwd_layer_run(&ctx, be, Q, &fw, &lwb, &ws, b, L);
+            if (rc == FS_OK) rc = fs_be_download(&ctx, be, Q, xb, ws.x.buf, 0, bytes);
+            if (rc == FS_OK) rc = fs_be_sync(&ctx, be, Q);
+        }
+        fs_lwb_free(be, &lwb);
         if (rc != FS_OK) goto out;
         if (!f32) fs_fwd_round_bf16(x, (size_t)(n * H));
         /* finite weights can still overflow float: refused, never a perplexity of NaN */
@@ -120,14 +136,31 @@ int cmd_eval(int argc, char **argv)
         if ((rc = fs_qread_linear(&ctx, c, &qi, "lm_head", &head, &o, &k)) != FS_OK) goto out;
     }
     const float *Wh = head ? head : E;
-    xn = fs_alloc2((size_t)L, (size_t)H * sizeof(float));
+    /* the head on the backend: [V, H] weights, the final norm, a window's logits */
+    #define A64(b) (((b) + 63) / 64 * 64)
+    const uint64_t whb = A64((uint64_t)(V * H) * 4), nb = A64((uint64_t)H * 4), xb = A64((uint64_t)(L * H) * 4);
+#undef A64
+    if ((rc = fs_be_alloc(&ctx, be, whb + nb + 2 * xb + (uint64_t)(L * V) * 4, "lm_head and logits", &hb)) != FS_OK) goto out;
+    if ((rc = fs_be_upload(&ctx, be, Q, hb, 0, Wh, (uint64_t)(V * H) * 4)) != FS_OK ||
+        (rc = fs_be_upload(&ctx, be, Q, hb, whb, nrm, (uint64_t)H * 4)) != FS_OK ||
+        (rc = fs_be_sync(&ctx, be, Q)) != FS_OK)
+        goto out;
+    free(head); free(E); head = E = NULL;                   /* uploaded: the host copies go */
+    const fs_tensor tW = fs_tensor_2d(hb, 0, FS_DT_F32, V, H), tn = fs_tensor_2d(hb, whb, FS_DT_F32, 1, H);
+    const fs_tensor tx = fs_tensor_2d(hb, whb + nb, FS_DT_F32, L, H), txn = fs_tensor_2d(hb, whb + nb + xb, FS_DT_F32, L, H);
+    const fs_tensor tl = fs_tensor_2d(hb, whb + nb + 2 * xb, FS_DT_F32, L, V);
     logits = fs_alloc2((size_t)L, (size_t)V * sizeof(float));
-    if (!xn || !logits) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "logits"); goto out; }
+    if (!logits) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "logits"); goto out; }
     double nll = 0.0;
     int64_t scored = 0;
     for (size_t w = 0; w < nw; w++) {
-        fs_fwd_rmsnorm(x + (int64_t)w * L * H, nrm, L, H, fw.eps, xn);
-        fs_fwd_linear(xn, Wh, NULL, L, H, V, logits);
+        fs_rmsnorm_args na = {tx, tn, txn, fw.eps};
+        rc = fs_be_upload(&ctx, be, Q, hb, tx.off, x + (int64_t)w * L * H, (uint64_t)(L * H) * 4);
+        if (rc == FS_OK) rc = fs_op_rmsnorm(&ctx, be, Q, &na);
+        if (rc == FS_OK) rc = fs_fwd_linear_op(&ctx, be, Q, txn, tW, fs_tensor_none(), tl);
+        if (rc == FS_OK) rc = fs_be_download(&ctx, be, Q, logits, hb, tl.off, (uint64_t)(L * V) * 4);
+        if (rc == FS_OK) rc = fs_be_sync(&ctx, be, Q);
+        if (rc != FS_OK) goto out;
         const uint32_t *ids = tk.ids + starts[first + w];
         for (int64_t t = 0; t + 1 < L; t++) {
             const float *lg = logits + t * V;
@@ -155,6 +188,10 @@ out:
         code = fs_exit_code(rc);                  /* bad input 2, the machine 1 (§14) */
     }
     fs_lr_free(lr);
+    fs_lwb_free(be, &lwb);
+    fs_fwd_ws_free(be, &ws);
+    fs_be_free(be, hb);
+    fs_backend_free(be);
     free(x); free(E); free(head); free(nrm); free(xn); free(logits); free(starts);
     fs_tokens_free(&tk);
     fs_fwd_free(&fw);

@@ -1,5 +1,6 @@
-/* forward.c: the decoder forward on the CPU (forward.h; the MoE block in moe.c), the reference
- * the CUDA forward and the pipeline are checked against.
+/* forward.c: the model's forward description (fs_fwd: sizes, rope, routing)
+ * and one layer's weights (fs_lw) on the host; the forward itself is
+ * src/forward/ (layer.h), on the backend's ops.
  *
  * Invariants:
  *  1. Math in f32, reductions of norms and softmax in f32 as transformers does;
@@ -7,20 +8,16 @@
  *  2. RoPE is half-split ("rotate half") on the whole head, positions 0..T-1 per
  *     sequence; cos/sin from inv_freq after rope scaling, times attn_factor.
  *  3. GQA: query head h reads key/value head h / (nh / nkv).
- *  4. Attention, norms, rope and the GEMMs are cpu/'s kernels (cpu/cpu.h),
- *     the ones the backend ops run: nothing here calls BLAS.
+ *  4. Nothing here computes: the blocks of src/forward/ run on the ops.
  *  5. DeepSeek (MLA, its routing) is set up here (ds_init) and computed in
- *     mla.c / moe.c.
+ *     src/forward/block-mla.c and block-moe.c.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu.h"
 #include "src/models/forward.h"
-#include "src/models/mla.h"
-#include "src/models/moe.h"
 
 void fs_fwd_free(fs_fwd *f)
 {
@@ -279,85 +276,7 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
     return rc;
 }
 
-void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out)
-{
-    fs_cpu_rmsnorm(x, dim, w, n, dim, eps, out, dim);
-}
-
-void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, int64_t in,
-                   int64_t out, float *y)
-{
-    if (n == 0) return;
-    fs_cpu_sgemm(1, n, out, in, 1.0f, x, in, W, in, 0.0f, y, out);
-    if (b)
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t o = 0; o < out; o++) y[r * out + o] += b[o];
-}
-
-void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a)
-{
-    fs_cpu_swiglu(g, inter, u, inter, n, inter, a, inter);
-}
-
-fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *q, float *k,
-                           const float *v, int64_t nseq, int64_t T, float *out)
-{
-    const int64_t nh = f->nh, nkv = f->nkv, hd = f->hd, n = nseq * T;
-    const int64_t qs = nh * hd, ks = nkv * hd;
-    /* qk-norm (qwen3) per head, then rope on the whole head (invariant 2) */
-    if (f->qk_norm) {
-        fs_cpu_rmsnorm(q, hd, w->q_norm, n * nh, hd, f->eps, q, hd);
-        fs_cpu_rmsnorm(k, hd, w->k_norm, n * nkv, hd, f->eps, k, hd);
-    }
-    fs_cpu_rope(q, qs, n, nh, hd, 0, hd, 0, f->inv_freq, f->attn_factor, T);
-    fs_cpu_rope(k, ks, n, nkv, hd, 0, hd, 0, f->inv_freq, f->attn_factor, T);
-    fs_cpu_attn j = {
-        .nseq = nseq, .T = T, .nh = nh, .nkv = nkv, .dqk = hd, .dv = hd,
-        .q = q, .ldq = qs, .q_hs = hd, .k = k, .ldk = ks, .k_hs = hd,
-        .kpe = NULL, .ldpe = 0, .dpe = 0, .v = v, .ldv = ks, .v_hs = hd,
-        .out = out, .ldo = qs, .o_hs = hd, .scale = 1.0f / sqrtf((float)hd), .window = f->window, .libm_exp = 0,
-    };
-    return fs_cpu_attention(ctx, &j);
-}
-
 void fs_fwd_round_bf16(float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) x[i] = fs_bf16_to_f32(fs_f32_to_bf16(x[i]));
-}
-
-fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
-                       int64_t T)
-{
-    if (f->mla) return fs_mla_layer(ctx, f, w, x, nseq, T);
-    const int64_t n = nseq * T, H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = w->moe ? 1 : f->inter;
-    float *xn = fs_alloc2((size_t)n, (size_t)H * 4), *q = fs_alloc2((size_t)n, (size_t)qs * 4);
-    float *k = fs_alloc2((size_t)n, (size_t)ks * 4), *v = fs_alloc2((size_t)n, (size_t)ks * 4);
-    float *att = fs_alloc2((size_t)n, (size_t)qs * 4), *g = fs_alloc2((size_t)n, (size_t)NI * 4);
-    float *u = fs_alloc2((size_t)n, (size_t)NI * 4), *o = fs_alloc2((size_t)n, (size_t)H * 4);
-    fs_status rc = FS_OK;
-    if (!xn || !q || !k || !v || !att || !g || !u || !o) {
-        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "layer activations for %lld tokens", (long long)n);
-        goto out;
-    }
-    fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, xn);
-    fs_fwd_linear(xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, q);
-    fs_fwd_linear(xn, w->w[FS_K], w->b[FS_K], n, H, ks, k);
-    fs_fwd_linear(xn, w->w[FS_V], w->b[FS_V], n, H, ks, v);
-    if ((rc = fs_fwd_attention(ctx, f, w, q, k, v, nseq, T, att)) != FS_OK) goto out;
-    fs_fwd_linear(att, w->w[FS_O], w->b[FS_O], n, qs, H, o);
-    for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
-    fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, xn);
-    if (w->moe) {
-        if ((rc = fs_moe_ffn(ctx, f, w, xn, n, o)) != FS_OK) goto out;
-        for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
-        goto out;
-    }
-    fs_fwd_linear(xn, w->w[FS_G], w->b[FS_G], n, H, NI, g);
-    fs_fwd_linear(xn, w->w[FS_U], w->b[FS_U], n, H, NI, u);
-    fs_fwd_swiglu(g, u, n, NI, g);
-    fs_fwd_linear(g, w->w[FS_D], w->b[FS_D], n, NI, H, o);
-    for (int64_t i = 0; i < n * H; i++) x[i] += o[i];
-out:
-    free(xn); free(q); free(k); free(v); free(att); free(g); free(u); free(o);
-    return rc;
 }

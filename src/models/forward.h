@@ -1,9 +1,8 @@
-/* forward.h: the decoder forward of the dense families (llama, mistral,
- * qwen2, qwen3) and of the MoE families (mixtral, qwen2_moe, qwen3_moe; the
- * MoE block itself is in moe.h) on the CPU, as ARCHITECTURES.md §2-§4 define
- * it, in stages
- * so that the quantize pipeline can capture the input of every group of
- * linears (q/k/v, o, gate/up, down) and continue with quantized weights.
+/* forward.h: what the decoder forward of every family (llama, mistral,
+ * qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe, deepseek_v2/v3) needs from the
+ * model (ARCHITECTURES.md §2-§5): its sizes, rope and routing (fs_fwd) and
+ * one layer's weights on the host (fs_lw).  The forward itself, with the
+ * capture taps of the quantize pipeline, is src/forward/layer.h.
  *
  * Activations are rows of f32 [n, dim] with n = nseq * T (sequences of T
  * tokens, positions 0..T-1 each, causal attention within a sequence).
@@ -90,23 +89,6 @@ fs_status fs_lw_load(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, const fs
 void fs_lw_free(fs_lw *w);
 /* The slot holding linear i of the layer (see fs_lw).  Cannot fail. */
 float **fs_lw_weight(fs_lw *w, int i);
-
-/* out[n, dim] = x * w / sqrt(mean(x^2) + eps) per row (may alias x). */
-void fs_fwd_rmsnorm(const float *x, const float *w, int64_t n, int64_t dim, float eps, float *out);
-/* y[n, out] = x[n, in] W[out, in]^T (+ b). */
-void fs_fwd_linear(const float *x, const float *W, const float *b, int64_t n, int64_t in,
-                   int64_t out, float *y);
-/* Attention of nseq sequences of T tokens: q [n, nh*hd], k/v [n, nkv*hd]
- * (modified: q/k get qk-norm and rope in place) -> out [n, nh*hd]. */
-fs_status fs_fwd_attention(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *q, float *k,
-                           const float *v, int64_t nseq, int64_t T, float *out);
-/* a[n, I] = silu(g) * u (may alias g). */
-void fs_fwd_swiglu(const float *g, const float *u, int64_t n, int64_t inter, float *a);
-
-/* Whole layer in place on x [n, H] (scratch allocated inside); DeepSeek
- * layers go to fs_mla_layer (mla.h). */
-fs_status fs_fwd_layer(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, float *x, int64_t nseq,
-                       int64_t T);
 
 /* Rounds every value of x[n] through BF16 (the activation dtype between layers). */
 void fs_fwd_round_bf16(float *x, size_t n);

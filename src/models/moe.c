@@ -1,10 +1,7 @@
 /* moe.c: the MoE block on the CPU and the expert-calibration report (moe.h).
  *
  * Invariants (besides moe.h's):
- *  1. fs_moe_ffn gathers, per expert, the rows routed to it, runs the gated
- *     MLP on those rows only (silu(gate) * up, then down) and adds w * y to
- *     each token's output; a token's contributions come in expert order.
- *  2. Memory: routing [n, k] plus one gathered [n, max width] block at a time.
+ *  1. The block itself is src/forward/block-moe.c (fs_moe_route_ex too).
  */
 #include <jansson.h>
 #include <math.h>
@@ -12,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu.h"
 #include "src/models/moe.h"
 
 const char *fs_expert_policy_name(fs_expert_policy p)
@@ -27,95 +23,6 @@ int fs_expert_policy_parse(const char *s, fs_expert_policy *p)
     else if (!strcmp(s, "shared")) *p = FS_EXPERT_SHARED;
     else return -1;
     return 0;
-}
-
-/* The router's config for cpu/route.c's kernel (the arithmetic of moe.h's
- * invariants 1-2 and fs_moe_route_ex). */
-static fs_route_cfg route_cfg(const fs_fwd *f, int kind)
-{
-    fs_route_cfg c;
-    c.kind = kind;
-    c.E = f->E;
-    c.topk = f->topk;
-    c.norm_topk = f->norm_topk;
-    c.n_group = kind == FS_ROUTE_SOFTMAX ? 1 : f->n_group;
-    c.topk_group = kind == FS_ROUTE_SOFTMAX ? 1 : f->topk_group;
-    c.group_max = f->group_max;
-    c.rsf = f->rsf;
-    return c;
-}
-
-static fs_status route(fs_ctx *ctx, const fs_fwd *f, int kind, const float *router, const float *bias,
-                       const float *xn, int64_t n, int32_t *idx, float *wt)
-{
-    const int64_t E = f->E, K = f->topk;
-    float *lg = fs_alloc2((size_t)(n ? n : 1), (size_t)E * sizeof(float));
-    if (!lg) return fs_ctx_err(ctx, FS_ERR_NOMEM, "router logits of %lld tokens", (long long)n);
-    fs_fwd_linear(xn, router, NULL, n, f->H, E, lg);
-    const fs_route_cfg c = route_cfg(f, kind);
-    fs_status rc = fs_cpu_route(ctx, &c, lg, E, n, bias, idx, K, wt, K);
-    free(lg);
-    return rc;
-}
-
-fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
-                          const float *xn, int64_t n, int32_t *idx, float *wt)
-{
-    return route(ctx, f, f->route, router, f->route == FS_ROUTE_DS_SIGMOID ? bias : NULL, xn, n, idx, wt);
-}
-
-fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
-                       int64_t n, int32_t *idx, float *wt)
-{
-    return route(ctx, f, FS_ROUTE_SOFTMAX, router, NULL, xn, n, idx, wt);
-}
-
-fs_status fs_moe_ffn(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *xn, int64_t n,
-                     float *out)
-{
-    const int64_t H = f->H, K = f->topk, Ie = f->Ie, Is = f->Is;
-    const int64_t wide = Is > Ie ? Is : Ie;
-    int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K + 1)), *rows = malloc(sizeof(int32_t) * (size_t)(n + 1));
-    float *wt = malloc(sizeof(float) * (size_t)(n * K + 1)), *rw = malloc(sizeof(float) * (size_t)(n + 1));
-    float *xg = fs_alloc2((size_t)n + 1, (size_t)H * 4), *g = fs_alloc2((size_t)n + 1, (size_t)wide * 4);
-    float *u = fs_alloc2((size_t)n + 1, (size_t)wide * 4), *y = fs_alloc2((size_t)n + 1, (size_t)H * 4);
-    fs_status rc = FS_OK;
-    if (!idx || !rows || !wt || !rw || !xg || !g || !u || !y) {
-        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "MoE activations of %lld tokens", (long long)n);
-        goto out;
-    }
-    if ((rc = fs_moe_route_ex(ctx, f, w->router, w->escb, xn, n, idx, wt)) != FS_OK) goto out;
-    memset(out, 0, sizeof(float) * (size_t)(n * H));
-    for (int64_t e = 0; e < f->E; e++) {
-        int64_t ne = 0;
-        for (int64_t t = 0; t < n; t++)
-            for (int64_t k = 0; k < K; k++)
-                if (idx[t * K + k] == (int32_t)e) { rows[ne] = (int32_t)t; rw[ne++] = wt[t * K + k]; }
-        if (!ne) continue;
-        for (int64_t r = 0; r < ne; r++) memcpy(xg + r * H, xn + (int64_t)rows[r] * H, sizeof(float) * (size_t)H);
-        fs_fwd_linear(xg, w->ex[3 * e], NULL, ne, H, Ie, g);
-        fs_fwd_linear(xg, w->ex[3 * e + 1], NULL, ne, H, Ie, u);
-        fs_fwd_swiglu(g, u, ne, Ie, g);
-        fs_fwd_linear(g, w->ex[3 * e + 2], NULL, ne, Ie, H, y);
-        for (int64_t r = 0; r < ne; r++)
-            for (int64_t i = 0; i < H; i++) out[(int64_t)rows[r] * H + i] += rw[r] * y[r * H + i];
-    }
-    if (Is > 0 && w->e0 > w->g0) {                /* shared expert(s): qwen2_moe sigmoid gate, DeepSeek 1 */
-        fs_fwd_linear(xn, w->w[w->g0], NULL, n, H, Is, g);
-        fs_fwd_linear(xn, w->w[w->g0 + 1], NULL, n, H, Is, u);
-        fs_fwd_swiglu(g, u, n, Is, g);
-        fs_fwd_linear(g, w->w[w->g0 + 2], NULL, n, Is, H, y);
-        for (int64_t t = 0; t < n; t++) {
-            float z = 0.0f;
-            if (w->sgate)
-                for (int64_t i = 0; i < H; i++) z += xn[t * H + i] * w->sgate[i];
-            float s = w->sgate ? 1.0f / (1.0f + expf(-z)) : 1.0f;
-            for (int64_t i = 0; i < H; i++) out[t * H + i] += s * y[t * H + i];
-        }
-    }
-out:
-    free(idx); free(rows); free(wt); free(rw); free(xg); free(g); free(u); free(y);
-    return rc;
 }
 
 void fs_moe_expert_name(const fs_mlayer *L, int e, char *buf, size_t n)

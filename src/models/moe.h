@@ -50,11 +50,8 @@ const char *fs_expert_policy_name(fs_expert_policy p);   /* "all-tokens", "rtn",
 /* "rtn" | "all-tokens" | "shared" -> *p; -1 for anything else. */
 int fs_expert_policy_parse(const char *s, fs_expert_policy *p);
 
-/* Routing of n rows xn [n, H]: idx[n, k] expert indices in descending
- * probability, wt[n, k] their weights (invariants 1-2).  Errors: FS_ERR_NOMEM. */
-fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *xn,
-                       int64_t n, int32_t *idx, float *wt);
-/* The same with DeepSeek's routing when f->route says so (ARCHITECTURES.md
+/* Routing of n rows xn [n, H] by the family's router f->route (src/forward/block-moe.c,
+ * on a cpu backend of its own; moe.h's invariants 1-2 for mixtral and qwen*_moe), DeepSeek's (ARCHITECTURES.md
  * §5.5), bias = deepseek_v3's e_score_correction_bias [E] (NULL: zeros):
  *  - scores s: softmax (v2) or sigmoid (v3) of the f32 logits; selection
  *    score c = s + bias (v3), c = s (v2);
@@ -68,11 +65,6 @@ fs_status fs_moe_route(fs_ctx *ctx, const fs_fwd *f, const float *router, const 
  * Errors: FS_ERR_NOMEM. */
 fs_status fs_moe_route_ex(fs_ctx *ctx, const fs_fwd *f, const float *router, const float *bias,
                           const float *xn, int64_t n, int32_t *idx, float *wt);
-
-/* out[n, H] = MoE(xn) of a MoE layer's weights (w->moe).  Scratch allocated
- * inside.  Errors: FS_ERR_NOMEM. */
-fs_status fs_moe_ffn(fs_ctx *ctx, const fs_fwd *f, const fs_lw *w, const float *xn, int64_t n,
-                     float *out);
 
 /* Base name of expert e of layer L, e.g. "model.layers.3.mlp.experts.7"
  * (its gate linear's name without the last component).  Cannot fail. */

@@ -51,7 +51,8 @@
 #include <unistd.h>
 
 #include "src/backend/backend.h"
-#include "src/models/mla.h"
+#include "src/forward/layer.h"
+#include "src/models/moe.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/plan.h"
 #include "stream/boundary.h"
@@ -195,6 +196,16 @@ typedef struct pstate {
     int nheld, cap_held;
     int l0;                  /* the first layer this process runs (a resume starts later) */
     int kept;                /* linears written unquantized (--quantize-experts-only) */
+    /* the layer forward on the backend (src/forward/layer.h) */
+    fs_backend *be;
+    fs_lwb *wb;              /* the layer's weights there (quantized ones replaced as solved) */
+    fs_fwd_ws *ws;           /* a batch's buffers there */
+    fs_buf *hbuf;            /* the Hessian(s) being accumulated: [count * hin, hin] */
+    int hw0;                 /* the first expert of a wave's Hessians */
+    int64_t *seen;           /* rows each expert of the wave received */
+    double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
+    void (*ahead)(void *arg);   /* (optional) run once the final pass has queued its last batch */
+    void *ahead_arg;
 } pstate;
 
 /* On a terminal (and not --quiet): one line redrawn in place with the layer,
@@ -231,18 +242,6 @@ static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
     double t = fs_now();
     fs_trace_span(p->po->trace, FS_STAGE_SPILL, p->L->index, NULL, p->tfwd, t,
                   (uint64_t)n * (uint64_t)p->f->H * (uint64_t)p->x->elem, 0);
-    p->tfwd = t;
-    return rc;
-}
-
-/* H += x^T x through the backend, traced as the hessian stage. */
-static fs_status hadd(pstate *p, void *hess, const float *x, int64_t n)
-{
-    fwd_mark(p);
-    fs_status rc = fs_be_hess_add(p->ctx, p->ctx->be, hess, x, n);
-    double t = fs_now();
-    fs_trace_span(p->po->trace, FS_STAGE_HESSIAN, p->L->index, NULL, p->tfwd, t,
-                  (uint64_t)(n * p->hin) * 4, (double)n * (double)p->hin * (double)p->hin);
     p->tfwd = t;
     return rc;
 }
@@ -291,8 +290,16 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
         fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
                r.fallback_rtn ? ", fell back to RTN" : "");
     if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
-    /* later passes see the quantized weight; the packing and writing go to the writer */
+    /* later passes see the quantized weight (on the backend too: the upload
+     * reads W when the compute queue reaches it, and W does not change again);
+     * the packing and writing go to the writer */
     memcpy(W, r.dequant, sizeof(float) * (size_t)(x->out * x->in));
+    const fs_tensor wv = fs_lwb_weight(p->wb, i);
+    rc = fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, wv.buf, wv.off, W, (uint64_t)(x->out * x->in) * 4);
+    if (rc != FS_OK) {
+        fs_layer_result_free(&r);
+        return rc;
+    }
     free(r.dequant);
     r.dequant = NULL;
     job_linear *j = calloc(1, sizeof *j);
@@ -339,121 +346,224 @@ static fs_status flush_held(pstate *p, fs_status rc)
     return rc;
 }
 
-/* Scratch of one batch. */
+/* The host side of the batches: two staging slots of F32 [n, H] activations,
+ * so the host loads batch i + 1 (from memory or the spill) while the
+ * backend computes batch i.  up[k]: recorded on the compute queue after
+ * slot k's upload; dn[k]: on the download queue after the download into it;
+ * a slot is refilled only after both are reached (backend.h invariants 2-3). */
 typedef struct scratch {
-    float *xn, *q, *k, *v, *att, *g, *u, *o;
-    float *xg;               /* MoE: gathered rows [n, H] */
-    float *xb;               /* the batch's activations in F32 [n, H] */
-    fs_mla_buf mb;           /* DeepSeek MLA activations */
+    fs_backend *be;
+    float *xb[2];
+    fs_event *up[2], *dn[2];
+    fs_event *done;          /* compute: a batch's layer work queued so far */
+    float *xr;               /* a plain host batch (routing, MoE statistics) */
 } scratch;
 
 static void scratch_free(scratch *s)
 {
-    free(s->xn); free(s->q); free(s->k); free(s->v); free(s->att); free(s->g); free(s->u); free(s->o);
-    free(s->xg);
-    fs_mla_buf_free(&s->mb);
-    free(s->xb);
+    for (int k = 0; k < 2; k++) {
+        if (s->be) fs_be_host_free(s->be, s->xb[k]);
+        if (s->be) fs_be_event_free(s->be, s->up[k]);
+        if (s->be) fs_be_event_free(s->be, s->dn[k]);
+    }
+    if (s->be) fs_be_event_free(s->be, s->done);
+    free(s->xr);
+    memset(s, 0, sizeof *s);
 }
 
-static fs_status scratch_new(fs_ctx *ctx, const fs_fwd *f, int64_t n, scratch *s)
+static fs_status scratch_new(fs_ctx *ctx, fs_backend *be, const fs_fwd *f, int64_t n, scratch *s)
 {
-    const size_t qs = (size_t)(f->nh * f->hd), ks = (size_t)(f->nkv * f->hd);
     memset(s, 0, sizeof *s);
-    s->xn = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    s->q = fs_alloc2((size_t)n, qs * 4);
-    s->k = fs_alloc2((size_t)n, ks * 4);
-    s->v = fs_alloc2((size_t)n, ks * 4);
-    s->att = fs_alloc2((size_t)n, qs * 4);
-    s->g = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
-    s->u = fs_alloc2((size_t)n, (size_t)f->ffn_max * 4);
-    s->o = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    s->xg = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    s->xb = fs_alloc2((size_t)n, (size_t)f->H * 4);
-    if (!s->xn || !s->q || !s->k || !s->v || !s->att || !s->g || !s->u || !s->o || !s->xg || !s->xb) {
-        scratch_free(s);
-        return fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
+    s->be = be;
+    const uint64_t bytes = (uint64_t)n * (uint64_t)f->H * 4;
+    fs_status rc = FS_OK;
+    for (int k = 0; rc == FS_OK && k < 2; k++) {
+        void *p = NULL;
+        rc = fs_be_host_alloc(ctx, be, bytes ? bytes : 4, &p);
+        s->xb[k] = p;
+        if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->up[k]);
+        if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->dn[k]);
     }
-    if (f->mla) {
-        fs_status rc = fs_mla_buf_new(ctx, f, n, &s->mb);
-        if (rc != FS_OK) scratch_free(s);
-        return rc;
+    if (rc == FS_OK) rc = fs_be_event_new(ctx, be, &s->done);
+    if (rc == FS_OK && !(s->xr = fs_alloc2((size_t)n, (size_t)f->H * 4)))
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "activations of a batch of %lld tokens", (long long)n);
+    if (rc != FS_OK) scratch_free(s);
+    return rc;
+}
+
+/* The tap of the layer forward (src/forward/layer.h): the captured rows go
+ * into the Hessian being accumulated (p->hbuf; an expert's into its block of
+ * p->hwave), traced as the hessian stage. */
+static fs_status tap_hess(fs_ctx *ctx, void *arg, int point, int expert, fs_tensor x)
+{
+    (void)point;
+    pstate *p = arg;
+    fwd_mark(p);
+    fs_tensor H = fs_tensor_2d(p->hbuf, 0, FS_DT_F32, p->hin, p->hin);
+    if (expert >= 0) {
+        H = fs_tensor_2d(p->hbuf, (uint64_t)(expert - p->hw0) * (uint64_t)(p->hin * p->hin) * 4, FS_DT_F32, p->hin,
+                         p->hin);
+        p->seen[expert - p->hw0] += x.rows;
     }
-    return FS_OK;
+    fs_status rc = fs_op_hess_acc(ctx, p->be, FS_QUEUE_COMPUTE, H, x);
+    double t = fs_now();
+    fs_trace_span(p->po->trace, FS_STAGE_HESSIAN, p->L->index, NULL, p->tfwd, t,
+                  (uint64_t)(x.rows * p->hin) * 4, (double)x.rows * (double)p->hin * (double)p->hin);
+    p->tfwd = t;
+    return rc;
+}
+
+/* A batch of the host's x (n rows) onto the backend (compute queue). */
+static fs_status up_batch(pstate *p, const float *x, int64_t n)
+{
+    return fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, p->ws->x.buf, 0, x, (uint64_t)(n * p->f->H) * 4);
+}
+
+/* x rounded on the backend to the activations' dtype (BF16: through a BF16
+ * copy, the rounding fs_acts_store does on the host), so the rest of the
+ * layer sees what later passes will load. */
+static fs_status round_acts(pstate *p, int64_t n)
+{
+    if (p->x->elem == 4) return FS_OK;
+    fs_tensor x = fs_tensor_2d(p->ws->x.buf, 0, FS_DT_F32, n, p->f->H);
+    fs_tensor b = fs_tensor_2d(p->ws->xh.buf, 0, FS_DT_BF16, n, p->f->H);
+    fs_status rc = fs_op_copy(p->ctx, p->be, FS_QUEUE_COMPUTE, b, x);
+    return rc == FS_OK ? fs_op_copy(p->ctx, p->be, FS_QUEUE_COMPUTE, x, b) : rc;
 }
 
 /* One pass over the batches; stage decides what is computed and captured:
  * 0 attention input, 5 / 6 MLA q_b / kv_b inputs, 1 o_proj input, 2 the
  * post-attention norm (x moves mid-layer), 3 the MLP's down input, 4 the
- * rest of the layer (x moves to the next layer's input). */
-enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6 };
-static fs_status pass(pstate *p, int stage, scratch *s, void *hess)
+ * rest of the layer (x moves to the next layer's input; a MoE layer's final
+ * pass), 7 / 8 the gate/up and down inputs of the experts [e0, e1) of a wave.
+ * The layer forward is src/forward/layer.h's; this decides only where it
+ * stops and what moves.
+ *
+ * Batches are pipelined (scratch's slots): batch i is loaded into slot i % 2
+ * and uploaded on the compute queue; its layer work follows there; when x
+ * moves, the download queue waits for that work (an event) and downloads x
+ * into the slot, and the host stores batch i - 1 meanwhile.  The compute
+ * queue waits for a download before the next upload overwrites the
+ * backend's x.  No queue is drained inside the loop. */
+enum { ST_ATTN_IN = 0, ST_O_IN = 1, ST_POST = 2, ST_DOWN = 3, ST_FINISH = 4, ST_QB = 5, ST_KVB = 6, ST_EXP_IN = 7,
+       ST_EXP_DOWN = 8 };
+
+/* fs_be_event_sync, the wait counted (the overlap figure of the log). */
+static fs_status slot_sync(pstate *p, fs_event *e)
 {
+    double t = fs_now();
+    fs_status rc = fs_be_event_sync(p->ctx, p->be, e);
+    *p->qwait += fs_now() - t;
+    return rc;
+}
+
+static fs_status pass(pstate *p, int stage, scratch *s, int capture, int e0, int e1, const int *all)
+{
+    fs_ctx *ctx = p->ctx;
+    fs_backend *be = p->be;
     const fs_fwd *f = p->f;
-    const fs_lw *w = p->w;
-    const int g0 = w->g0, io = g0 - 1;
-    const int64_t H = f->H, qs = f->nh * f->hd, ks = f->nkv * f->hd, NI = p->L->lin[g0].out;
-    const int64_t as = f->mla ? f->nh * f->vh : qs;
+    static const int tap_of[] = {FS_TAP_ATTN_IN, FS_TAP_O_IN, FS_TAP_FFN_IN, FS_TAP_DOWN, FS_TAP_NONE,
+                                 FS_TAP_QB, FS_TAP_KVB, FS_TAP_EXP_IN, FS_TAP_EXP_DOWN};
+    fs_taps tp = {.stop = tap_of[stage], .fn = capture ? tap_hess : NULL, .arg = p, .e0 = e0, .e1 = e1, .all = all};
+    const fs_queue Q = FS_QUEUE_COMPUTE, DL = FS_QUEUE_DOWNLOAD;
+    const int moves = stage == ST_POST || stage == ST_FINISH;
     /* x moves mid-layer into the other spill file (the layer's input stays
      * whole for the boundary job of the layer before); the finish overwrites */
-    fs_status rc = fs_acts_begin(p->ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
-                                            : stage == ST_FINISH ? FS_SPILL_INPLACE
-                                                                 : FS_SPILL_READ);
+    fs_status rc = fs_acts_begin(ctx, p->x, stage == ST_POST     ? FS_SPILL_MOVE
+                                          : stage == ST_FINISH ? FS_SPILL_INPLACE
+                                                               : FS_SPILL_READ);
     p->tfwd = fs_now();
-    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
+    const double tpass = p->tfwd;
+    int64_t pend0 = -1, pendn = 0;                       /* the batch whose download is queued, unstored */
+    int pendk = 0, i = 0;
+    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq, i++) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, n = ns * p->T;
-        float *x = s->xb;
-        fs_crashpoint(p->ctx, "forward");
+        const int k = i & 1;
+        float *x = s->xb[k];
+        fs_crashpoint(ctx, "forward");
+        /* slot k: its upload (batch i - 2) ran, its download was stored */
+        if ((rc = slot_sync(p, s->up[k])) != FS_OK) break;
         if ((rc = load(p, s0 * p->T, n, x)) != FS_OK) break;
-        if (stage <= ST_POST || stage >= ST_QB) {
-            fs_fwd_rmsnorm(x, w->in_norm, n, H, f->eps, s->xn);
-            if (stage == ST_ATTN_IN) { rc = hadd(p, hess, s->xn, n); continue; }
-            float *att = s->att;
-            if (f->mla) {
-                fs_mla_latents(f, w, s->xn, n, &s->mb);
-                if (stage == ST_QB) { rc = hadd(p, hess, s->mb.cq, n); continue; }
-                if (stage == ST_KVB) { rc = hadd(p, hess, s->mb.c, n); continue; }
-                if ((rc = fs_mla_attend(p->ctx, f, w, s->xn, ns, p->T, &s->mb)) != FS_OK) break;
-                att = s->mb.att;
-            } else {
-                fs_fwd_linear(s->xn, w->w[FS_Q], w->b[FS_Q], n, H, qs, s->q);
-                fs_fwd_linear(s->xn, w->w[FS_K], w->b[FS_K], n, H, ks, s->k);
-                fs_fwd_linear(s->xn, w->w[FS_V], w->b[FS_V], n, H, ks, s->v);
-                if ((rc = fs_fwd_attention(p->ctx, f, w, s->q, s->k, s->v, ns, p->T, s->att)) != FS_OK) break;
-            }
-            if (stage == ST_O_IN) { rc = hadd(p, hess, att, n); continue; }
-            fs_fwd_linear(att, w->w[io], w->b[io], n, as, H, s->o);
-            for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];          /* x is now mid-layer */
-            if ((rc = fs_acts_store(p->ctx, p->x, s0 * p->T, n, x)) != FS_OK) break;   /* (rounded as stored) */
-            fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
-            if (hess) rc = hadd(p, hess, s->xn, n);               /* none: x only moves */
-            continue;
+        if (pend0 >= 0 && (rc = fs_be_wait(ctx, be, Q, s->dn[pendk])) != FS_OK) break;   /* x read out first */
+        if ((rc = up_batch(p, x, n)) != FS_OK) break;
+        if ((rc = fs_be_record(ctx, be, s->up[k], Q)) != FS_OK) break;
+        if (stage == ST_POST) {
+            rc = fs_fwd_attn_half(ctx, be, Q, f, p->wb, p->ws, ns, p->T, NULL);    /* x is now mid-layer */
+            if (rc == FS_OK) rc = round_acts(p, n);                                /* (rounded as stored) */
+        } else if (stage == ST_FINISH) {
+            rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, NULL);            /* the next layer's input */
+        } else if (stage <= ST_POST || stage == ST_QB || stage == ST_KVB) {
+            rc = fs_fwd_attn_half(ctx, be, Q, f, p->wb, p->ws, ns, p->T, &tp);     /* a capture in attention */
+        } else {
+            rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, &tp);             /* down, the experts' inputs */
         }
-        fs_fwd_rmsnorm(x, w->post_norm, n, H, f->eps, s->xn);
-        fs_fwd_linear(s->xn, w->w[g0], w->b[g0], n, H, NI, s->g);
-        fs_fwd_linear(s->xn, w->w[g0 + 1], w->b[g0 + 1], n, H, NI, s->u);
-        fs_fwd_swiglu(s->g, s->u, n, NI, s->g);
-        if (stage == ST_DOWN) { rc = hadd(p, hess, s->g, n); continue; }
-        fs_fwd_linear(s->g, w->w[g0 + 2], w->b[g0 + 2], n, NI, H, s->o);
-        for (int64_t i = 0; i < n * H; i++) x[i] += s->o[i];
-        rc = fs_acts_store(p->ctx, p->x, s0 * p->T, n, x);                     /* the next layer's input */
+        if (rc != FS_OK || !moves) continue;
+        /* the download of x into slot k after the layer work, on its own queue */
+        rc = fs_be_record(ctx, be, s->done, Q);
+        if (rc == FS_OK) rc = fs_be_wait(ctx, be, DL, s->done);
+        if (rc == FS_OK) rc = fs_be_download(ctx, be, DL, x, p->ws->x.buf, 0, (uint64_t)(n * f->H) * 4);
+        if (rc == FS_OK) rc = fs_be_record(ctx, be, s->dn[k], DL);
+        /* ST_POST: the norm of the rounded x and its capture follow the download */
+        if (rc == FS_OK && stage == ST_POST && capture) rc = fs_fwd_ffn_half(ctx, be, Q, f, p->wb, p->ws, n, &tp);
+        /* the batch before is stored while this one computes */
+        if (rc == FS_OK && pend0 >= 0) {
+            rc = slot_sync(p, s->dn[pendk]);
+            if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
+        }
+        pend0 = s0 * p->T;
+        pendn = n;
+        pendk = k;
     }
-    rc = fs_acts_end(p->ctx, p->x, rc);
+    /* the next layer's weights come in while the backend runs the last batch */
+    if (rc == FS_OK && stage == ST_FINISH && p->ahead) p->ahead(p->ahead_arg);
+    if (rc == FS_OK && pend0 >= 0) {
+        rc = slot_sync(p, s->dn[pendk]);
+        if (rc == FS_OK) rc = fs_acts_store(ctx, p->x, pend0, pendn, s->xb[pendk]);
+    }
+    /* the slots are free again once their uploads ran (the next pass refills them) */
+    for (int k = 0; rc == FS_OK && k < 2; k++) rc = slot_sync(p, s->up[k]);
+    rc = fs_acts_end(ctx, p->x, rc);
     fwd_mark(p);
+    *p->qpass += fs_now() - tpass;
+    return rc;
+}
+
+/* Hessians [count * in, in] on the backend, zeroed, as p's tap target. */
+static fs_status hess_begin(pstate *p, int64_t in, int count, int hw0)
+{
+    p->hin = in;
+    p->hw0 = hw0;
+    fs_status rc = fs_be_alloc(p->ctx, p->be, (uint64_t)count * (uint64_t)(in * in) * 4, "hessian", &p->hbuf);
+    if (rc == FS_OK) rc = fs_op_fill(p->ctx, p->be, FS_QUEUE_COMPUTE, fs_tensor_2d(p->hbuf, 0, FS_DT_F32, count * in, in), 0.0);
+    return rc;
+}
+
+/* The sums made symmetric and downloaded: H[k] malloc'ed [in, in] each. */
+static fs_status hess_end(pstate *p, int count, float **H, fs_status rc)
+{
+    const int64_t in = p->hin;
+    const uint64_t bytes = (uint64_t)(in * in) * 4;
+    if (rc == FS_OK) rc = fs_op_hess_finish(p->ctx, p->be, FS_QUEUE_COMPUTE, fs_tensor_2d(p->hbuf, 0, FS_DT_F32, count * in, in), count);
+    for (int k = 0; rc == FS_OK && k < count; k++) {
+        H[k] = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
+        rc = H[k] ? fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, H[k], p->hbuf, (uint64_t)k * bytes, bytes)
+                  : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
+    }
+    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
+    fs_be_free(p->be, p->hbuf);
+    p->hbuf = NULL;
+    if (rc != FS_OK)
+        for (int k = 0; k < count; k++) { free(H[k]); H[k] = NULL; }
     return rc;
 }
 
 /* A pass that captures into a new *H [in, in] (malloc'ed, caller frees). */
 static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H)
 {
-    void *hs = NULL;
-    p->hin = in;
-    *H = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
-    fs_status rc = *H ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
-    if (rc == FS_OK) rc = pass(p, stage, s, hs);
-    if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs, *H);
-    fs_be_hess_free(p->ctx->be, hs);
-    if (rc != FS_OK) { free(*H); *H = NULL; }
-    return rc;
+    *H = NULL;
+    fs_status rc = hess_begin(p, in, 1, 0);
+    if (rc == FS_OK) rc = pass(p, stage, s, 1, 0, 0, NULL);
+    return hess_end(p, 1, H, rc);
 }
 
 /* A pass that captures, then the quantization of linears [i0, i1) with it.
@@ -461,7 +571,7 @@ static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H
  * copied when the layer came in): only the passes that move x run. */
 static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t in, int i0, int i1)
 {
-    if (p->po->experts_only) return stage == ST_POST ? pass(p, stage, s, NULL) : FS_OK;
+    if (p->po->experts_only) return stage == ST_POST ? pass(p, stage, s, 0, 0, 0, NULL) : FS_OK;
     char what[64];
     const char *nm = strrchr(p->L->lin[i0].name, '.');
     snprintf(what, sizeof what, "%s%s", nm ? nm + 1 : p->L->lin[i0].name, i1 - i0 > 1 ? " ..." : "");
@@ -478,58 +588,22 @@ static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t 
 /* The Hessians of the experts [e0, e1) of one wave in one pass over the
  * calibration batches: gate/up's from each expert's post-norm rows (down ==
  * 0), or down's from silu(gate) * up of them with its current (quantized)
- * gate/up (down == 1).  An expert's rows are the tokens routed to it (idx),
- * or all of them when all[e].  Each expert accumulates batch by batch, its
- * rows of each batch in one call, so its Hessian does not depend on which
- * experts share its wave: the output is the same for any wave size.
- * H[e - e0] malloc'ed [in, in]. */
-static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int32_t *idx, const int *all, int down,
-                           float **H)
+ * gate/up (down == 1).  An expert's rows are the tokens routed to it (the
+ * routing of the layer forward, the same as pass R's), or all of them when
+ * all[e].  Each expert accumulates batch by batch, its rows of each batch in
+ * one call, so its Hessian does not depend on which experts share its wave:
+ * the output is the same for any wave size.  H[e - e0] malloc'ed [in, in]
+ * (zero for an expert without rows). */
+static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int *all, int down, float **H)
 {
-    const fs_fwd *f = p->f;
-    const int64_t Hd = f->H, Ie = f->Ie, in = down ? Ie : Hd, K = f->topk;
     const int ne = e1 - e0;
-    void **hs = calloc((size_t)ne, sizeof *hs);
-    int64_t *seen = calloc((size_t)ne, sizeof *seen);
-    fs_status rc = hs && seen ? FS_OK : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "wave of %d experts", ne);
-    for (int e = 0; rc == FS_OK && e < ne; e++) {
-        H[e] = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
-        rc = H[e] ? fs_be_hess_new(p->ctx, p->ctx->be, in, &hs[e]) : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
-    }
-    p->hin = in;
-    if (rc == FS_OK) rc = fs_acts_begin(p->ctx, p->x, FS_SPILL_READ);
-    p->tfwd = fs_now();
-    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
-        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T, t0 = s0 * p->T;
-        if ((rc = load(p, t0, nb, s->xb)) != FS_OK) break;
-        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, Hd, f->eps, s->xn);
-        for (int e = e0; rc == FS_OK && e < e1; e++) {
-            int64_t nr = 0;
-            for (int64_t t = 0; t < nb; t++) {
-                int hit = all[e];
-                for (int64_t k = 0; !hit && k < K; k++) hit = idx[(t0 + t) * K + k] == e;
-                if (hit) memcpy(s->xg + nr++ * Hd, s->xn + t * Hd, sizeof(float) * (size_t)Hd);
-            }
-            if (nr == 0) continue;
-            seen[e - e0] += nr;
-            if (!down) { rc = hadd(p, hs[e - e0], s->xg, nr); continue; }
-            fs_fwd_linear(s->xg, p->w->ex[3 * e], NULL, nr, Hd, Ie, s->g);
-            fs_fwd_linear(s->xg, p->w->ex[3 * e + 1], NULL, nr, Hd, Ie, s->u);
-            fs_fwd_swiglu(s->g, s->u, nr, Ie, s->g);
-            rc = hadd(p, hs[e - e0], s->g, nr);
-        }
-    }
-    rc = fs_acts_end(p->ctx, p->x, rc);
-    fwd_mark(p);
-    for (int e = 0; e < ne; e++) {
-        if (rc == FS_OK && seen[e] == 0) memset(H[e], 0, sizeof(float) * (size_t)(in * in));   /* no rows: H = 0 */
-        else if (rc == FS_OK) rc = fs_be_hess_get(p->ctx, p->ctx->be, hs[e], H[e]);
-        if (hs) fs_be_hess_free(p->ctx->be, hs[e]);
-    }
-    if (rc != FS_OK)
-        for (int e = 0; e < ne; e++) { free(H[e]); H[e] = NULL; }
-    free(hs);
-    free(seen);
+    p->seen = calloc((size_t)ne, sizeof *p->seen);
+    fs_status rc = p->seen ? FS_OK : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "wave of %d experts", ne);
+    if (rc == FS_OK) rc = hess_begin(p, down ? p->f->Ie : p->f->H, ne, e0);
+    if (rc == FS_OK) rc = pass(p, down ? ST_EXP_DOWN : ST_EXP_IN, s, 1, e0, e1, all);
+    rc = hess_end(p, ne, H, rc);
+    free(p->seen);
+    p->seen = NULL;
     return rc;
 }
 
@@ -566,9 +640,15 @@ static fs_status moe_layer(pstate *p, scratch *s)
     p->tfwd = fs_now();
     for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
         const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        if ((rc = load(p, s0 * p->T, nb, s->xb)) != FS_OK) break;
-        fs_fwd_rmsnorm(s->xb, p->w->post_norm, nb, H, f->eps, s->xn);
-        rc = fs_moe_route_ex(ctx, f, p->w->router, p->w->escb, s->xn, nb, idx + s0 * p->T * K, wt + s0 * p->T * K);
+        const fs_taps norm_only = {.stop = FS_TAP_FFN_IN};
+        if ((rc = load(p, s0 * p->T, nb, s->xr)) != FS_OK) break;
+        if ((rc = up_batch(p, s->xr, nb)) != FS_OK) break;
+        rc = fs_fwd_ffn_half(ctx, p->be, FS_QUEUE_COMPUTE, f, p->wb, p->ws, nb, &norm_only);
+        if (rc == FS_OK) rc = fs_fwd_route(ctx, p->be, FS_QUEUE_COMPUTE, f, p->wb, p->ws, nb);
+        if (rc == FS_OK)
+            rc = fs_be_download(ctx, p->be, FS_QUEUE_COMPUTE, idx + s0 * p->T * K, p->ws->idx.buf, 0,
+                                sizeof(int32_t) * (uint64_t)(nb * K));
+        if (rc == FS_OK) rc = fs_be_sync(ctx, p->be, FS_QUEUE_COMPUTE);
     }
     fwd_mark(p);
     if ((rc = fs_acts_end(ctx, p->x, rc)) != FS_OK) goto out;
@@ -604,7 +684,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         p->holding = 1;
         float **He = calloc((size_t)nw, sizeof *He), **Hd = calloc((size_t)nw, sizeof *Hd);
         if (!He || !Hd) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "wave of %d experts", nw);
-        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 0, He);
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 0, He);
         for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
             /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
              * (its own Hessian only measures the loss) */
@@ -613,7 +693,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
             for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
         }
         for (int e = 0; He && e < nw; e++) { free(He[e]); He[e] = NULL; }   /* before the down Hessians */
-        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, idx, all, 1, Hd);
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 1, Hd);
         for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
             const int pol = under[e] ? (int)po->expert_policy : -1;
             rc = quantize_one(p, e0 + 3 * e + 2, Hd[e - w0], pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
@@ -630,19 +710,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
         fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
     }
     /* E: x += MoE(norm(x)) with the quantized experts */
-    if (rc == FS_OK) rc = fs_acts_begin(ctx, p->x, FS_SPILL_INPLACE);
-    p->tfwd = fs_now();
-    for (int64_t s0 = 0; rc == FS_OK && s0 < p->nseq; s0 += p->bseq) {
-        const int64_t ns = p->nseq - s0 < p->bseq ? p->nseq - s0 : p->bseq, nb = ns * p->T;
-        float *x = s->xb;
-        if ((rc = load(p, s0 * p->T, nb, x)) != FS_OK) break;
-        fs_fwd_rmsnorm(x, p->w->post_norm, nb, H, f->eps, s->xn);
-        if ((rc = fs_moe_ffn(ctx, f, p->w, s->xn, nb, s->o)) != FS_OK) break;
-        for (int64_t i = 0; i < nb * H; i++) x[i] += s->o[i];
-        rc = fs_acts_store(ctx, p->x, s0 * p->T, nb, x);
-    }
-    fwd_mark(p);
-    rc = fs_acts_end(ctx, p->x, rc);
+    if (rc == FS_OK) rc = pass(p, ST_FINISH, s, 0, 0, 0, NULL);
 out:
     p->holding = 0;
     rc = flush_held(p, rc);                              /* frees what an error left held */
@@ -653,12 +721,100 @@ out:
     return rc;
 }
 
+/* The layer reader's bookkeeping for the read track of the trace. */
+typedef struct reader_state {
+    fs_layer_reader *lr;
+    double t_sub, busy_prev, wait_s;
+    fs_prefetch_stats pst;
+} reader_state;
+
+/* Layer l coming in: its bytes from the reader (acquired: the caller
+ * releases it), the next layer's read started, its weights decoded into w
+ * and uploaded into wb on the upload queue, ev recorded after.  On an error
+ * the slot is released and nothing is held. */
+static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f, const fs_pipe_opts *po,
+                             reader_state *rs, fs_backend *be, fs_event *ev, int l, fs_lw *w, fs_lwb *wb)
+{
+    static const fs_qinfo none = {0};
+    const fs_mlayer *L = &m->layers[l];
+    double tl = fs_now();
+    memset(w, 0, sizeof *w);
+    memset(wb, 0, sizeof *wb);
+    fs_status rc = fs_lr_acquire(ctx, rs->lr, l);                    /* waits only if reading lags */
+    if (rc != FS_OK) return rc;
+    rs->wait_s += fs_now() - tl;
+    fs_crashpoint(ctx, "read");
+    /* the read track: the I/O busy time spent since the previous layer came in,
+     * placed from the layer's submission (reads run in the background) */
+    fs_lr_stats(rs->lr, &rs->pst);
+    fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, rs->t_sub, rs->t_sub + (rs->pst.busy_s - rs->busy_prev),
+                  fs_lr_bytes(rs->lr, l), 0);
+    rs->busy_prev = rs->pst.busy_s;
+    rs->t_sub = fs_now();
+    rc = fs_lr_start(ctx, rs->lr, l + 1);                             /* next layer reads meanwhile */
+    double tu = fs_now();
+    if (rc == FS_OK) rc = fs_lw_load(ctx, c, &none, m, f, l, w);   /* decoded into the compute layout: the upload stage */
+    /* the weights go up on the upload queue; the compute queue waits for ev */
+    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, w, wb);
+    if (rc == FS_OK) rc = fs_be_record(ctx, be, ev, FS_QUEUE_UPLOAD);
+    fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(rs->lr, l), 0);
+    if (rc != FS_OK) {
+        fs_lwb_free(be, wb);
+        fs_lw_free(w);
+        fs_lr_release(rs->lr, l);
+    }
+    return rc;
+}
+
+/* The look-ahead (fs_pipe_opts.lookahead): layer l fetched during the final
+ * pass of layer l - 1; its error, if any, is kept and reported when layer l
+ * starts (after l - 1 is committed, as without the look-ahead). */
+typedef struct ahead {
+    fs_ctx *ctx;
+    fs_ckpt *c;
+    const fs_model *m;
+    const fs_fwd *f;
+    const fs_pipe_opts *po;
+    reader_state *rs;
+    fs_backend *be;
+    fs_event **ev;
+    int l, done;
+    fs_status rc;
+    char msg[sizeof(((fs_ctx *)0)->errmsg)];
+    fs_lw w;
+    fs_lwb wb;
+} ahead;
+
+static void ahead_run(void *arg)
+{
+    ahead *a = arg;
+    if (a->done) return;
+    a->done = 1;
+    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], a->l, &a->w, &a->wb);
+    if (a->rc != FS_OK) snprintf(a->msg, sizeof a->msg, "%s", a->ctx->errmsg);
+}
+
+/* 1 when be runs the ops of the layer forward (a probe: a fill of a small
+ * buffer), 0 when it lacks them (FS_ERR_NODEV). */
+static int forward_ops(fs_ctx *ctx, fs_backend *be)
+{
+    fs_ctx lc;
+    fs_ctx_init(&lc);
+    lc.quiet = 1;
+    fs_buf *b = NULL;
+    fs_status rc = fs_be_alloc(&lc, be, 64, "probe", &b);
+    if (rc == FS_OK) rc = fs_op_fill(&lc, be, FS_QUEUE_COMPUTE, fs_tensor_2d(b, 0, FS_DT_F32, 1, 16), 0.0);
+    if (rc == FS_OK) rc = fs_be_sync(&lc, be, FS_QUEUE_COMPUTE);
+    fs_be_free(be, b);
+    (void)ctx;
+    return rc != FS_ERR_NODEV;
+}
+
 fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f,
                           const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
                           fs_outckpt *o)
 {
     const int64_t H = f->H, n = nseq * T;
-    fs_qinfo none = {0};
     float *E = NULL, *row = malloc(sizeof(float) * (size_t)H);
     fs_acts xs = {NULL, NULL, H, NULL, po->act_f32 ? 4 : 2};
     fs_acts *x = &xs;
@@ -706,12 +862,25 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     for (int i = 0; l0 == 0 && rc == FS_OK && i < m->nglobal; i++)   /* committed with layer 0 */
         if (fs_ckpt_find(c, m->global[i].name)) rc = queue_copy(ctx, wr, o, c, m->global[i].name, po->trace, -1);
     scratch s = {0};
+    fs_fwd_ws ws = {0};
     fs_layer_reader *lr = NULL;
-    if (rc == FS_OK) rc = scratch_new(ctx, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    fs_backend *be = ctx->be, *own = NULL;
+    if (rc == FS_OK && live && !forward_ops(ctx, be)) {           /* CUDA before its v2 ops: the forward on the cpu */
+        rc = fs_backend_open(ctx, FS_BE_CPU, NULL, &own);
+        be = own;
+        if (rc == FS_OK) fs_log(ctx, "the layer forward runs on the cpu backend (%s has no forward ops yet)",
+                                fs_backend_name(ctx->be));
+    }
+    fs_event *wev[2] = {NULL, NULL};   /* the upload queue: layer l's weights are up (wev[l & 1]) */
+    double qwait = 0.0, qpass = 0.0;
+    if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
+    for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_new(ctx, be, &wev[k]);
+    if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
     if (rc == FS_OK) rc = fs_lr_new(ctx, c, m, 2, 1, 0, &lr);
-    double t_sub = fs_now(), busy_prev = 0.0;
+    reader_state rs = {.lr = lr, .t_sub = fs_now()};
     if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
-    double t0 = fs_now(), wait_s = 0.0;
+    double t0 = fs_now();
+    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .l = -1};
     for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         if (fs_interrupted()) {
@@ -719,22 +888,16 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             break;
         }
         fs_lw w;
+        fs_lwb wb;
         double tl = fs_now();
-        if ((rc = fs_lr_acquire(ctx, lr, l)) != FS_OK) break;           /* waits only if reading lags */
-        wait_s += fs_now() - tl;
-        fs_crashpoint(ctx, "read");
-        /* the read track: the I/O busy time spent since the previous layer came in,
-         * placed from the layer's submission (reads run in the background) */
-        fs_prefetch_stats pst;
-        fs_lr_stats(lr, &pst);
-        fs_trace_span(po->trace, FS_STAGE_READ, l, NULL, t_sub, t_sub + (pst.busy_s - busy_prev),
-                      fs_lr_bytes(lr, l), 0);
-        busy_prev = pst.busy_s;
-        t_sub = fs_now();
-        if ((rc = fs_lr_start(ctx, lr, l + 1)) != FS_OK) break;         /* next layer reads meanwhile */
-        double tu = fs_now();
-        rc = fs_lw_load(ctx, c, &none, m, f, l, &w);   /* decoded into the compute layout: the upload stage */
-        fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(lr, l), 0);
+        if (ah.done && ah.l == l) {                  /* fetched during the layer before's last pass */
+            ah.done = 0;
+            if ((rc = ah.rc) != FS_OK) { fs_ctx_err(ctx, rc, "%s", ah.msg); break; }
+            w = ah.w;
+            wb = ah.wb;
+        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], l, &w, &wb)) != FS_OK) {
+            break;
+        }
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
             if (fs_ckpt_find(c, L->other[i].name)) rc = queue_copy(ctx, wr, o, c, L->other[i].name, po->trace, l);
         int kept = 0;                  /* --quantize-experts-only: all but the routed experts, as they are */
@@ -746,14 +909,18 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                 kept++;
             }
         fs_lr_release(lr, l);
-        if (rc != FS_OK) break;
-        pstate p = {.ctx = ctx, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev[l & 1]);   /* the weights are up */
+        if (rc != FS_OK) { fs_lwb_free(be, &wb); fs_lw_free(&w); break; }
+        const fs_prefetch_stats pst = rs.pst;
+        ah.l = l + 1;
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb,
+                    .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
         const int g0 = w.g0;
         if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
-            const int kvb = fs_mla_slot_kvb(f), io = fs_mla_slot_o(f);
+            const int kvb = f->qr ? 3 : 2, io = g0 - 1;   /* kv_b, o_proj (block-mla.c invariant 1) */
             rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, 0, 2);
             if (rc == FS_OK && f->qr) rc = capture_and_quantize(&p, ST_QB, &s, f->qr, 2, 3);
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_KVB, &s, f->kvr, kvb, kvb + 1);
@@ -767,9 +934,12 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         } else {
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_POST, &s, H, g0, g0 + 2);   /* x -> mid */
             if (rc == FS_OK) rc = capture_and_quantize(&p, ST_DOWN, &s, L->lin[g0].out, g0 + 2, g0 + 3);
-            if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, NULL);            /* x -> next input */
+            if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, 0, 0, 0, NULL);            /* x -> next input */
         }
         if (rc == FS_OK) rc = fs_boundary_queue(ctx, wr, &sink, l, x, n, H);
+        fs_status src = fs_be_sync(ctx, be, FS_QUEUE_COMPUTE);   /* the uploads read w until here */
+        if (rc == FS_OK) rc = src;
+        fs_lwb_free(be, &wb);
         fs_lw_free(&w);
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
@@ -802,14 +972,23 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                    "calibration forward): %d tensors copied unquantized%s", l + 1, m->nlayers + m->nmtp, l, cnt,
                    c->fp8_block[0] ? ", FP8 dequantized to BF16" : "");
     }
+    if (ah.done && ah.rc == FS_OK) {             /* fetched ahead, never run (an error or an interrupt) */
+        fs_lr_release(lr, ah.l);
+        fs_lwb_free(be, &ah.wb);
+        fs_lw_free(&ah.w);
+    }
     if (lr) {
         fs_prefetch_stats st;
         fs_lr_stats(lr, &st);
         fs_log(ctx, "read %.3f GB in %.2f s of I/O (%.2f GB/s%s%s); compute waited %.2f s for reads",
                (double)st.bytes / 1e9, st.busy_s, st.busy_s > 0 ? (double)st.bytes / 1e9 / st.busy_s : 0.0,
-               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", wait_s);
+               st.direct ? ", O_DIRECT" : "", st.registered ? ", registered buffers" : "", rs.wait_s);
     }
     fs_lr_free(lr);
+    if (rc == FS_OK && qpass > 0)
+        fs_log(ctx, "queues (%s): the passes took %.2f s, the host waited %.2f s of it for its staging slots (the "
+               "rest: loading, storing and queueing batches while the backend computes)", fs_backend_name(be), qpass,
+               qwait);
     if (wr && rc == FS_OK && (rc = fs_writer_flush(ctx, wr)) == FS_OK) {
         fs_writer_stats ws;
         fs_writer_get_stats(wr, &ws);
@@ -826,6 +1005,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
+    for (int k = 0; k < 2; k++) fs_be_event_free(be, wev[k]);
+    fs_fwd_ws_free(be, &ws);
+    fs_backend_free(own);
     free(xs.f);
     free(xs.b);
     return rc;

@@ -40,6 +40,11 @@ typedef struct fs_pipe_opts {
     int experts_only;        /* quantize the routed experts only: attention, dense MLPs and
                                 shared experts are written as the checkpoint has them (FP8
                                 dequantized to BF16) and the forward runs them unquantized */
+    int lookahead;           /* (not with the forward on a cpu backend of its own) decode and
+                                upload the next layer's weights while this layer's
+                                final pass computes (an asynchronous backend: the upload
+                                queue then overlaps the compute queue; two layers' weights
+                                are held meanwhile) */
     int spill;               /* keep the activations in `work` (stream/spill.h), not in
                                 memory: for host budgets that cannot hold a boundary;
                                 the output is the same */

@@ -1,0 +1,77 @@
+/* check_async.c: quantize on `--backend cpu-async` (every queue a thread,
+ * every buffer memory of its own, copies and ops run only when their queue
+ * reaches them: src/backend/backend.h) gives the bytes of `--backend cpu`,
+ * the reference, on the four kinds of run of issue 14: a dense model, a MoE
+ * model (qwen2_moe: routed experts, the shared expert behind its gate), a
+ * DeepSeek-V3 model (MLA, FP8 weights, MoE with shared experts, an MTP layer)
+ * and a spilled run (activations streamed from the work folder).  A missing
+ * event wait, a buffer read before its upload or a host batch reused before
+ * its download would show here as different bytes (and under make test-tsan
+ * as a race report).  Kill-anywhere on cpu-async: check_resume.c ("async"). */
+#include <stdio.h>
+#include <string.h>
+
+#include "tests/util.h"
+
+static char err[16384];
+#define run(...) t_run_fmt(err, sizeof err, __VA_ARGS__)
+
+/* Generates `type` (gen-tiny flags extra), quantizes it on cpu and on
+ * cpu-async with flags, and compares the two outputs byte for byte. */
+static void same_bytes(const char *type, const char *extra, const char *flags)
+{
+    const char *bin = getenv("FS_BIN");
+    if (!bin || !getenv("FS_GEN_TINY")) {
+        printf("check_async: FS_BIN/FS_GEN_TINY unset, skipped (run via make test)\n");
+        return;
+    }
+    char *tmp = t_tmpdir(), model[4200], calib[4200], a[4200], b[4200];
+    ck_assert_ptr_nonnull(tmp);
+    snprintf(model, sizeof model, "%s/model", tmp);
+    snprintf(calib, sizeof calib, "%s/calib.u32", tmp);
+    snprintf(a, sizeof a, "%s/cpu", tmp);
+    snprintf(b, sizeof b, "%s/cpu-async", tmp);
+    ck_assert_int_eq(t_gen_tiny(model, "--type %s --layers 3 %s", type, extra), 0);
+    FILE *f = fopen(calib, "wb");
+    ck_assert_ptr_nonnull(f);
+    t_rng g = {11};
+    for (int i = 0; i < 2000; i++) {
+        uint32_t id = t_next(&g) % 96;
+        fwrite(&id, 4, 1, f);
+    }
+    fclose(f);
+    /* several batches per pass (--batch-tokens 64 of windows of 32), so the
+     * host batch is reused while the queues may still hold the previous one */
+    const char *common = "--samples 6 --seq-len 32 --batch-tokens 64 --max-shard-size 40K";
+    ck_assert_msg(run("'%s' quantize --model '%s' --calib '%s' %s %s --out '%s' --backend cpu", bin, model, calib,
+                      common, flags, a) == 0, "%s on cpu: %s", type, err);
+    ck_assert_msg(run("'%s' quantize --model '%s' --calib '%s' %s %s --out '%s' --backend cpu-async", bin, model,
+                      calib, common, flags, b) == 0, "%s on cpu-async: %s", type, err);
+    ck_assert_msg(strstr(err, "cpu-async"), "the log does not name the backend: %s", err);
+    ck_assert_msg(run("diff -r '%s' '%s'", a, b) == 0, "%s %s: cpu-async differs from cpu: %s", type, flags, err);
+    printf("check_async: %s%s%s: cpu-async output identical to cpu\n", type, *flags ? " " : "", flags);
+    t_rmdir(tmp);
+    free(tmp);
+}
+
+START_TEST(dense_same_bytes) { same_bytes("llama", "", ""); }
+END_TEST
+START_TEST(moe_same_bytes) { same_bytes("qwen2_moe", "", "--experts-per-wave 3"); }
+END_TEST
+START_TEST(deepseek_fp8_same_bytes) { same_bytes("deepseek_v3", "--fp8 --mtp", ""); }
+END_TEST
+START_TEST(spilled_same_bytes) { same_bytes("qwen3_moe", "", "--spill always"); }
+END_TEST
+
+Suite *fs_suite_async(void)
+{
+    Suite *s = suite_create("async");
+    TCase *tc = tcase_create("pipeline");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, dense_same_bytes);
+    tcase_add_test(tc, moe_same_bytes);
+    tcase_add_test(tc, deepseek_fp8_same_bytes);
+    tcase_add_test(tc, spilled_same_bytes);
+    suite_add_tcase(s, tc);
+    return s;
+}
