@@ -40,8 +40,15 @@ CUDA_SRC = $(wildcard cuda/*.cu)
 ifeq ($(HAVE_CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
   CFLAGS   += -DFS_HAVE_CUDA
+  # sm_80 (A100), sm_86, sm_89 (L4/L40), sm_90 (H100/H200), sm_100 (B200) where this
+  # nvcc has it, and PTX of the newest for what comes later (README "CUDA")
+  ifndef NV_ARCHS
+    NV_ARCHS := 80 86 89 90 $(if $(filter compute_100,$(shell $(NVCC) --list-gpu-arch 2>/dev/null)),100)
+  endif
+  NV_PTX   := $(lastword $(NV_ARCHS))
   NVFLAGS  ?= -I. -O3 -fmad=false -std=c++17 -DFS_HAVE_CUDA -Xcompiler -Wall,-Wextra,-Werror \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+              $(foreach a,$(NV_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(NV_PTX),code=compute_$(NV_PTX)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
   CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 endif

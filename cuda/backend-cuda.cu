@@ -19,6 +19,7 @@
  *     the libraries.
  */
 #include <limits.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -523,4 +524,27 @@ extern "C" int fs_cuda_device_count(void)
         return 0;
     }
     return n > 0 ? n : 0;
+}
+
+extern "C" void fs_cuda_describe(char *buf, size_t n)
+{
+    int count = 0;
+    cudaError_t st = cudaGetDeviceCount(&count);
+    if (st != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(buf, n, "cuda: no device (%s: %s)", cudaGetErrorName(st), cudaGetErrorString(st));
+        return;
+    }
+    if (count <= 0) {
+        snprintf(buf, n, "cuda: no device (the driver reports none)");
+        return;
+    }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(buf, n, "cuda: %d device(s)", count);
+        return;
+    }
+    snprintf(buf, n, "cuda: %d device(s), 0: %s (sm_%d%d, %.1f GiB)", count, p.name, p.major, p.minor,
+             (double)p.totalGlobalMem / 1073741824.0);
 }

@@ -159,6 +159,8 @@ fs_status fs_backend_cpu_async_new(fs_ctx *ctx, const fs_backend_opts *opts, fs_
 #ifdef FS_HAVE_CUDA
 fs_status fs_backend_cuda_new(fs_ctx *ctx, fs_backend **out);
 int fs_cuda_device_count(void);
+/* fs_backend_cuda_summary's line, for a build with CUDA. */
+void fs_cuda_describe(char *buf, size_t n);
 #endif
 
 /* Test hook: backend-impl.h's hold slot (cpu-async); a no-op elsewhere. */

@@ -25,6 +25,15 @@ int fs_backend_cuda_devices(void)
 #endif
 }
 
+void fs_backend_cuda_summary(char *buf, size_t n)
+{
+#ifdef FS_HAVE_CUDA
+    fs_cuda_describe(buf, n);
+#else
+    snprintf(buf, n, "cuda: not in this build");
+#endif
+}
+
 static fs_status finish_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend_opts *opts, fs_backend *be,
                              fs_backend **out)
 {

@@ -111,6 +111,10 @@ const char *fs_backend_name(fs_backend *be);        /* "cpu", "cpu-async", "cuda
 const char *fs_queue_name(fs_queue q);              /* "upload", "compute", "download" */
 /* Number of CUDA devices visible to this build (0 without CUDA). Cannot fail. */
 int fs_backend_cuda_devices(void);
+/* One line for --version into buf (n bytes): "cuda: not in this build",
+ * "cuda: no device (REASON)" or "cuda: N device(s), 0: NAME (sm_XY)".
+ * Cannot fail. */
+void fs_backend_cuda_summary(char *buf, size_t n);
 
 /* ---- memory ------------------------------------------------------------------ */
 
