@@ -24,6 +24,7 @@
  *     (ssyrk, gemm, potrf) up to their summation order.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
@@ -214,8 +215,11 @@ static fs_status cuda_buf_alloc(fs_ctx *ctx, fs_backend *be, fs_buf *buf)
 
 static void cuda_buf_free(fs_backend *be, fs_buf *buf)
 {
-    (void)be;
-    cudaFree(buf->data);                            /* waits for the device (invariant 2) */
+    cuda_be *cb = cb_of(be);
+    /* backend.h invariant 7: every queue first (cudaFree alone need not wait
+     * for work on non-blocking streams) */
+    for (int q = 0; q < FS_QUEUE_COUNT; q++) cudaStreamSynchronize(cb->s[q]);
+    cudaFree(buf->data);
     buf->data = NULL;
 }
 
@@ -229,7 +233,13 @@ static fs_status cuda_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, vo
         return fs_ctx_err(ctx, FS_ERR_NOMEM, "cuda: page-locked host staging memory of %llu bytes: %s",
                           (unsigned long long)bytes, cudaGetErrorName(st));
     }
-    return FS_OK;                                   /* page-aligned: >= 4096 */
+    if ((uintptr_t)*p % 4096 != 0) {                /* backend.h: 4096-aligned (O_DIRECT reads) */
+        cudaFreeHost(*p);
+        *p = NULL;
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "cuda: page-locked host memory of %llu bytes is not 4096-aligned",
+                          (unsigned long long)bytes);
+    }
+    return FS_OK;
 }
 
 static void cuda_host_free(fs_backend *be, void *p)
@@ -723,13 +733,11 @@ static const struct fs_backend_i cuda_iface = {
     /* .rope        = */ cuda_rope,
     /* .attention   = */ cuda_attention,
     /* .swiglu      = */ cuda_swiglu,
-    /* not yet on the GPU: NULL, so the dispatcher answers FS_ERR_NODEV
-     * ("op route is not implemented on cuda") and callers fall back or refuse */
-    /* .route       = */ NULL,
-    /* .route_lists = */ NULL,
+    /* .route       = */ cuda_route,
+    /* .route_lists = */ cuda_route_lists,
     /* .gather      = */ cuda_gather,
     /* .scatter_add = */ cuda_scatter_add,
-    /* .loss        = */ NULL,
+    /* .loss        = */ cuda_loss,
     /* .pack        = */ cuda_pack,
     /* .hess_new    = */ cuda_hess_new,
     /* .hess_add    = */ cuda_hess_add,
@@ -756,6 +764,13 @@ static fs_status cuda_ctx_create(fs_ctx *ctx, cuda_be *cb)
         FS_CUSOLVER_CHECK(ctx, cusolverDnCreate(&cb->solver[q]));
         FS_CUSOLVER_CHECK(ctx, cusolverDnSetStream(cb->solver[q], cb->s[q]));
     }
+    /* op scratch comes from the device's stream-ordered pool (cuda-be.h
+     * invariant 3); keep what it has grown to instead of returning it to the
+     * driver at every synchronisation */
+    cudaMemPool_t pool;
+    FS_CUDA_CHECK(ctx, cudaDeviceGetDefaultMemPool(&pool, cb->device));
+    uint64_t keep = UINT64_MAX;
+    FS_CUDA_CHECK(ctx, cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     FS_CUDA_CHECK(ctx, cudaMalloc((void **)&cb->derr, sizeof(int) * FS_QUEUE_COUNT));
     FS_CUDA_CHECK(ctx, cudaMemset(cb->derr, 0, sizeof(int) * FS_QUEUE_COUNT));
     return FS_OK;

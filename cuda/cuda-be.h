@@ -107,8 +107,11 @@ fs_status fs_cu_gptq_solve(fs_ctx *ctx, cublasHandle_t blas, cudaStream_t stream
     X(rope, fs_rope_args, fs_cu_op_rope)                  \
     X(attention, fs_attn_args, fs_cu_op_attention)        \
     X(swiglu, fs_swiglu_args, fs_cu_op_swiglu)            \
+    X(route, fs_route_args, fs_cu_op_route)               \
+    X(route_lists, fs_lists_args, fs_cu_op_route_lists)   \
     X(gather, fs_gather_args, fs_cu_op_gather)            \
     X(scatter_add, fs_scatter_args, fs_cu_op_scatter_add) \
+    X(loss, fs_loss_args, fs_cu_op_loss)                  \
     X(pack, fs_pack_args, fs_cu_op_pack)
 
 #define FS_CU_DECL(slot, T, impl) fs_status impl(fs_ctx *ctx, cuda_be *cb, int q, const T *a);
