@@ -18,6 +18,7 @@
 
 #include "src/quant/quant.h"
 #include "src/backend/backend.h"
+#include "src/backend/backend-impl.h"
 #include "hessian/hessian.h"
 
 /* f32 ssyrk of 300 rows: cuBLAS and OpenBLAS add the products in different
@@ -1351,6 +1352,43 @@ START_TEST(test_v2_nodev)
 }
 END_TEST
 
+/* ---- the start-up self-test (src/backend/selftest.c), on cpu-async: needs no device ----------------- */
+
+/* broken slots: a gemm that writes 0.5 everywhere, a decode that writes nothing */
+static fs_status bad_gemm(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_gemm_args *a)
+{
+    return fs_op_fill(ctx, be, q, a->C, 0.5);
+}
+
+static fs_status lazy_decode(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_decode_args *a)
+{
+    (void)ctx; (void)be; (void)q; (void)a;
+    return FS_OK;
+}
+
+START_TEST(test_selftest)
+{
+    fs_ctx ctx;
+    fs_ctx_init(&ctx);
+    ctx.quiet = 1;
+    fs_backend *be;
+    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU_ASYNC, NULL, &be), FS_OK);
+    const double t0 = fs_now();
+    ck_assert_msg(fs_backend_selftest(&ctx, be) == FS_OK, "a correct backend failed: %s", ctx.errmsg);
+    printf("check_cuda: self-test on cpu-async: %.1f ms\n", (fs_now() - t0) * 1e3);
+    be->iface.gemm = bad_gemm;
+    ck_assert_int_eq(fs_backend_selftest(&ctx, be), FS_ERR_CUDA);
+    ck_assert_msg(strstr(ctx.errmsg, "gemm (F32)") != NULL, "message: %s", ctx.errmsg);
+    fs_backend_free(be);
+    fs_ctx_clear(&ctx);
+    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU_ASYNC, NULL, &be), FS_OK);
+    be->iface.decode = lazy_decode;
+    ck_assert_int_eq(fs_backend_selftest(&ctx, be), FS_ERR_CUDA);
+    ck_assert_msg(strstr(ctx.errmsg, "decode") != NULL, "message: %s", ctx.errmsg);
+    fs_backend_free(be);
+}
+END_TEST
+
 Suite *fs_suite_cuda(void)
 {
     /* no CUDA call here: the suites are built in the parent before any fork */
@@ -1387,6 +1425,9 @@ Suite *fs_suite_cuda(void)
     tcase_add_test(tc, test_v2_route);
     tcase_add_test(tc, test_v2_loss_pack);
     tcase_add_test(tc, test_v2_nodev);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("selftest");
+    tcase_add_test(tc, test_selftest);
     suite_add_tcase(s, tc);
     return s;
 }
