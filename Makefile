@@ -58,7 +58,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check clean
 all: deps bin/forge-stream
 
 deps:
@@ -165,6 +165,26 @@ demo: deps bin/forge-stream
 bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
 	sh tools/bench-pipeline.sh $(SHARED)
+
+# The CUDA benchmark (tools/bench-gpu.cu): ratios to cuBLAS and cudaMemcpy in
+# the same run, and a DeepSeek-V3-shaped MoE layer; BENCH_GPU_ARGS are its
+# flags (--seconds, --experts, --tokens, --wave, --json FILE).
+BENCH_GPU_ARGS ?=
+ifeq ($(HAVE_CUDA),1)
+$(BUILD)/bench-gpu: $(BUILD)/tools/bench-gpu.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+bench-gpu: deps $(BUILD)/bench-gpu
+	$(BUILD)/bench-gpu $(BENCH_GPU_ARGS)
+else
+bench-gpu:
+	@echo "bench-gpu: this build has no CUDA (nvcc not found, or CUDA=0); run make bench-gpu CUDA=1" >&2; exit 2
+endif
+
+# The whole GPU check (tools/gpu-check.sh) into GPU_REPORT.
+GPU_REPORT ?= gpu-report
+gpu-check:
+	bash tools/gpu-check.sh $(GPU_REPORT)
 
 clean:
 	rm -rf build build-asan build-tsan bin bin-asan bin-tsan
