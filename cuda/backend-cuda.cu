@@ -2,8 +2,9 @@
  * src/backend/backend-impl.h (device buffers against the dispatcher's budget,
  * page-locked host staging, three queues as three streams, events as
  * cudaEvents, asynchronous uploads and downloads, the ops of cuda/ops-(name).cu)
- * and the v1 host-pointer slots of today's pipeline (cuBLAS ssyrk, cuSOLVER
- * potrf/potri, the grid and GPTQ kernels, each synchronous).
+ * and the v1 host-pointer slots of today's pipeline (cuBLAS ssyrk, the
+ * Cholesky factor by cpu/cholinv.c's algorithm with its messages, the grid
+ * and GPTQ kernels, each synchronous).
  *
  * Invariants:
  *  1. v1 slots take host memory, copy in, compute on the compute stream,
@@ -478,68 +479,21 @@ static fs_status cuda_hess_get(fs_ctx *ctx, fs_backend *be, void *state, float *
 
 /* ---- Cholesky factor of the inverse --------------------------------------- */
 
-/* devInfo of the last cuSOLVER call, on the host. */
-static fs_status read_info(fs_ctx *ctx, cuda_be *cb, const int *dinfo, int *info)
-{
-    FS_CUDA_CHECK(ctx, cudaMemcpyAsync(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost,
-                                       cb->s[FS_QUEUE_COMPUTE]));
-    FS_CUDA_CHECK(ctx, cudaStreamSynchronize(cb->s[FS_QUEUE_COMPUTE]));
-    return FS_OK;
-}
-
-/* potrf, potri, potrf on the column-major 'L' triangle of the row-major
- * buffer, i.e. its row-major upper triangle: the same U as the CPU's
- * potrf + trtri of the reversed matrix (hessian/cholinv.c), up to rounding. */
+/* The CPU's algorithm (cpu/cholinv.c) on the device, synchronous, with the
+ * CPU's messages: the failing column is the CPU's, so the retry with more
+ * damping (hessian/cholinv.c) happens at the same matrices on both. */
 static fs_status chol_inv_run(fs_ctx *ctx, cuda_be *cb, dev_bufs *b, float *A, int64_t n)
 {
-    const cublasFillMode_t lo = CUBLAS_FILL_MODE_LOWER;
     const size_t bytes = (size_t)n * (size_t)n * sizeof(float);
-    float *dA, *dwork;
-    int *dinfo, info = 0, lw1 = 0, lw2 = 0;
+    float *dA;
     FS_TRY(fit_int(ctx, "chol_inv size", n));
     if (n == 0) return FS_OK;
     FS_CUDA_CHECK(ctx, cudaSetDevice(cb->device));
     FS_TRY(bufs_alloc(ctx, b, &dA, n * n, "chol_inv matrix"));
-    FS_TRY(bufs_alloc(ctx, b, &dinfo, 1, "chol_inv info"));
     FS_CUDA_CHECK(ctx, cudaMemcpyAsync(dA, A, bytes, cudaMemcpyHostToDevice, cb->s[FS_QUEUE_COMPUTE]));
-    FS_CUSOLVER_CHECK(ctx, cusolverDnSpotrf_bufferSize(cb->solver[FS_QUEUE_COMPUTE], lo, (int)n, dA, (int)n, &lw1));
-    FS_CUSOLVER_CHECK(ctx, cusolverDnSpotri_bufferSize(cb->solver[FS_QUEUE_COMPUTE], lo, (int)n, dA, (int)n, &lw2));
-    const int lwork = lw1 > lw2 ? lw1 : lw2;
-    FS_TRY(bufs_alloc(ctx, b, &dwork, lwork, "chol_inv workspace"));
-
-    FS_CUSOLVER_CHECK(ctx, cusolverDnSpotrf(cb->solver[FS_QUEUE_COMPUTE], lo, (int)n, dA, (int)n, dwork, lwork,
-                                            dinfo));
-    FS_TRY(read_info(ctx, cb, dinfo, &info));
-    if (info > 0)
-        return fs_ctx_err(ctx, FS_ERR_NUMERIC,
-                          "cholesky: H is not positive definite (leading minor %d)", info);
-    if (info == 0) {
-        FS_CUSOLVER_CHECK(ctx, cusolverDnSpotri(cb->solver[FS_QUEUE_COMPUTE], lo, (int)n, dA, (int)n, dwork, lwork,
-                                                dinfo));
-        FS_TRY(read_info(ctx, cb, dinfo, &info));
-        if (info > 0)
-            return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: H is singular (pivot %d)", info);
-    }
-    if (info == 0) {
-        FS_CUSOLVER_CHECK(ctx, cusolverDnSpotrf(cb->solver[FS_QUEUE_COMPUTE], lo, (int)n, dA, (int)n, dwork, lwork,
-                                                dinfo));
-        FS_TRY(read_info(ctx, cb, dinfo, &info));
-        if (info > 0)
-            return fs_ctx_err(ctx, FS_ERR_NUMERIC,
-                              "cholesky: H^-1 is not positive definite (leading minor %d)", info);
-    }
-    if (info < 0)
-        return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: cuSOLVER argument %d", -info);
-
-    FS_TRY(fs_cuda_tri(ctx, dA, n, FS_TRI_ZERO_LOWER, cb->s[FS_QUEUE_COMPUTE]));
+    FS_TRY(fs_cu_cholinv_sync(ctx, cb, FS_QUEUE_COMPUTE, dA, n));
     FS_CUDA_CHECK(ctx, cudaMemcpyAsync(A, dA, bytes, cudaMemcpyDeviceToHost, cb->s[FS_QUEUE_COMPUTE]));
     FS_CUDA_CHECK(ctx, cudaStreamSynchronize(cb->s[FS_QUEUE_COMPUTE]));
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++)
-            if (!isfinite(A[i * n + j]))
-                return fs_ctx_err(ctx, FS_ERR_NUMERIC,
-                                  "cholesky: non-finite factor at (%lld, %lld)", (long long)i,
-                                  (long long)j);
     return FS_OK;
 }
 

@@ -85,6 +85,11 @@ fs_status fs_cu_gptq_solve(fs_ctx *ctx, cublasHandle_t blas, cudaStream_t stream
                            const float *dU, uint8_t *dcodes, uint8_t *dq, const int32_t *dgcol, float *dErr,
                            int64_t R, int64_t C, int64_t ng, int64_t gw, int block);
 
+/* The v1 chol_inv on device memory dA [n, n] (ops-blas.cu): cpu/cholinv.c's
+ * algorithm and messages (FS_ERR_NUMERIC naming the failing column),
+ * synchronising queue q to read each step's info. */
+fs_status fs_cu_cholinv_sync(fs_ctx *ctx, cuda_be *cb, int q, float *dA, int64_t n);
+
 /* ---- op implementations: (ctx, cb, q, args); the wrapper in backend-cuda.cu
  * holds qmu[q] and turns an error into q's sticky one ---- */
 #define FS_CU_OPS(X)                                      \

@@ -351,3 +351,66 @@ fs_status fs_cu_op_cholinv(fs_ctx *ctx, cuda_be *cb, int q, const fs_cholinv_arg
     free(w.hwork);
     return rc;
 }
+
+/* ---- the v1 slot: synchronous, with the CPU's messages ------------------------------------------------ */
+
+static fs_status chol_sync_run(fs_ctx *ctx, cuda_be *cb, int q, float *A, int64_t n, chol_scratch *w)
+{
+    const cudaStream_t s = cb->s[q];
+    int lw = 0;
+    size_t dtri = 0, htri = 0;
+    FS_CUSOLVER_CHECK(ctx, cusolverDnSpotrf_bufferSize(cb->solver[q], CUBLAS_FILL_MODE_UPPER, (int)n, A, (int)n, &lw));
+    FS_CUSOLVER_CHECK(ctx, cusolverDnXtrtri_bufferSize(cb->solver[q], CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, n,
+                                                       CUDA_R_32F, A, n, &dtri, &htri));
+    size_t dbytes = sizeof(float) * (size_t)lw;
+    if (dtri > dbytes) dbytes = dtri;
+    FS_TRY_CU(fs_cu_scratch(ctx, cb, q, &w->dwork, dbytes ? dbytes : 16, "chol_inv: workspace"));
+    FS_TRY_CU(fs_cu_scratch(ctx, cb, q, (void **)&w->info, sizeof(int) * 2, "chol_inv: info"));
+    FS_TRY_CU(fs_cu_scratch(ctx, cb, q, (void **)&w->first, sizeof(unsigned long long), "chol_inv: first bad entry"));
+    if (htri && !(w->hwork = malloc(htri)))
+        return fs_ctx_err(ctx, FS_ERR_NOMEM, "chol_inv: host workspace of %zu bytes", htri);
+    const int64_t nn = n * n;
+    int info = 0;
+    k_reverse<<<fs_cu_blocks(nn / 2, T256), T256, 0, s>>>(A, nn);                        /* J H J */
+    FS_LAUNCH_CHECK(ctx, k_reverse);
+    FS_CUSOLVER_CHECK(ctx, cusolverDnSpotrf(cb->solver[q], CUBLAS_FILL_MODE_UPPER, (int)n, A, (int)n,
+                                            (float *)w->dwork, lw, w->info));
+    FS_CUDA_CHECK(ctx, cudaMemcpyAsync(&info, w->info, sizeof info, cudaMemcpyDeviceToHost, s));
+    FS_CUDA_CHECK(ctx, cudaStreamSynchronize(s));
+    if (info > 0)
+        return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: H is not positive definite (its trailing minor from "
+                          "column %d)", (int)(n - info));
+    if (info == 0) {
+        FS_CUSOLVER_CHECK(ctx, cusolverDnXtrtri(cb->solver[q], CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, n,
+                                                CUDA_R_32F, A, n, w->dwork, dtri, w->hwork, htri, w->info + 1));
+        FS_CUDA_CHECK(ctx, cudaMemcpyAsync(&info, w->info + 1, sizeof info, cudaMemcpyDeviceToHost, s));
+        FS_CUDA_CHECK(ctx, cudaStreamSynchronize(s));
+        if (info > 0)
+            return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: H is singular (pivot at column %d)", (int)(n - info));
+    }
+    if (info < 0) return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: cuSOLVER argument %d", -info);
+    k_reverse<<<fs_cu_blocks(nn / 2, T256), T256, 0, s>>>(A, nn);                        /* U = J L^-1 J */
+    FS_LAUNCH_CHECK(ctx, k_reverse);
+    FS_CUDA_CHECK(ctx, cudaMemsetAsync(w->first, 0xff, sizeof(unsigned long long), s));
+    k_chol_finish<<<fs_cu_blocks(nn, T256), T256, 0, s>>>(A, n, w->first);
+    FS_LAUNCH_CHECK(ctx, k_chol_finish);
+    unsigned long long first = 0;
+    FS_CUDA_CHECK(ctx, cudaMemcpyAsync(&first, w->first, sizeof first, cudaMemcpyDeviceToHost, s));
+    FS_CUDA_CHECK(ctx, cudaStreamSynchronize(s));
+    if (first != ~0ull)
+        return fs_ctx_err(ctx, FS_ERR_NUMERIC, "cholesky: non-finite factor at (%lld, %lld)",
+                          (long long)(first / (unsigned long long)n), (long long)(first % (unsigned long long)n));
+    return FS_OK;
+}
+
+fs_status fs_cu_cholinv_sync(fs_ctx *ctx, cuda_be *cb, int q, float *dA, int64_t n)
+{
+    chol_scratch w = {NULL, NULL, NULL, NULL};
+    fs_status rc = chol_sync_run(ctx, cb, q, dA, n, &w);
+    fs_cu_scratch_free(cb, q, w.dwork);
+    fs_cu_scratch_free(cb, q, w.info);
+    fs_cu_scratch_free(cb, q, w.first);
+    cudaStreamSynchronize(cb->s[q]);                  /* the host workspace is no longer in use */
+    free(w.hwork);
+    return rc;
+}
