@@ -195,6 +195,18 @@ static fs_status after_sync(fs_ctx *ctx, cuda_be *cb, int q, cudaError_t st)
     return sticky(ctx, cb, q);
 }
 
+/* The calling thread's current device is the backend's (a host thread may
+ * have another one current: a stream of one device takes no work from
+ * another). */
+static fs_status use_device(fs_ctx *ctx, cuda_be *cb, int q)
+{
+    cudaError_t st = cudaSetDevice(cb->device);
+    if (st == cudaSuccess) return FS_OK;
+    char m[128];
+    snprintf(m, sizeof m, "cudaSetDevice(%d): %s", cb->device, cudaGetErrorName(st));
+    return fail(ctx, cb, q, FS_ERR_CUDA, m);
+}
+
 /* ---- v2: memory ----------------------------------------------------------------------------- */
 
 static fs_status cuda_buf_alloc(fs_ctx *ctx, fs_backend *be, fs_buf *buf)
@@ -256,7 +268,7 @@ static fs_status cuda_upload(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_buf *ds
 {
     cuda_be *cb = cb_of(be);
     fs_status rc = sticky(ctx, cb, q);
-    if (rc != FS_OK || n == 0) return rc;
+    if (rc != FS_OK || n == 0 || (rc = use_device(ctx, cb, q)) != FS_OK) return rc;
     cudaError_t st = cudaMemcpyAsync((char *)dst->data + off, src, (size_t)n, cudaMemcpyHostToDevice, cb->s[q]);
     if (st != cudaSuccess) {
         char m[256];
@@ -272,7 +284,7 @@ static fs_status cuda_download(fs_ctx *ctx, fs_backend *be, fs_queue q, void *ds
 {
     cuda_be *cb = cb_of(be);
     fs_status rc = sticky(ctx, cb, q);
-    if (rc != FS_OK || n == 0) return rc;
+    if (rc != FS_OK || n == 0 || (rc = use_device(ctx, cb, q)) != FS_OK) return rc;
     cudaError_t st = cudaMemcpyAsync(dst, (const char *)src->data + off, (size_t)n, cudaMemcpyDeviceToHost, cb->s[q]);
     if (st != cudaSuccess) {
         char m[256];
@@ -285,8 +297,8 @@ static fs_status cuda_download(fs_ctx *ctx, fs_backend *be, fs_queue q, void *ds
 
 static fs_status cuda_event_init(fs_ctx *ctx, fs_backend *be, fs_event *e)
 {
-    (void)be;
     cudaEvent_t ev;
+    FS_CUDA_CHECK(ctx, cudaSetDevice(cb_of(be)->device));
     FS_CUDA_CHECK(ctx, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
     e->context = (void *)ev;
     return FS_OK;
@@ -303,7 +315,7 @@ static fs_status cuda_record(fs_ctx *ctx, fs_backend *be, fs_event *e, fs_queue 
 {
     cuda_be *cb = cb_of(be);
     fs_status rc = sticky(ctx, cb, q);
-    if (rc != FS_OK) return rc;
+    if (rc != FS_OK || (rc = use_device(ctx, cb, q)) != FS_OK) return rc;
     cudaError_t st = cudaEventRecord((cudaEvent_t)e->context, cb->s[q]);
     if (st != cudaSuccess) return fail(ctx, cb, q, FS_ERR_CUDA, cudaGetErrorName(st));
     e->recorded = 1;
@@ -380,7 +392,7 @@ void fs_cu_scratch_free(cuda_be *cb, int q, void *p)
     {                                                                                   \
         cuda_be *cb = cb_of(be);                                                        \
         fs_status rc = sticky(ctx, cb, q);                                              \
-        if (rc != FS_OK) return rc;                                                     \
+        if (rc != FS_OK || (rc = use_device(ctx, cb, (int)q)) != FS_OK) return rc;      \
         fs_ctx lc;                                                                      \
         fs_ctx_init(&lc);                                                               \
         pthread_mutex_lock(&cb->qmu[q]);                                                \

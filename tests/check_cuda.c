@@ -660,10 +660,15 @@ START_TEST(test_v2_gemm)
     duo d;
     if (!duo_open(&d, __func__)) return;
     /* DeepSeek-V3 expert gate/up (7168 -> 2048) and down (2048 -> 7168) on 5
-     * tokens; odd sizes with strided C; BF16 x BF16, BF16 x F32; beta */
+     * tokens, the MLA ranks (1536, 512 + 64), the dense MLP (18432); odd sizes
+     * with strided C; BF16 x BF16, BF16 x F32; beta */
     static const gemm_case cases[] = {
         {5, 7168, 2048, FS_DT_BF16, FS_DT_BF16, 1, 1.0f, 0.0f},
         {5, 2048, 7168, FS_DT_F32, FS_DT_BF16, 1, 1.0f, 0.0f},
+        {3, 7168, 1536, FS_DT_BF16, FS_DT_BF16, 1, 1.0f, 0.0f},       /* MLA q_a_proj: the q rank */
+        {3, 7168, 576, FS_DT_BF16, FS_DT_BF16, 1, 1.0f, 0.0f},        /* kv_a_proj_with_mqa: 512 + 64 */
+        {4, 1536, 24576, FS_DT_F32, FS_DT_BF16, 1, 1.0f, 0.0f},       /* q_b_proj: 128 heads x 192 */
+        {2, 7168, 18432, FS_DT_BF16, FS_DT_BF16, 1, 1.0f, 0.0f},      /* the dense MLP's gate */
         {3, 37, 29, FS_DT_F32, FS_DT_F32, 0, 0.5f, 1.0f},
         {17, 53, 31, FS_DT_BF16, FS_DT_F32, 0, 1.0f, -2.0f},
         {7, 1, 9, FS_DT_F32, FS_DT_F32, 1, 1.0f, 0.0f},
