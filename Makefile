@@ -40,8 +40,15 @@ CUDA_SRC = $(wildcard cuda/*.cu)
 ifeq ($(HAVE_CUDA),1)
   CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC)))
   CFLAGS   += -DFS_HAVE_CUDA
+  # sm_80 (A100), sm_86, sm_89 (L4/L40), sm_90 (H100/H200), sm_100 (B200) where this
+  # nvcc has it, and PTX of the newest for what comes later (README "CUDA")
+  ifndef NV_ARCHS
+    NV_ARCHS := 80 86 89 90 $(if $(filter compute_100,$(shell $(NVCC) --list-gpu-arch 2>/dev/null)),100)
+  endif
+  NV_PTX   := $(lastword $(NV_ARCHS))
   NVFLAGS  ?= -I. -O3 -fmad=false -std=c++17 -DFS_HAVE_CUDA -Xcompiler -Wall,-Wextra,-Werror \
-              -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+              $(foreach a,$(NV_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+              -gencode arch=compute_$(NV_PTX),code=compute_$(NV_PTX)
   LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
   CUDA_OBJ = $(CUDA_SRC:%.cu=$(BUILD)/%.o)
 endif
@@ -51,7 +58,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check clean
 all: deps bin/forge-stream
 
 deps:
@@ -161,6 +168,26 @@ bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen
 	$(BUILD)/bench
 	sh tools/bench-pipeline.sh $(SHARED)
 	sh tools/bench-forward.sh $(SHARED) $(BENCH_BEFORE)
+
+# The CUDA benchmark (tools/bench-gpu.cu): ratios to cuBLAS and cudaMemcpy in
+# the same run, and a DeepSeek-V3-shaped MoE layer; BENCH_GPU_ARGS are its
+# flags (--seconds, --experts, --tokens, --wave, --json FILE).
+BENCH_GPU_ARGS ?=
+ifeq ($(HAVE_CUDA),1)
+$(BUILD)/bench-gpu: $(BUILD)/tools/bench-gpu.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+bench-gpu: deps $(BUILD)/bench-gpu
+	$(BUILD)/bench-gpu $(BENCH_GPU_ARGS)
+else
+bench-gpu:
+	@echo "bench-gpu: this build has no CUDA (nvcc not found, or CUDA=0); run make bench-gpu CUDA=1" >&2; exit 2
+endif
+
+# The whole GPU check (tools/gpu-check.sh) into GPU_REPORT.
+GPU_REPORT ?= gpu-report
+gpu-check:
+	bash tools/gpu-check.sh $(GPU_REPORT)
 
 clean:
 	rm -rf build build-asan build-tsan bin bin-asan bin-tsan

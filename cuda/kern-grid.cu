@@ -4,8 +4,9 @@
  *
  * Invariants:
  *  1. Warp w of the launch (FS_GRID_WARPS warps per block) handles item
- *     w = row * ng + group; its qmeta lands at qmeta + 4 * w, the layout
- *     [rows, ng, 4] of fs_grid_matrix.
+ *     w = row * ng + group; its qmeta lands at qmeta + row * ldq + 4 * group
+ *     (ldq = 4 ng: the layout [rows, ng, 4] of fs_grid_matrix); W's rows are
+ *     ldw floats apart.
  *  2. A warp's lanes never diverge around the shuffles: the item index is
  *     uniform across the warp, and a warp past the end returns as a whole.
  */
@@ -16,19 +17,19 @@
 #define FS_GRID_WARPS 4
 
 static __global__ void __launch_bounds__(FS_GRID_WARPS * FS_WARP)
-fs_grid_kernel(fs_cuda_gp gp, const float *__restrict__ W, int64_t rows, int64_t cols,
-               int64_t gw, int64_t ng, uint8_t *__restrict__ qmeta)
+fs_grid_kernel(fs_cuda_gp gp, const float *__restrict__ W, int64_t ldw, int64_t rows, int64_t cols,
+               int64_t gw, int64_t ng, uint8_t *__restrict__ qmeta, int64_t ldq)
 {
     const int64_t item = (int64_t)blockIdx.x * FS_GRID_WARPS + threadIdx.x / FS_WARP;
     if (item >= rows * ng) return;                          /* invariant 2 */
     const int64_t r = item / ng, g = item % ng;
     const int64_t c0 = g * gw, n = cols - c0 < gw ? cols - c0 : gw;
     float s, z;
-    fs_dev_grid_group(gp, W + r * cols + c0, n, qmeta + 4 * item, &s, &z);
+    fs_dev_grid_group(gp, W + r * ldw + c0, n, qmeta + r * ldq + 4 * g, &s, &z);
 }
 
-extern "C" fs_status fs_cuda_grid(fs_ctx *ctx, const fs_cuda_gp *gp, const float *dW,
-                                  int64_t rows, int64_t cols, int64_t gw, uint8_t *dqmeta,
+extern "C" fs_status fs_cuda_grid(fs_ctx *ctx, const fs_cuda_gp *gp, const float *dW, int64_t ldw,
+                                  int64_t rows, int64_t cols, int64_t gw, uint8_t *dqmeta, int64_t ldq,
                                   cudaStream_t stream)
 {
     if (rows <= 0 || cols <= 0) return FS_OK;
@@ -37,8 +38,8 @@ extern "C" fs_status fs_cuda_grid(fs_ctx *ctx, const fs_cuda_gp *gp, const float
     if (blocks > 0x7fffffff)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "cuda grid: %lld x %lld groups is too many",
                           (long long)rows, (long long)ng);
-    fs_grid_kernel<<<(unsigned)blocks, FS_GRID_WARPS * FS_WARP, 0, stream>>>(*gp, dW, rows, cols,
-                                                                            gw, ng, dqmeta);
+    fs_grid_kernel<<<(unsigned)blocks, FS_GRID_WARPS * FS_WARP, 0, stream>>>(*gp, dW, ldw, rows,
+                                                                            cols, gw, ng, dqmeta, ldq);
     FS_LAUNCH_CHECK(ctx, fs_grid_kernel);
     return FS_OK;
 }

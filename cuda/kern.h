@@ -22,9 +22,10 @@ typedef struct fs_cuda_gp {
     const float *p;
 } fs_cuda_gp;
 
-/* qmeta [rows, ceil(cols/gw), 4] of dW [rows, cols] (fs_grid_matrix). */
-fs_status fs_cuda_grid(fs_ctx *ctx, const fs_cuda_gp *gp, const float *dW, int64_t rows,
-                       int64_t cols, int64_t gw, uint8_t *dqmeta, cudaStream_t stream);
+/* qmeta [rows, ceil(cols/gw), 4] (rows ldq bytes apart) of dW [rows, cols]
+ * (rows ldw floats apart): fs_grid_matrix. */
+fs_status fs_cuda_grid(fs_ctx *ctx, const fs_cuda_gp *gp, const float *dW, int64_t ldw, int64_t rows,
+                       int64_t cols, int64_t gw, uint8_t *dqmeta, int64_t ldq, cudaStream_t stream);
 
 /* The in-block GPTQ pass over columns [i1, i2) of every row (fs_gptq_cpu's
  * row loop): dW [rows, cols] updated in place (dequant in [i1, i2), errors

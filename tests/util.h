@@ -149,6 +149,8 @@ Suite *fs_suite_plan(void);
 Suite *fs_suite_writer(void);
 Suite *fs_suite_trace(void);
 Suite *fs_suite_cuda(void);
+/* Tests of fs_suite_cuda that skipped for want of a device (check_cuda.c). */
+int fs_cuda_tests_skipped(void);
 Suite *fs_suite_resume(void);
 Suite *fs_suite_spill(void);
 Suite *fs_suite_fuzz(void);

@@ -161,7 +161,13 @@ fs_status fs_backend_cpu_async_new(fs_ctx *ctx, const fs_backend_opts *opts, fs_
 #ifdef FS_HAVE_CUDA
 fs_status fs_backend_cuda_new(fs_ctx *ctx, fs_backend **out);
 int fs_cuda_device_count(void);
+/* fs_backend_cuda_summary's line, for a build with CUDA. */
+void fs_cuda_describe(char *buf, size_t n);
 #endif
+
+/* The start-up self-test (selftest.c): small ops on dev compared with the
+ * cpu backend.  FS_OK, or FS_ERR_CUDA naming the step that failed and how. */
+fs_status fs_backend_selftest(fs_ctx *ctx, fs_backend *dev);
 
 /* Test hook: backend-impl.h's hold slot (cpu-async); a no-op elsewhere. */
 void fs_be_hold(fs_backend *be, fs_queue q, int hold);

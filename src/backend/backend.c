@@ -9,6 +9,9 @@
  *     optional ones (event_init/fini, hold, synchronize), which are skipped.
  *  3. Range checks of uploads and downloads happen here, before a backend
  *     queues anything.
+ *  4. A CUDA backend is handed out only after its start-up self-test
+ *     (selftest.c) passed: `auto` falls back to cpu saying why in one log
+ *     line; `cuda` without a usable device is FS_ERR_NODEV (exit 2).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +25,15 @@ int fs_backend_cuda_devices(void)
     return fs_cuda_device_count();
 #else
     return 0;
+#endif
+}
+
+void fs_backend_cuda_summary(char *buf, size_t n)
+{
+#ifdef FS_HAVE_CUDA
+    fs_cuda_describe(buf, n);
+#else
+    snprintf(buf, n, "cuda: not in this build");
 #endif
 }
 
@@ -39,6 +51,27 @@ static fs_status finish_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend
     return FS_OK;
 }
 
+#ifdef FS_HAVE_CUDA
+/* The CUDA backend, trusted only after the self-test (selftest.c); its
+ * buffers do not count in the peak the caller sees. */
+static fs_status open_cuda(fs_ctx *ctx, const fs_backend_opts *opts, fs_backend **out)
+{
+    fs_backend *be = NULL;
+    fs_status rc = fs_backend_cuda_new(ctx, &be);
+    if (rc == FS_OK) rc = finish_open(ctx, FS_BE_CUDA, opts, be, &be);
+    if (rc != FS_OK) return rc;
+    const double t0 = fs_now();
+    if ((rc = fs_backend_selftest(ctx, be)) != FS_OK) {
+        fs_backend_free(be);
+        return rc;
+    }
+    be->peak = be->used;
+    fs_log(ctx, "backend cuda: start-up self-test passed in %.0f ms", (fs_now() - t0) * 1e3);
+    *out = be;
+    return FS_OK;
+}
+#endif
+
 fs_status fs_backend_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend_opts *opts, fs_backend **out)
 {
     fs_backend *be = NULL;
@@ -51,11 +84,21 @@ fs_status fs_backend_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend_op
     if (kind != FS_BE_CPU) {
 #ifdef FS_HAVE_CUDA
         if (fs_cuda_device_count() > 0) {
-            if ((rc = fs_backend_cuda_new(ctx, &be)) != FS_OK) return rc;
-            return finish_open(ctx, FS_BE_CUDA, opts, be, out);
+            fs_ctx why;
+            fs_ctx_init(&why);
+            why.quiet = 1;
+            if (open_cuda(&why, opts, out) == FS_OK) return FS_OK;
+            if (kind == FS_BE_CUDA)             /* a device that fails its self-test is no device to use */
+                return fs_ctx_err(ctx, FS_ERR_NODEV, "--backend cuda: the device is not usable: %s", why.errmsg);
+            fs_log(ctx, "backend auto: using cpu: the CUDA device is not usable: %s", why.errmsg);
+        } else {
+            char line[256];
+            fs_cuda_describe(line, sizeof line);
+            const char *d = strncmp(line, "cuda: ", 6) == 0 ? line + 6 : line;
+            if (kind == FS_BE_CUDA)
+                return fs_ctx_err(ctx, FS_ERR_NODEV, "--backend cuda: no usable CUDA device (%s)", d);
+            fs_log(ctx, "backend auto: using cpu: no usable CUDA device (%s)", d);
         }
-        if (kind == FS_BE_CUDA)
-            return fs_ctx_err(ctx, FS_ERR_NODEV, "--backend cuda: no CUDA device is present");
 #else
         if (kind == FS_BE_CUDA)
             return fs_ctx_err(ctx, FS_ERR_NODEV,
@@ -72,6 +115,17 @@ void fs_backend_free(fs_backend *be)
     if (!be) return;
     pthread_mutex_destroy(&be->mu);
     be->iface.free(be);
+}
+
+/* Every slot the layer forward calls is filled (a backend that lacks one,
+ * CUDA's attention_libm and gate_add today, gets the forward run on the cpu). */
+int fs_backend_runs_forward(fs_backend *be)
+{
+    const struct fs_backend_i *i = &be->iface;
+    return i->buf_alloc && i->upload && i->download && i->record && i->wait && i->queue_sync &&
+           i->fill && i->gemm && i->bias_add && i->add && i->copy && i->hess_acc && i->hess_finish &&
+           i->decode && i->rmsnorm && i->rope && i->attention && i->attention_libm && i->swiglu &&
+           i->route && i->route_lists && i->gather && i->scatter_add && i->gate_add;
 }
 
 const char *fs_backend_name(fs_backend *be)

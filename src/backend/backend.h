@@ -107,10 +107,16 @@ fs_status fs_backend_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend_op
 /* Waits for every queue, then frees the backend (its buffers and events
  * must have been freed before).  Accepts NULL. */
 void fs_backend_free(fs_backend *be);
+/* 1 when every op of the layer forward (src/forward/) is implemented. */
+int fs_backend_runs_forward(fs_backend *be);
 const char *fs_backend_name(fs_backend *be);        /* "cpu", "cpu-async", "cuda" */
 const char *fs_queue_name(fs_queue q);              /* "upload", "compute", "download" */
 /* Number of CUDA devices visible to this build (0 without CUDA). Cannot fail. */
 int fs_backend_cuda_devices(void);
+/* One line for --version into buf (n bytes): "cuda: not in this build",
+ * "cuda: no device (REASON)" or "cuda: N device(s), 0: NAME (sm_XY)".
+ * Cannot fail. */
+void fs_backend_cuda_summary(char *buf, size_t n);
 
 /* ---- memory ------------------------------------------------------------------ */
 

@@ -794,22 +794,6 @@ static void ahead_run(void *arg)
     if (a->rc != FS_OK) snprintf(a->msg, sizeof a->msg, "%s", a->ctx->errmsg);
 }
 
-/* 1 when be runs the ops of the layer forward (a probe: a fill of a small
- * buffer), 0 when it lacks them (FS_ERR_NODEV). */
-static int forward_ops(fs_ctx *ctx, fs_backend *be)
-{
-    fs_ctx lc;
-    fs_ctx_init(&lc);
-    lc.quiet = 1;
-    fs_buf *b = NULL;
-    fs_status rc = fs_be_alloc(&lc, be, 64, "probe", &b);
-    if (rc == FS_OK) rc = fs_op_fill(&lc, be, FS_QUEUE_COMPUTE, fs_tensor_2d(b, 0, FS_DT_F32, 1, 16), 0.0);
-    if (rc == FS_OK) rc = fs_be_sync(&lc, be, FS_QUEUE_COMPUTE);
-    fs_be_free(be, b);
-    (void)ctx;
-    return rc != FS_ERR_NODEV;
-}
-
 fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f,
                           const uint32_t *ids, int64_t nseq, int64_t T, const fs_pipe_opts *po,
                           fs_outckpt *o)
@@ -865,7 +849,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     fs_fwd_ws ws = {0};
     fs_layer_reader *lr = NULL;
     fs_backend *be = ctx->be, *own = NULL;
-    if (rc == FS_OK && live && !forward_ops(ctx, be)) {           /* CUDA before its v2 ops: the forward on the cpu */
+    if (rc == FS_OK && live && !fs_backend_runs_forward(be)) {   /* a backend without every forward op: the forward on the cpu */
         rc = fs_backend_open(ctx, FS_BE_CPU, NULL, &own);
         be = own;
         if (rc == FS_OK) fs_log(ctx, "the layer forward runs on the cpu backend (%s has no forward ops yet)",
