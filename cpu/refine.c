@@ -7,6 +7,18 @@
  * The cost is two GEMMs of the layer's size per basis kind, in double. */
 #include "cpu/cpu.h"
 
+void fs_cpu_row_losses(const double *Hd, const double *Ed, int64_t nr, int64_t cols, double *Y,
+                       double *out)
+{
+    fs_cpu_dgemm(0, nr, cols, cols, 1.0, Ed, cols, Hd, cols, 0.0, Y, cols);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < nr; r++) {
+        double l = 0.0;
+        for (int64_t d = 0; d < cols; d++) l += Ed[r * cols + d] * Y[r * cols + d];
+        out[r] = l;
+    }
+}
+
 void fs_cpu_group_gram(const double *Hd, const double *Wd, const double *Phi, int nbpg,
                        int64_t nr, int64_t cols, int64_t gw, double *Y, double *K, double *b,
                        double *c)

@@ -133,6 +133,7 @@ Suite *fs_suite_dtype(void);
 Suite *fs_suite_qmeta(void);
 Suite *fs_suite_grid(void);
 Suite *fs_suite_gptq(void);
+Suite *fs_suite_refine(void);
 Suite *fs_suite_hessian(void);
 Suite *fs_suite_safetensors(void);
 Suite *fs_suite_cli(void);

@@ -62,8 +62,8 @@ static double hmse_loss(const fs_grid_params *gp, const float *x, const float *w
 {
     double l = 0.0;
     for (int64_t i = 0; i < n; i++) {
-        double d = (double)fs_qm_err(x[i], s, z, gp->maxq, 1, 2.0f);
-        l += (w ? (double)w[i] : 1.0) * d;
+        double d = (double)fs_qm_dequant(fs_qm_quant(x[i], s, z, gp->maxq), s, z) - (double)x[i];
+        l += (w ? (double)w[i] : 1.0) * d * d;
     }
     return l;
 }

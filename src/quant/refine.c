@@ -2,10 +2,14 @@
  * (quant.h's fs_refine_scales).  Per row, the dequant is w^ = Phi s with one
  * basis vector per group (sym: q - z on the group) or two (asym: q and 1,
  * the scale and offset), so the layer loss (w - w^)^T H (w - w^) is a small
- * quadratic in the group parameters: K s = b, solved in double, then the
- * scales rounded onto the stored grid (Q8.8, F16 on top in gptq_v1 mode) and
- * nudged code by code while the exact quadratic loss drops.  A row keeps its
- * old grid unless the new one is strictly better, so no row gets worse. */
+ * quadratic in the group parameters, solved in double, then the scales
+ * rounded onto the stored grid (Q8.8, F16 on top in gptq_v1 mode) and nudged
+ * code by code while the quadratic loss drops.  Everything is written around
+ * the old grid's residual e = w - w^_old (K = Phi^T H Phi, b = Phi^T H e,
+ * c = e^T H e): w^T H w can be 10^7 times the loss when H has a dominant
+ * direction, and c - 2 s.b + s^T K s would cancel away every digit.  A row
+ * keeps its old grid unless the new one is strictly better, so no row gets
+ * worse. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -13,6 +17,7 @@
 
 #include "cpu/cpu.h"
 #include "src/quant/quant.h"
+#include "src/quant/quant-math.h"
 
 #define SLAB_ROWS 128               /* rows per Gram slab */
 #define SLAB_K_DOUBLES (64 << 20)   /* bound on the slab's K matrices (512 MB) */
@@ -65,29 +70,16 @@ static int solve_ridge(const double *A, const double *y, int64_t n, double *work
     return 0;
 }
 
-/* The reduced system for fixed zeros z (asym: basis q - z = phi_q - z phi_1). */
-static void reduce(const double *K2, const double *b2, const double *z, int64_t ng, double *Ka,
-                   double *ba)
-{
-    const int64_t nb = 2 * ng;
-    for (int64_t g = 0; g < ng; g++) {
-        for (int64_t h = 0; h < ng; h++) {
-            const double *r0 = K2 + (2 * g) * nb, *r1 = K2 + (2 * g + 1) * nb;
-            Ka[g * ng + h] = r0[2 * h] - z[h] * r0[2 * h + 1] - z[g] * r1[2 * h] +
-                             z[g] * z[h] * r1[2 * h + 1];
-        }
-        ba[g] = b2[2 * g] - z[g] * b2[2 * g + 1];
-    }
-}
-
-/* c - 2 s.b + s^T K s */
-static double quad(const double *K, const double *b, double c, const double *s, int64_t n)
+/* The loss of parameters theta = theta_old + d in the residual form,
+ * c - 2 d.b + d^T K d (c = e^T H e, b = Phi^T H e of the old residual e):
+ * every term is of the loss's size, so nothing cancels. */
+static double loss_d(const double *K, const double *b, double c, const double *d, int64_t n)
 {
     double l = c;
     for (int64_t g = 0; g < n; g++) {
-        double ks = 0.0;
-        for (int64_t h = 0; h < n; h++) ks += K[g * n + h] * s[h];
-        l += s[g] * (ks - 2.0 * b[g]);
+        double kd = 0.0;
+        for (int64_t h = 0; h < n; h++) kd += K[g * n + h] * d[h];
+        l += d[g] * (kd - 2.0 * b[g]);
     }
     return l;
 }
@@ -101,40 +93,61 @@ static double scale_of(const fs_grid_params *gp, int32_t code)
     return s;
 }
 
-/* One row: K, b over nbpg bases per group; qm [ng, 4] in and out.  scratch:
- * 8 nb^2 + 16 nb doubles. */
+/* theta - theta_old for scales s and zeros z: sym theta = s; asym theta =
+ * (s_g, -s_g z_g) per group (the scale and the offset of w^ = s q + o). */
+static void delta_of(const double *s, const double *z, const double *th0, int64_t ng, int nbpg,
+                     double *d)
+{
+    for (int64_t g = 0; g < ng; g++) {
+        d[g * nbpg] = s[g] - th0[g * nbpg];
+        if (nbpg == 2) d[2 * g + 1] = -s[g] * z[g] - th0[2 * g + 1];
+    }
+}
+
+/* One row: K, b, c over nbpg bases per group (residual form); qm [ng, 4] in
+ * and out.  scratch: 8 nb^2 + 16 nb doubles. */
 static void refine_row(const fs_grid_params *gp, const double *K, const double *b, double c,
                        int64_t ng, int nbpg, uint8_t *qm, double *scratch, double *lb, double *la)
 {
     const int64_t nb = ng * nbpg;
     double *Ka = scratch, *work = Ka + nb * nb, *ba = work + nb * nb, *x = ba + nb;
-    double *s = x + nb, *so = s + nb, *zo = so + nb, *zn = zo + nb, *Ks = zn + nb;
-    int32_t *code = (int32_t *)(Ks + nb);
+    double *s = x + nb, *th0 = s + nb, *zo = th0 + nb, *zn = zo + nb, *Ks = zn + nb, *d = Ks + nb;
+    double *Kt = d + nb;
+    int32_t *code = (int32_t *)(Kt + nb);
     const double zmin = gp->gptq_v1 ? 1.0 : 0.0;
     for (int64_t g = 0; g < ng; g++) {
         float sf, zf;
         fs_grid_unpack(gp, qm + 4 * g, &sf, &zf);
-        so[g] = sf;
         zo[g] = zf;
+        th0[g * nbpg] = sf;
+        if (nbpg == 2) th0[2 * g + 1] = -(double)sf * zf;
         code[g] = (int16_t)(uint16_t)(qm[4 * g] | (qm[4 * g + 1] << 8));
     }
-    if (nbpg == 1) {
-        memcpy(Ka, K, sizeof(double) * (size_t)(ng * ng));
-        memcpy(ba, b, sizeof(double) * (size_t)ng);
-        memcpy(zn, zo, sizeof(double) * (size_t)ng);
-    } else {
-        reduce(K, b, zo, ng, Ka, ba);
-    }
-    const double lold = quad(Ka, ba, c, so, ng);
-    *lb = *la = lold;
+    *lb = *la = c;                               /* the old grid's loss: e^T H e itself */
+    memcpy(zn, zo, sizeof(double) * (size_t)ng);
     if (nbpg == 2) {                      /* the joint scale-and-offset optimum gives the zeros */
         if (!solve_ridge(K, b, nb, work, x)) return;
         for (int64_t g = 0; g < ng; g++) {
-            double sg = x[2 * g], og = x[2 * g + 1];
+            double sg = th0[2 * g] + x[2 * g], og = th0[2 * g + 1] + x[2 * g + 1];
             double z = sg > 0.0 ? rint(-og / sg) : zo[g];
             zn[g] = z < zmin ? zmin : (z > gp->maxq ? gp->maxq : z);
         }
-        reduce(K, b, zn, ng, Ka, ba);
+    }
+    /* scales for zeros zn: theta = T s, T s_g = (s_g, -zn_g s_g); minimise
+     * |e + Phi theta_old - Phi T s|_H: (T^T K T) s = T^T (b + K theta_old) */
+    for (int64_t j = 0; j < nb; j++) {
+        double kt = 0.0;
+        for (int64_t h = 0; h < nb; h++) kt += K[j * nb + h] * th0[h];
+        Kt[j] = b[j] + kt;
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        for (int64_t h = 0; h < ng; h++) {
+            if (nbpg == 1) { Ka[g * ng + h] = K[g * nb + h]; continue; }
+            const double *r0 = K + (2 * g) * nb, *r1 = K + (2 * g + 1) * nb;
+            Ka[g * ng + h] = r0[2 * h] - zn[h] * r0[2 * h + 1] - zn[g] * r1[2 * h] +
+                             zn[g] * zn[h] * r1[2 * h + 1];
+        }
+        ba[g] = nbpg == 1 ? Kt[g] : Kt[2 * g] - zn[g] * Kt[2 * g + 1];
     }
     if (!solve_ridge(Ka, ba, ng, work, x)) return;
     for (int64_t g = 0; g < ng; g++) {
@@ -152,15 +165,16 @@ static void refine_row(const fs_grid_params *gp, const double *K, const double *
                 for (int step = 0; step < 4; step++) {
                     int32_t cn = code[g] + dir;
                     if (cn < -32768 || cn > 32767) break;
-                    double d = scale_of(gp, cn) - s[g];
-                    if (!(d * (2.0 * (Ks[g] - ba[g]) + d * Ka[g * ng + g]) < 0.0)) break;
-                    for (int64_t h = 0; h < ng; h++) Ks[h] += d * Ka[h * ng + g];
-                    s[g] += d;
+                    double dd = scale_of(gp, cn) - s[g];
+                    if (!(dd * (2.0 * (Ks[g] - ba[g]) + dd * Ka[g * ng + g]) < 0.0)) break;
+                    for (int64_t h = 0; h < ng; h++) Ks[h] += dd * Ka[h * ng + g];
+                    s[g] += dd;
                     code[g] = cn;
                 }
     for (int64_t g = 0; g < ng; g++) s[g] = scale_of(gp, code[g]);
-    const double lnew = quad(Ka, ba, c, s, ng);
-    if (!(lnew < lold - 1e-12 * fabs(lold))) return;
+    delta_of(s, zn, th0, ng, nbpg, d);
+    const double lnew = loss_d(K, b, c, d, nb);
+    if (!(lnew < c)) return;
     *la = lnew;
     for (int64_t g = 0; g < ng; g++)
         fs_qmeta_pack(qm + 4 * g, (int16_t)code[g], (uint8_t)zn[g], gp->sym ? FS_QMETA_SYM : 0);
@@ -183,10 +197,11 @@ fs_status fs_refine_scales(fs_ctx *ctx, const fs_grid_params *gp, const float *H
     double *Phi = fs_alloc2(sc * (size_t)nbpg, sizeof(double)), *Y = fs_alloc2(sc, sizeof(double));
     double *K = fs_alloc2((size_t)slab * (size_t)(nb * nb), sizeof(double));
     double *bb = fs_alloc2((size_t)slab * (size_t)nb, sizeof(double));
-    double *c = fs_alloc2((size_t)slab, sizeof(double));
+    double *c = fs_alloc2((size_t)slab, sizeof(double)), *lx = fs_alloc2((size_t)slab, sizeof(double));
+    uint8_t *qc = fs_alloc2((size_t)slab * (size_t)ng, 4);
     double *scr = fs_alloc2((size_t)nthr * per_thr, sizeof(double));
     fs_status rc = FS_OK;
-    if (!Hd || !Wd || !Phi || !Y || !K || !bb || !c || !scr) {
+    if (!Hd || !Wd || !Phi || !Y || !K || !bb || !c || !lx || !qc || !scr) {
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "refine scales: %lld x %lld, %lld groups", (long long)rows,
                         (long long)cols, (long long)ng);
         goto out;
@@ -200,25 +215,42 @@ fs_status fs_refine_scales(fs_ctx *ctx, const fs_grid_params *gp, const float *H
                 const size_t i = (size_t)(r * cols + d), src = (size_t)(r0 + r) * (size_t)cols + (size_t)d;
                 float s, z;
                 fs_grid_unpack(gp, qmeta + ((r0 + r) * ng + d / gw) * 4, &s, &z);
-                Wd[i] = W[src];
+                /* the residual of the dequant as stored (float): c is then the true loss */
+                Wd[i] = (double)W[src] - (double)fs_qm_dequant((float)codes[src], s, z);
                 if (nbpg == 1) {
                     Phi[i] = (double)codes[src] - (double)z;
                 } else {
                     Phi[i] = codes[src];
-                    Phi[sc + i] = 1.0;
+                    Phi[(size_t)nr * (size_t)cols + i] = 1.0;     /* the plane of this slab */
                 }
             }
         fs_cpu_group_gram(Hd, Wd, Phi, nbpg, nr, cols, gw, Y, K, bb, c);
+        memcpy(qc, qmeta + r0 * ng * 4, (size_t)(nr * ng * 4));
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < nr; r++) {
             double lb, la;
-            refine_row(gp, K + (size_t)r * (size_t)(nb * nb), bb + r * nb, c[r], ng, nbpg,
-                       qmeta + (r0 + r) * ng * 4, scr + (size_t)omp_get_thread_num() * per_thr, &lb, &la);
-            if (lbefore) lbefore[r0 + r] = lb;
-            if (lafter) lafter[r0 + r] = la;
+            refine_row(gp, K + (size_t)r * (size_t)(nb * nb), bb + r * nb, c[r], ng, nbpg, qc + r * ng * 4,
+                       scr + (size_t)omp_get_thread_num() * per_thr, &lb, &la);
+        }
+        /* the candidates' true losses, from their float dequant: a grid goes in
+         * only if it beats the old one there too */
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t d = 0; d < cols; d++) {
+                const size_t src = (size_t)(r0 + r) * (size_t)cols + (size_t)d;
+                float s, z;
+                fs_grid_unpack(gp, qc + (r * ng + d / gw) * 4, &s, &z);
+                Wd[r * cols + d] = (double)W[src] - (double)fs_qm_dequant((float)codes[src], s, z);
+            }
+        fs_cpu_row_losses(Hd, Wd, nr, cols, Y, lx);
+        for (int64_t r = 0; r < nr; r++) {
+            const int take = lx[r] < c[r];
+            if (take) memcpy(qmeta + (r0 + r) * ng * 4, qc + r * ng * 4, (size_t)ng * 4);
+            if (lbefore) lbefore[r0 + r] = c[r];
+            if (lafter) lafter[r0 + r] = take ? lx[r] : c[r];
         }
     }
 out:
-    free(Hd); free(Wd); free(Phi); free(Y); free(K); free(bb); free(c); free(scr);
+    free(Hd); free(Wd); free(Phi); free(Y); free(K); free(bb); free(c); free(lx); free(qc); free(scr);
     return rc;
 }
