@@ -51,7 +51,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-quality clean
 all: deps bin/forge-stream
 
 deps:
@@ -154,6 +154,10 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
+
+# perplexity per quantization method (issue 18): minutes, outside make test
+bench-quality: deps bin/forge-stream
+	sh tools/bench-quality.sh $(SHARED)
 
 bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
