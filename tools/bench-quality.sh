@@ -5,6 +5,8 @@
 # SmolLM2-135M.  Calibration is the start of the token file, evaluation the
 # windows after it (disjoint).  Prints PPL, the gap to F32 and the quantize
 # time as a ratio to plain GPTQ's.  Not part of `make test`: minutes on 2 cores.
+# Knobs (environment): METHODS, CONFIGS ("bits:group ..."), STORIES_WINDOWS,
+# SKIP_STORIES=1, SKIP_SMOL=1, and for SmolLM2 SMOL_METHODS, SMOL_CONFIGS, SMOL_SAMPLES, SMOL_WINDOWS.
 set -e
 SHARED=${1:-../shared}
 BIN=bin/forge-stream
@@ -63,8 +65,14 @@ bench() {
     done
 }
 
-bench stories260K $SHARED/data/stories260K $SHARED/data/wikitext2/wiki.test.stories260K.u32 128 256 1000
-if [ -f build/smollm2/model/config.json ]; then
+if [ -z "$SKIP_STORIES" ]; then
+bench stories260K $SHARED/data/stories260K $SHARED/data/wikitext2/wiki.test.stories260K.u32 128 256 ${STORIES_WINDOWS:-400}
+fi
+METHODS=${SMOL_METHODS:-$METHODS}
+CONFIGS=${SMOL_CONFIGS:-$CONFIGS}
+if [ -n "$SKIP_SMOL" ]; then
+    :
+elif [ -f build/smollm2/model/config.json ]; then
     bench SmolLM2-135M build/smollm2/model build/smollm2/wiki.test.u32 ${SMOL_SAMPLES:-64} 512 ${SMOL_WINDOWS:-100}
 else
     echo

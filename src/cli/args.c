@@ -68,6 +68,9 @@ const char fs_quant_flags_help[] =
     "                      shrink search against the Hessian-weighted error (CPU backend)\n"
     "  --hmse-weight obs|diag  hmse: column weights 1/[H^-1]_jj as GPTQ sees them (obs,\n"
     "                      default) or diag(H)\n"
+    "  --preset best       the options that measured better than plain GPTQ at the same\n"
+    "                      bits and format (make bench-quality): " FS_PRESET_BEST_FLAGS "\n"
+    "                      (flags after it still override)\n"
     "  --refine-scales N   after the solve, N rounds of least-squares group scales (and\n"
     "                      zeros, asymmetric) with the codes fixed, on the stored grid;\n"
     "                      rounds after the first re-run GPTQ on the refined grids, each\n"
@@ -102,6 +105,11 @@ fs_status fs_arg_quant(fs_ctx *ctx, int argc, char **argv, int *i, fs_quant_opts
     else if (strcmp(a, "--asym") == 0) q->sym = 0;
     else if (strcmp(a, "--act-order") == 0) q->act_order = 1;
     else if (strcmp(a, "--static-groups") == 0) q->static_groups = 1;
+    else if (strcmp(a, "--preset") == 0) {
+        if (!(v = value(ctx, argc, argv, i))) return FS_ERR_USAGE;
+        if (strcmp(v, "best") != 0) return fs_ctx_err(ctx, FS_ERR_USAGE, "--preset '%s': must be best", v);
+        fs_quant_preset_best(q);
+    }
     else if (strcmp(a, "--bits") == 0 || strcmp(a, "--group-size") == 0 ||
              strcmp(a, "--grid-n") == 0 || strcmp(a, "--block") == 0 ||
              strcmp(a, "--refine-scales") == 0) {

@@ -19,6 +19,7 @@ void fs_quant_opts_default(fs_quant_opts *q)
     q->loss_f32 = 0;
     q->refine_scales = 0;
     q->hmse_weight = FS_HMSE_OBS;
+    q->preset_best = 0;
 }
 
 fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q)
@@ -43,6 +44,14 @@ fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q)
     if (!(q->damp >= 0.0) || q->damp > 1e6)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--damp %g: must be >= 0", q->damp);
     return FS_OK;
+}
+
+void fs_quant_preset_best(fs_quant_opts *q)
+{
+    q->grid = FS_GRID_HMSE;              /* keep FS_PRESET_BEST_FLAGS in step */
+    q->hmse_weight = FS_HMSE_OBS;
+    q->refine_scales = 3;
+    q->preset_best = 1;
 }
 
 const char *fs_grid_name(fs_grid_kind k)

@@ -43,9 +43,13 @@ typedef struct fs_quant_opts {
                               (0 = off); rounds after the first re-run GPTQ on the refined
                               grids first */
     fs_hmse_weight hmse_weight;   /* HMSE grid: which column weights */
+    int preset_best;       /* --preset best was given (for the log; its options are set) */
 } fs_quant_opts;
 
 void fs_quant_opts_default(fs_quant_opts *q);
+/* --preset best: the options make bench-quality showed to pay (README). */
+#define FS_PRESET_BEST_FLAGS "--grid hmse --refine-scales 3"
+void fs_quant_preset_best(fs_quant_opts *q);
 /* "absmax", "mse" or "hmse". */
 const char *fs_grid_name(fs_grid_kind k);
 /* FS_ERR_USAGE naming the flag if an option is out of range. */
