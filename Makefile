@@ -58,7 +58,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check bench-quality clean
 all: deps bin/forge-stream
 
 deps:
@@ -161,6 +161,10 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
+
+# perplexity per quantization method (issue 18): minutes, outside make test
+bench-quality: deps bin/forge-stream
+	sh tools/bench-quality.sh $(SHARED)
 
 # the binary before the layer forward moved onto the ops (issue 14 §2), for its ratio
 BENCH_BEFORE ?= be704b8

@@ -120,6 +120,21 @@ fs_status fs_cpu_loss_est(fs_ctx *ctx, const float *W, int64_t ldw, const float 
 fs_status fs_cpu_loss_exact(fs_ctx *ctx, const float *W, int64_t ldw, const float *D, int64_t ldd, const float *H,
                             const double *H64, int64_t ldh, int64_t rows, int64_t cols, double *loss);
 
+/* The Gram matrices of the group-scale least squares (refine.c, for quant.h's
+ * fs_refine_scales): slab of nr rows, H [cols, cols], W [nr, cols] (the caller
+ * passes the residual W - dequant) and nbpg
+ * basis planes Phi [nbpg][nr, cols], every basis value of column d belonging
+ * to group d / gw.  Out: K [nr][nb, nb], b [nr][nb], c [nr] (w^T H w) with
+ * nb = ngroups * nbpg and basis j = g * nbpg + t; Y [nr, cols] is scratch.
+ * Cannot fail. */
+/* out[r] = e_r^T H e_r for the rows of E [nr, cols] (refine.c); Y [nr, cols]
+ * scratch.  Cannot fail. */
+void fs_cpu_row_losses(const double *Hd, const double *Ed, int64_t nr, int64_t cols, double *Y,
+                       double *out);
+void fs_cpu_group_gram(const double *Hd, const double *Wd, const double *Phi, int nbpg,
+                       int64_t nr, int64_t cols, int64_t gw, double *Y, double *K, double *b,
+                       double *c);
+
 /* ---- op implementations (one per slot; invariants 1-2) ------------------------------- */
 
 fs_status fs_cpu_op_fill(fs_ctx *ctx, const fs_fill_args *a);           /* elementwise.c */

@@ -48,7 +48,7 @@ static void block_tile(const fs_gptq_job *job, int64_t r0, int nr, int64_t i1, i
         if (dynamic && j % gw == 0) {        /* a group starts at a block start: W is current */
             int64_t glen = C - j < gw ? C - j : gw, g = j / gw;
             for (int r = 0; r < nr; r++)
-                fs_grid_group(job->gp, job->W + (r0 + r) * C + j, glen,
+                fs_grid_group_w(job->gp, job->W + (r0 + r) * C + j, job->colw ? job->colw + j : NULL, glen,
                               job->qmeta + ((r0 + r) * ng + g) * 4, &sc[(r0 + r) * ng + g],
                               &zc[(r0 + r) * ng + g]);
         }

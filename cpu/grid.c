@@ -15,7 +15,7 @@ fs_status fs_cpu_op_grid(fs_ctx *ctx, const fs_grid_args *a)
         for (int64_t g = 0; g < ng; g++) {
             int64_t c0 = g * gw, n = cols - c0 < gw ? cols - c0 : gw;
             float s, z;
-            fs_grid_group(a->gp, w + c0, n, qm + g * 4, &s, &z);
+            fs_grid_group_w(a->gp, w + c0, a->gp->colw ? a->gp->colw + c0 : NULL, n, qm + g * 4, &s, &z);
         }
     }
     return FS_OK;

@@ -524,6 +524,8 @@ static fs_status gp_upload(fs_ctx *ctx, cuda_be *cb, dev_bufs *b, const fs_grid_
                            fs_cuda_gp *out)
 {
     float *dp;
+    if (gp->hmse)                            /* the weighted search has no kernel yet */
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--grid hmse: not on the CUDA backend yet (use --backend cpu)");
     out->bits = gp->bits;
     out->sym = gp->sym;
     out->mse = gp->mse;

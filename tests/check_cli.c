@@ -287,6 +287,10 @@ static const bad_run bad_runs[] = {
     {"--bits without a value", mk_good, {BASE, "--bits"}, {"--bits", NULL}, 0},
     {"--damp -1", mk_good, {BASE, "--damp", "-1"}, {"--damp", NULL}, 0},
     {"--grid foo", mk_good, {BASE, "--grid", "foo"}, {"--grid", "foo"}, 0},
+    {"--refine-scales 17", mk_good, {BASE, "--refine-scales", "17"}, {"--refine-scales", "17"}, 0},
+    {"--refine-scales -1", mk_good, {BASE, "--refine-scales", "-1"}, {"--refine-scales", NULL}, 0},
+    {"--hmse-weight foo", mk_good, {BASE, "--grid", "hmse", "--hmse-weight", "foo"}, {"--hmse-weight", "foo"}, 0},
+    {"--preset foo", mk_good, {BASE, "--preset", "foo"}, {"--preset", "foo"}, 0},
     {"--backend gpu", mk_good, {BASE, "--backend", "gpu"}, {"--backend", "gpu"}, 0},
     {"--threads -1", mk_good, {BASE, "--threads", "-1"}, {"--threads", NULL}, 0},
     {"unknown flag", mk_good, {BASE, "--frobnicate", "7"}, {"--frobnicate", NULL}, 0},
@@ -567,6 +571,46 @@ START_TEST(test_run_hessian)
     free(in);
     free(out);
     free(rep);
+    t_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
+/* --preset best: HMSE grids and 3 refinement rounds (the report says so), the
+ * dequant still decodes from the codes and qmeta, and the loss is below the
+ * plain GPTQ loss of the same options otherwise. */
+START_TEST(test_run_preset_best)
+{
+    static float W[ROWS * COLS], H[COLS * COLS];
+    make_layer(W, H);
+    char *dir = t_tmpdir();
+    char *in = join(dir, "in.safetensors"), *out = join(dir, "out.safetensors");
+    tens t[] = {{"weight", FS_DT_F32, 2, {ROWS, COLS}, W},
+                {"hessian", FS_DT_F32, 2, {COLS, COLS}, H}};
+    write_tensors(in, t, 2);
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+        const char *args[] = {"layer", "--in", in, "--out", out, "--bits", "3", "--group-size", "32",
+                              "--act-order", k ? "--preset" : "--quiet", k ? "best" : NULL, NULL};
+        run_out o;
+        run_cli(dir, args, &o);
+        ck_assert_msg(o.code == 0, "exit %d: %s", o.code, o.err);
+        json_t *j = parse_report(o.out);
+        loss[k] = num(j, "loss");
+        json_t *op = json_object_get(j, "options");
+        ck_assert_str_eq(json_string_value(json_object_get(op, "grid")), k ? "hmse" : "absmax");
+        ck_assert_int_eq(json_integer_value(json_object_get(op, "refine_scales")), k ? 3 : 0);
+        if (k) ck_assert_double_le(num(j, "loss"), num(j, "solve_loss"));
+        layer_out lo;
+        read_out(out, 3, 1, &lo);
+        check_dequant(&lo, 3, 1, 32);
+        layer_out_free(&lo);
+        json_decref(j);
+        run_free(&o);
+    }
+    ck_assert_msg(loss[1] < loss[0], "preset best %g, plain %g", loss[1], loss[0]);
+    free(in);
+    free(out);
     t_rmdir(dir);
     free(dir);
 }
@@ -1279,6 +1323,7 @@ Suite *fs_suite_cli(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_run_hessian);
     tcase_add_test(tc, test_run_inputs);
+    tcase_add_test(tc, test_run_preset_best);
     tcase_add_test(tc, test_run_f16);
     tcase_add_test(tc, test_help);
     suite_add_tcase(s, tc);

@@ -401,7 +401,7 @@ START_TEST(test_gptq_parity)
         memcpy(Wc, W0, sizeof(float) * (size_t)(R * C));
         memcpy(Wg, W0, sizeof(float) * (size_t)(R * C));
         fs_gptq_job jc = {R, C, Wc, U, cc, qc, ng, gw, k->static_groups ? gcol : NULL, k->block,
-                          &gp};
+                          &gp, NULL};
         fs_gptq_job jg = jc;
         jg.W = Wg;
         jg.codes = cg;

@@ -134,6 +134,7 @@ Suite *fs_suite_async(void);
 Suite *fs_suite_qmeta(void);
 Suite *fs_suite_grid(void);
 Suite *fs_suite_gptq(void);
+Suite *fs_suite_refine(void);
 Suite *fs_suite_hessian(void);
 Suite *fs_suite_safetensors(void);
 Suite *fs_suite_cli(void);

@@ -64,7 +64,17 @@ const char fs_quant_flags_help[] =
     "  --group-size N      a multiple of 32, or -1 for one group per row (default 128);\n"
     "                      a group size >= in means one group per row\n"
     "  --sym | --asym      symmetric grid, zero fixed at 2^(bits-1) (default), or asymmetric\n"
-    "  --grid absmax|mse   range grid (default) or MSE / L^p shrink search\n"
+    "  --grid absmax|mse|hmse  range grid (default), MSE / L^p shrink search, or the\n"
+    "                      shrink search against the Hessian-weighted error (CPU backend)\n"
+    "  --hmse-weight obs|diag  hmse: column weights 1/[H^-1]_jj as GPTQ sees them (obs,\n"
+    "                      default) or diag(H)\n"
+    "  --preset best       the options that measured better than plain GPTQ at the same\n"
+    "                      bits and format (make bench-quality): " FS_PRESET_BEST_FLAGS "\n"
+    "                      (flags after it still override)\n"
+    "  --refine-scales N   after the solve, N rounds of least-squares group scales (and\n"
+    "                      zeros, asymmetric) with the codes fixed, on the stored grid;\n"
+    "                      rounds after the first re-run GPTQ on the refined grids, each\n"
+    "                      row keeping its best (default 0 = off; at most 16)\n"
     "  --grid-shrink F     MSE: smallest scale factor tried, in (0, 1] (default 0.2)\n"
     "  --grid-n N          MSE: number of candidate scales, >= 1 (default 100)\n"
     "  --grid-norm F       MSE: exponent of the error, > 0 (default 2.4; 2 = plain L2)\n"
@@ -95,13 +105,20 @@ fs_status fs_arg_quant(fs_ctx *ctx, int argc, char **argv, int *i, fs_quant_opts
     else if (strcmp(a, "--asym") == 0) q->sym = 0;
     else if (strcmp(a, "--act-order") == 0) q->act_order = 1;
     else if (strcmp(a, "--static-groups") == 0) q->static_groups = 1;
+    else if (strcmp(a, "--preset") == 0) {
+        if (!(v = value(ctx, argc, argv, i))) return FS_ERR_USAGE;
+        if (strcmp(v, "best") != 0) return fs_ctx_err(ctx, FS_ERR_USAGE, "--preset '%s': must be best", v);
+        fs_quant_preset_best(q);
+    }
     else if (strcmp(a, "--bits") == 0 || strcmp(a, "--group-size") == 0 ||
-             strcmp(a, "--grid-n") == 0 || strcmp(a, "--block") == 0) {
+             strcmp(a, "--grid-n") == 0 || strcmp(a, "--block") == 0 ||
+             strcmp(a, "--refine-scales") == 0) {
         if (!(v = value(ctx, argc, argv, i))) return FS_ERR_USAGE;
         if ((rc = fs_arg_i64(ctx, a, v, INT32_MIN, INT32_MAX, &n)) != FS_OK) return rc;
         if (strcmp(a, "--bits") == 0) q->bits = (int)n;
         else if (strcmp(a, "--group-size") == 0) q->group_size = n;
         else if (strcmp(a, "--grid-n") == 0) q->grid_n = (int)n;
+        else if (strcmp(a, "--refine-scales") == 0) q->refine_scales = (int)n;
         else q->block = (int)n;
     } else if (strcmp(a, "--grid-shrink") == 0 || strcmp(a, "--grid-norm") == 0 ||
                strcmp(a, "--damp") == 0) {
@@ -114,7 +131,13 @@ fs_status fs_arg_quant(fs_ctx *ctx, int argc, char **argv, int *i, fs_quant_opts
         if (!(v = value(ctx, argc, argv, i))) return FS_ERR_USAGE;
         if (strcmp(v, "absmax") == 0 || strcmp(v, "range") == 0) q->grid = FS_GRID_ABSMAX;
         else if (strcmp(v, "mse") == 0) q->grid = FS_GRID_MSE;
-        else return fs_ctx_err(ctx, FS_ERR_USAGE, "--grid '%s': must be absmax or mse", v);
+        else if (strcmp(v, "hmse") == 0) q->grid = FS_GRID_HMSE;
+        else return fs_ctx_err(ctx, FS_ERR_USAGE, "--grid '%s': must be absmax, mse or hmse", v);
+    } else if (strcmp(a, "--hmse-weight") == 0) {
+        if (!(v = value(ctx, argc, argv, i))) return FS_ERR_USAGE;
+        if (strcmp(v, "obs") == 0) q->hmse_weight = FS_HMSE_OBS;
+        else if (strcmp(v, "diag") == 0) q->hmse_weight = FS_HMSE_DIAG;
+        else return fs_ctx_err(ctx, FS_ERR_USAGE, "--hmse-weight '%s': must be obs or diag", v);
     } else {
         *taken = 0;
     }

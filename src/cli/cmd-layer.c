@@ -149,12 +149,17 @@ static json_t *report_json(const layer_args *a, const fs_layer_result *r, double
     const fs_quant_opts *q = &a->q;
     json_t *opts = json_pack("{s:i, s:I, s:b, s:s, s:f, s:i, s:f, s:b, s:b, s:i, s:f}",
                              "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
-                             "grid", q->grid == FS_GRID_MSE ? "mse" : "absmax",
+                             "grid", fs_grid_name(q->grid),
                              "grid_shrink", short_real(q->shrink), "grid_n", q->grid_n,
                              "grid_norm", short_real(q->norm), "act_order", q->act_order,
                              "static_groups", q->static_groups, "block", q->block, "damp", q->damp);
-    return json_pack("{s:f, s:f, s:f, s:f, s:f, s:i, s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
-                     "loss", r->loss, "rtn_loss", r->rtn_loss, "seconds", r->seconds,
+    json_object_set_new(opts, "refine_scales", json_integer(q->refine_scales));
+    json_object_set_new(opts, "hmse_weight", json_string(q->hmse_weight == FS_HMSE_DIAG ? "diag" : "obs"));
+    return json_pack("{s:f, s:f, s:f, s:i, s:f, s:f, s:f, s:f, s:i, s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:o}",
+                     "loss", r->loss, "rtn_loss", r->rtn_loss,
+                     "solve_loss", q->refine_scales ? r->solve_loss : r->loss,
+                     "refine_rounds", r->refine_rounds, "refine_seconds", r->refine_s,
+                     "seconds", r->seconds,
                      "hessian_seconds", hess_s, "damp_used", r->damp_used, "retries", r->retries,
                      "fallback", r->fallback_rtn ? "rtn" : NULL, "backend", backend,
                      "hessian_source", hsrc, "out_features", (json_int_t)r->rows,

@@ -346,6 +346,10 @@ int cmd_quantize(int argc, char **argv)
            a.resume ? "resume" : "quantize", a.model, m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out,
            a.q.rtn ? "rtn" : "gptq", a.q.bits, (long long)a.q.group_size, a.q.sym ? "sym" : "asym",
            a.q.act_order ? " act-order" : "", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+    fs_log(&ctx, "%sgrid %s%s, refine-scales %d", a.q.preset_best ? "preset best (" FS_PRESET_BEST_FLAGS "): " : "",
+           fs_grid_name(a.q.grid),
+           a.q.grid == FS_GRID_HMSE ? (a.q.hmse_weight == FS_HMSE_DIAG ? " (diag weights)" : " (obs weights)") : "",
+           a.q.refine_scales);
     fs_signals_install();                        /* SIGINT/SIGTERM: stop between linears */
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,

@@ -23,7 +23,7 @@
 json_t *quantize_config_json(const qargs *a)
 {
     const fs_quant_opts *q = &a->q;
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
+    json_t *j = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
                      " s:b, s:b, s:i, s:f, s:s, s:I, s:I, s:b}",
                      "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
                      "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
@@ -31,12 +31,23 @@ json_t *quantize_config_json(const qargs *a)
                      "format", a->fmt == FS_FMT_GPTQ ? "gptq" : "forge",
                      "max_shard_size", (json_int_t)(a->max_shard ? a->max_shard : FS_DEFAULT_MAX_SHARD),
                      "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
-                     "grid", q->grid == FS_GRID_MSE ? "mse" : "absmax", "grid_shrink", (double)q->shrink,
+                     "grid", fs_grid_name(q->grid), "grid_shrink", (double)q->shrink,
                      "grid_n", q->grid_n, "grid_norm", (double)q->norm, "act_order", q->act_order,
                      "static_groups", q->static_groups, "block", q->block, "damp", q->damp,
                      "expert_policy", fs_expert_policy_name(a->policy), "min_expert_tokens",
                      (json_int_t)a->min_expert_tokens, "batch_tokens", (json_int_t)a->batch_tokens,
                      "experts_only", a->experts_only);
+    /* the options added later only when set: older journals still compare equal */
+    if (j && q->refine_scales && json_object_set_new(j, "refine_scales", json_integer(q->refine_scales))) {
+        json_decref(j);
+        return NULL;
+    }
+    if (j && q->grid == FS_GRID_HMSE &&
+        json_object_set_new(j, "hmse_weight", json_string(q->hmse_weight == FS_HMSE_DIAG ? "diag" : "obs"))) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
 }
 
 /* Flags that do not touch the output: free to differ on --resume. */

@@ -14,7 +14,9 @@ fs_status fs_grid_params_init(fs_ctx *ctx, fs_grid_params *gp, const fs_quant_op
 {
     gp->bits = q->bits;
     gp->sym = q->sym;
-    gp->mse = q->grid == FS_GRID_MSE;
+    gp->mse = q->grid == FS_GRID_MSE || q->grid == FS_GRID_HMSE;
+    gp->hmse = q->grid == FS_GRID_HMSE;
+    gp->colw = NULL;
     gp->gptq_v1 = q->gptq_v1;
     gp->maxq = (float)((1 << q->bits) - 1);
     gp->norm = q->norm;
@@ -54,8 +56,26 @@ static float mse_loss(const fs_grid_params *gp, const float *x, int64_t n, float
     return lane[0];
 }
 
+/* HMSE: sum w_i (dq_i - x_i)^2 in double, sequential (a CPU-only search). */
+static double hmse_loss(const fs_grid_params *gp, const float *x, const float *w, int64_t n,
+                        float s, float z)
+{
+    double l = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)fs_qm_dequant(fs_qm_quant(x[i], s, z, gp->maxq), s, z) - (double)x[i];
+        l += (w ? (double)w[i] : 1.0) * d * d;
+    }
+    return l;
+}
+
 void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n, uint8_t qmeta[4],
                    float *scale, float *zero)
+{
+    fs_grid_group_w(gp, x, NULL, n, qmeta, scale, zero);
+}
+
+void fs_grid_group_w(const fs_grid_params *gp, const float *x, const float *w, int64_t n,
+                     uint8_t qmeta[4], float *scale, float *zero)
 {
     const double *frac = fs_q88_frac_table();
     const float *half = fs_q88_half_table();
@@ -67,7 +87,16 @@ void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n, uint8_t 
     float s, z;
     fs_qm_range(gmin, gmax, gp->bits, gp->sym, gp->gptq_v1, &s, &z);
     int16_t code = fs_qm_encode(s, half);
-    if (gp->mse) {
+    if (gp->hmse) {
+        float base = fs_qm_decode(code, frac), best_s = base;
+        double best = 0.0;
+        for (int k = 0; k < gp->n; k++) {
+            float sk = base * gp->p[k];
+            double loss = hmse_loss(gp, x, w, n, sk, z);
+            if (k == 0 || loss < best) { best = loss; best_s = sk; }
+        }
+        code = fs_qm_encode(best_s, half);
+    } else if (gp->mse) {
         float base = fs_qm_decode(code, frac), best_s = base, best = 0.0f;
         int l2 = gp->norm == 2.0f;
         for (int k = 0; k < gp->n; k++) {
@@ -98,6 +127,7 @@ void fs_grid_matrix(const fs_grid_params *gp, const float *W, int64_t rows, int6
         for (int64_t g = 0; g < ng; g++) {
             int64_t c0 = g * gw, n = cols - c0 < gw ? cols - c0 : gw;
             float s, z;
-            fs_grid_group(gp, W + r * cols + c0, n, qmeta + (r * ng + g) * 4, &s, &z);
+            fs_grid_group_w(gp, W + r * cols + c0, gp->colw ? gp->colw + c0 : NULL, n,
+                            qmeta + (r * ng + g) * 4, &s, &z);
         }
 }

@@ -17,6 +17,9 @@ void fs_quant_opts_default(fs_quant_opts *q)
     q->rtn = 0;
     q->gptq_v1 = 0;
     q->loss_f32 = 0;
+    q->refine_scales = 0;
+    q->hmse_weight = FS_HMSE_OBS;
+    q->preset_best = 0;
 }
 
 fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q)
@@ -34,11 +37,26 @@ fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q)
                           (double)q->shrink);
     if (!(q->norm > 0.0f) || q->norm > 1e6f)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--grid-norm %g: must be > 0", (double)q->norm);
+    if (q->refine_scales < 0 || q->refine_scales > 16)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--refine-scales %d: must be in 0..16", q->refine_scales);
     if (q->block < 1)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--block %d: must be >= 1", q->block);
     if (!(q->damp >= 0.0) || q->damp > 1e6)
         return fs_ctx_err(ctx, FS_ERR_USAGE, "--damp %g: must be >= 0", q->damp);
     return FS_OK;
+}
+
+void fs_quant_preset_best(fs_quant_opts *q)
+{
+    q->grid = FS_GRID_HMSE;              /* keep FS_PRESET_BEST_FLAGS in step */
+    q->hmse_weight = FS_HMSE_OBS;
+    q->refine_scales = 3;
+    q->preset_best = 1;
+}
+
+const char *fs_grid_name(fs_grid_kind k)
+{
+    return k == FS_GRID_HMSE ? "hmse" : k == FS_GRID_MSE ? "mse" : "absmax";
 }
 
 int64_t fs_ngroups(int64_t in, int64_t group_size)

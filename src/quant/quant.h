@@ -14,7 +14,14 @@ extern "C" {
 
 /* ---- quantization options ------------------------------------------------ */
 
-typedef enum fs_grid_kind { FS_GRID_ABSMAX = 0, FS_GRID_MSE = 1 } fs_grid_kind;
+/* HMSE: the MSE shrink search with each column's error weighted by its
+ * Hessian weight (fs_quant_opts.hmse_weight), L2 only. */
+typedef enum fs_grid_kind { FS_GRID_ABSMAX = 0, FS_GRID_MSE = 1, FS_GRID_HMSE = 2 } fs_grid_kind;
+
+/* The column weights of the HMSE grid: OBS, 1 / [H_F^-1]_jj (GPTQ's own
+ * weight of column j when it is quantized, the inverse factor's diagonal
+ * squared), or diag(H). */
+typedef enum fs_hmse_weight { FS_HMSE_OBS = 0, FS_HMSE_DIAG = 1 } fs_hmse_weight;
 
 typedef struct fs_quant_opts {
     int bits;              /* 2, 3, 4 or 8 */
@@ -32,9 +39,19 @@ typedef struct fs_quant_opts {
     int gptq_v1;           /* grids for the gptq format: F16 scales, asym zero >= 1 */
     int loss_f32;          /* losses for logs only (the quantize pipeline): estimated by
                               fs_quad_loss_est instead of exact in f64 */
+    int refine_scales;     /* rounds of least-squares scale refinement after the solve
+                              (0 = off); rounds after the first re-run GPTQ on the refined
+                              grids first */
+    fs_hmse_weight hmse_weight;   /* HMSE grid: which column weights */
+    int preset_best;       /* --preset best was given (for the log; its options are set) */
 } fs_quant_opts;
 
 void fs_quant_opts_default(fs_quant_opts *q);
+/* --preset best: the options make bench-quality showed to pay (README). */
+#define FS_PRESET_BEST_FLAGS "--grid hmse --refine-scales 3"
+void fs_quant_preset_best(fs_quant_opts *q);
+/* "absmax", "mse" or "hmse". */
+const char *fs_grid_name(fs_grid_kind k);
 /* FS_ERR_USAGE naming the flag if an option is out of range. */
 fs_status fs_quant_opts_check(fs_ctx *ctx, const fs_quant_opts *q);
 /* Groups per row for `in` columns: ceil(in / G), 1 for G = -1 or G >= in. */
@@ -63,6 +80,9 @@ typedef struct fs_grid_params {
     float norm;
     int n;              /* candidates */
     float *p;           /* [n] shrink factors, owned */
+    int hmse;           /* weighted L2 search (weights passed per group) */
+    const float *colw;  /* HMSE: column weights of the matrix fs_grid_matrix and the
+                           grid op see (NULL: unweighted); not owned */
 } fs_grid_params;
 
 fs_status fs_grid_params_init(fs_ctx *ctx, fs_grid_params *gp, const fs_quant_opts *q);
@@ -71,6 +91,9 @@ void fs_grid_params_free(fs_grid_params *gp);
  * decoded scale and zero that quantization must use. Cannot fail. */
 void fs_grid_group(const fs_grid_params *gp, const float *x, int64_t n,
                    uint8_t qmeta[4], float *scale, float *zero);
+/* The same with column weights w[n] for the HMSE search (NULL: unweighted). */
+void fs_grid_group_w(const fs_grid_params *gp, const float *x, const float *w, int64_t n,
+                     uint8_t qmeta[4], float *scale, float *zero);
 /* Grids of every row and group of W [rows, cols] with group width gw:
  * qmeta [rows, ceil(cols/gw), 4]. Cannot fail. */
 void fs_grid_matrix(const fs_grid_params *gp, const float *W, int64_t rows,
@@ -96,6 +119,7 @@ typedef struct fs_gptq_job {
     const int32_t *gcol;    /* static groups: group of processing column k; NULL = dynamic */
     int block;
     const fs_grid_params *gp;
+    const float *colw;      /* HMSE dynamic grids: weight of processing column k, or NULL */
 } fs_gptq_job;
 
 /* The solvers: fs_gptq_cpu (cpu/cpu.h) and the backends' gptq slots. */
@@ -112,6 +136,9 @@ typedef struct fs_layer_result {
     double seconds;      /* solver (inversion + grid + GPTQ) */
     double grid_s, chol_s, gptq_s;   /* where the time went: grids (RTN baseline and
                                         static groups), damped inversion, solve */
+    double refine_s;     /* scale refinement (and its GPTQ re-runs) */
+    double solve_loss;   /* loss straight after the GPTQ solve (before refinement) */
+    int refine_rounds;   /* rounds of scale refinement run */
     double damp_used;
     int retries;
     int fallback_rtn;    /* every inversion failed: the result is RTN */
@@ -128,6 +155,17 @@ fs_status fs_layer_quantize(fs_ctx *ctx, const float *W, const float *H, const d
                             int64_t rows, int64_t cols, const fs_quant_opts *q,
                             fs_layer_result *res);
 void fs_layer_result_free(fs_layer_result *res);
+/* Least-squares scale refinement with the codes fixed: per row, the group
+ * scales (and, asymmetric, zeros) on gp's stored grid that minimise
+ * (w - w^)^T H (w - w^), w^ the dequant of codes under the row's qmeta.
+ * H [cols, cols], W and codes [rows, cols] in an order where group g is
+ * columns [g gw, (g + 1) gw); qmeta [rows, ng, 4] is updated in place, a row
+ * only when its loss strictly drops.  lbefore / lafter [rows] (optional):
+ * each row's loss before and after, in double.  Errors: FS_ERR_NOMEM. */
+fs_status fs_refine_scales(fs_ctx *ctx, const fs_grid_params *gp, const float *H, const float *W,
+                           const uint8_t *codes, int64_t rows, int64_t cols, int64_t gw,
+                           uint8_t *qmeta, double *lbefore, double *lafter);
+
 /* sum (W - D)^2 over n elements, in double. Cannot fail. */
 double fs_frob_loss(const float *W, const float *D, size_t n);
 
