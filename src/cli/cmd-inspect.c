@@ -31,7 +31,8 @@ static const char usage[] =
 /* The base name of a quantized-linear part, or 0. */
 static int qpart(const char *name, char *base, size_t n)
 {
-    static const char *suf[] = {".qweight", ".qmeta", ".qzeros", ".scales", ".g_idx"};
+    static const char *suf[] = {".qweight", ".qmeta", ".qzeros", ".scales", ".g_idx", ".weight_packed",
+                                ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx"};
     size_t l = strlen(name);
     for (size_t i = 0; i < sizeof suf / sizeof suf[0]; i++) {
         size_t k = strlen(suf[i]);
@@ -42,6 +43,13 @@ static int qpart(const char *name, char *base, size_t n)
         }
     }
     return 0;
+}
+
+/* The tensor that stands for a quantized linear (one per linear). */
+static int is_main(const char *name)
+{
+    size_t l = strlen(name);
+    return (l > 8 && !strcmp(name + l - 8, ".qweight")) || (l > 14 && !strcmp(name + l - 14, ".weight_packed"));
 }
 
 /* --verify: every tensor re-read; its recorded checksum compared; every float
@@ -88,8 +96,7 @@ static fs_status verify(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, int *
             if (rc != FS_OK) return rc;
             (*floats)++;
         }
-        size_t l = strlen(t->name);
-        if (l > 8 && !strcmp(t->name + l - 8, ".qweight") && qpart(t->name, base, sizeof base)) {
+        if (is_main(t->name) && qpart(t->name, base, sizeof base)) {
             float *W = NULL;
             int64_t o, n;
             fs_status rc = fs_qread_linear(ctx, c, qi, base, &W, &o, &n);
@@ -180,15 +187,15 @@ int cmd_inspect(int argc, char **argv)
     js = json_object();
     json_object_set_new(js, "path", json_string(c->dir));
     json_object_set_new(js, "model_type", m ? json_string(m->model_type) : json_null());
-    json_object_set_new(js, "format", qi.quantized ? json_string(qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge") : json_null());
+    json_object_set_new(js, "format", qi.quantized ? json_string(fs_format_name(qi.fmt)) : json_null());
     json_object_set_new(js, "shards", json_integer(c->nshards));
     json_t *jt = json_array(), *jl = json_array();
     json_object_set_new(js, "tensors", jt);              /* owned by js from here (freed at out) */
     json_object_set_new(js, "quantized_linears", jl);
     if (!as_json) {
-        printf("%s: %s, %d shard%s, %zu tensors%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
+        printf("%s: %s, %d shard%s, %zu tensors%s%s%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
                c->nshards, c->nshards == 1 ? "" : "s", c->ntensors, qi.quantized ? ", quantized " : "",
-               qi.quantized ? (qi.fmt == FS_FMT_GPTQ ? "(gptq)" : "(forge)") : "");
+               qi.quantized ? "(" : "", qi.quantized ? fs_format_name(qi.fmt) : "", qi.quantized ? ")" : "");
         printf("%-64s %-8s %-20s %-38s %12s\n", "tensor", "dtype", "shape", "shard", "bytes");
     }
     for (size_t i = 0; i < c->ntensors; i++) {
@@ -204,8 +211,7 @@ int cmd_inspect(int argc, char **argv)
                                             c->shard_names[e->shard], "bytes", (json_int_t)t->nbytes));
         if (qi.quantized && qpart(t->name, base, sizeof base) && fs_qread_is_quantized(c, base)) {
             qbytes += t->nbytes;
-            size_t l = strlen(t->name);
-            if (l > 8 && !strcmp(t->name + l - 8, ".qweight")) {
+            if (is_main(t->name)) {
                 int64_t o = 0, n = 0;
                 if ((rc = fs_qread_check(&ctx, c, &qi, base, &o, &n)) != FS_OK) goto out;   /* headers only */
                 qweights += (uint64_t)(o * n);

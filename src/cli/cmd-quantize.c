@@ -345,7 +345,8 @@ int cmd_quantize(int argc, char **argv)
     fs_log(&ctx, "%s %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s",
            a.resume ? "resume" : "quantize", a.model, m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out,
            a.q.rtn ? "rtn" : "gptq", a.q.bits, (long long)a.q.group_size, a.q.sym ? "sym" : "asym",
-           a.q.act_order ? " act-order" : "", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+           fs_out_act_order_done(&a.q) ? (a.q.static_groups ? " act-order (static groups)" : " act-order") : "",
+           fs_format_name(a.fmt), fs_backend_name(ctx.be));
     fs_signals_install();                        /* SIGINT/SIGTERM: stop between linears */
     if (a.calib) {
         fs_log(&ctx, "calibration: %lld windows of %lld tokens from %s (seed %llu); journal %s/%s", (long long)a.samples,

@@ -158,9 +158,8 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--method '%s': must be rtn or gptq", v);
             a->method = v;
         } else if (!strcmp(f, "--format")) {
-            if (!strcmp(v, "forge")) a->fmt = FS_FMT_FORGE;
-            else if (!strcmp(v, "gptq")) a->fmt = FS_FMT_GPTQ;
-            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge or gptq", v);
+            if (fs_format_parse(v, &a->fmt))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge, gptq or compressed-tensors", v);
         } else if (!strcmp(f, "--max-shard-size")) {
             if ((rc = fs_arg_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
         } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);

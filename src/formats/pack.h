@@ -22,6 +22,20 @@
  *   scales F16 [groups, out]; g_idx I32 [in] (group of each input column).
  *   All int32 words are stored little-endian; packing works on uint32 and
  *   reinterprets.
+ *
+ * compressed-tensors "pack-quantized" (what its PackedQuantizationCompressor
+ *   writes and vLLM's / SGLang's compressed-tensors loaders read):
+ *   pf = 32 / bits codes per int32 word (4-bit 8, 8-bit 4, 2-bit 16, 3-bit 10
+ *   with the top 2 bits 0); stored code = signed code + 2^(bits-1), i.e. our
+ *   unsigned code 0..2^bits-1 itself.
+ *   weight_packed I32 [out, ceil(in / pf)]: code (o, k) in word k / pf of
+ *     row o, bits (k % pf) * bits .. + bits; padding codes 0.
+ *   weight_zero_point I32 [ceil(out / pf), groups] (asymmetric only): the
+ *     zero of (o, g) in word o / pf of column g at (o % pf) * bits: packed
+ *     along the OUTPUT dimension.  Symmetric: zero = 2^(bits-1) (signed 0).
+ *   weight_scale F32 [out, groups] (the solver's scale exactly);
+ *   weight_shape I64 [2] = {out, in}; weight_g_idx I32 [in] only with
+ *   dynamic act-order groups (actorder "group").
  */
 #ifndef FS_PACK_H
 #define FS_PACK_H
@@ -54,6 +68,17 @@ void fs_gptq_pack_qzeros(const uint8_t *zeros, int64_t groups, int64_t out, int 
 void fs_gptq_unpack_qzeros(const uint32_t *qzeros, int64_t groups, int64_t out, int bits,
                            uint8_t *zeros);
 
+/* compressed-tensors: codes per int32 word (32 / bits), the words of a
+ * weight_packed row (ceil(in / pf)) and of a weight_zero_point column. */
+int fs_ct_per_word(int bits);
+int64_t fs_ct_words(int bits, int64_t n);
+/* codes [out, in] -> weight_packed [out, fs_ct_words(bits, in)]. */
+void fs_ct_pack_weight(const uint8_t *codes, int64_t out, int64_t in, int bits, uint32_t *packed);
+void fs_ct_unpack_weight(const uint32_t *packed, int64_t out, int64_t in, int bits, uint8_t *codes);
+/* zeros [out, groups] -> weight_zero_point [fs_ct_words(bits, out), groups]. */
+void fs_ct_pack_zeros(const uint8_t *zeros, int64_t out, int64_t groups, int bits, uint32_t *packed);
+void fs_ct_unpack_zeros(const uint32_t *packed, int64_t out, int64_t groups, int bits, uint8_t *zeros);
+
 /* The group of each input column (g_idx, [in]) from the engine's result: with
  * dynamic act-order groups column perm[k] is in group k / G, otherwise c / G
  * (G the effective group width).  perm may be NULL. Cannot fail. */
@@ -65,6 +90,10 @@ void fs_group_index(int64_t in, int64_t gw, const int32_t *perm, int static_grou
  * gptq:  (code - (qzero + 1)) * f16_to_f32(scale), group g_idx[c]. */
 void fs_forge_decode(const uint8_t *packed, const uint8_t *qmeta, const int32_t *g_idx,
                      int64_t out, int64_t in, int64_t groups, int bits, float *dequant);
+/* ct: (code - zero) * scale, zero from weight_zero_point (NULL: symmetric,
+ * 2^(bits-1)), group g_idx[c]. */
+void fs_ct_decode(const uint32_t *packed, const uint32_t *zp, const float *scale, const int32_t *g_idx,
+                  int64_t out, int64_t in, int64_t groups, int bits, float *dequant);
 void fs_gptq_decode(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
                     const int32_t *g_idx, int64_t out, int64_t in, int64_t groups, int bits,
                     float *dequant);
