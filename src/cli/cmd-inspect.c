@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "src/cli/cli.h"
+#include "src/cli/serving.h"
 #include "src/formats/qread.h"
 #include "src/models/model.h"
 
@@ -43,6 +44,28 @@ static int qpart(const char *name, char *base, size_t n)
         }
     }
     return 0;
+}
+
+/* Whether vLLM and SGLang would load the checkpoint (serving.h), printed
+ * (js NULL) or set as js.serving. */
+static void serving_lines(const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m, int nlin, json_t *js)
+{
+    if (!qi->quantized || !m || !nlin) return;
+    const json_t *qc = json_object_get((const json_t *)c->config, "quantization_config");
+    fs_serve_q sq = {qi->fmt, qi->bits, qi->sym, qi->group_size,
+                     qi->fmt == FS_FMT_GPTQ ? qi->act_order : qi->act_order && !qi->static_groups && qi->group_size != -1,
+                     json_is_true(json_object_get(qc, "quantize_experts_only"))};
+    static const char *names[2] = {"vLLM", "SGLang"}, *keys[2] = {"vllm", "sglang"};
+    static const char *lv[3] = {"fast", "fallback", "no"}, *words[3] = {"fast path", "loads, fallback kernels",
+                                                                          "will not load"};
+    json_t *sj = js ? json_object() : NULL;
+    for (int e = 0; e < 2; e++) {
+        char why[700];
+        fs_serve_level l = fs_serve_judge(&sq, m, e ? FS_SERVE_SGLANG : FS_SERVE_VLLM, why, sizeof why);
+        if (sj) json_object_set_new(sj, keys[e], json_pack("{s:s, s:s}", "level", lv[l], "why", why));
+        else printf("serving: %s: %s%s%s\n", names[e], words[l], l ? ": " : "", l ? why : "");
+    }
+    if (sj) json_object_set_new(js, "serving", sj);
 }
 
 /* The tensor that stands for a quantized linear (one per linear). */
@@ -228,6 +251,7 @@ int cmd_inspect(int argc, char **argv)
     }
     double bpw = qweights ? 8.0 * (double)qbytes / (double)qweights : 0.0;
     double ratio = total ? (double)bf16 / (double)total : 0.0;
+    if (as_json) serving_lines(c, &qi, m, nlin, js);
     json_object_set_new(js, "total_bytes", json_integer((json_int_t)total));
     json_object_set_new(js, "bits_per_weight", json_real(bpw));
     json_object_set_new(js, "compression_vs_bf16", json_real(ratio));
@@ -238,6 +262,7 @@ int cmd_inspect(int argc, char **argv)
         printf("total %llu bytes (%.3f GB)", (unsigned long long)total, (double)total / 1e9);
         if (nlin) printf(", %.3f bits per quantized weight (codes + metadata)", bpw);
         printf(", compression vs BF16 %.2fx\n", ratio);
+        serving_lines(c, &qi, m, nlin, NULL);
     }
     if (do_verify) {
         int checked = 0, floats = 0, linears = 0;
