@@ -181,7 +181,7 @@ START_TEST(ct_fields_and_tensors)
     char o[4400], f[9000];
     struct { const char *flags; const char *actorder; int sym; int64_t g; int gidx; } cs[] = {
         {"--act-order --static-groups --group-size 32", "weight", 1, 32, 0},
-        {"--act-order --group-size 64", "group", 1, 64, 1},
+        {"--act-order --group-size -1 --bits 8", "weight", 1, -1, 0},   /* one group: static order, no g_idx */
         {"--group-size 32 --asym --bits 8", NULL, 0, 32, 0},
         {"--group-size -1 --bits 2", NULL, 1, -1, 0},
     };
@@ -274,7 +274,8 @@ START_TEST(ct_same_ppl_dense)
 {
     env e;
     if (!setup(&e, 0)) return;
-    same_ppl(&e, e.model, "--act-order --group-size 32");
+    same_ppl(&e, e.model, "--act-order --static-groups --group-size 32");
+    same_ppl(&e, e.model, "--group-size -1 --act-order");
     same_ppl(&e, e.model, "--asym --bits 8 --group-size 64 --act-order --static-groups");
     teardown(&e);
 }
@@ -326,11 +327,18 @@ START_TEST(refusals)
         {e.model, "--method rtn --format compressed-tensors --bits 2 --group-size 32 --serving sglang", "4 and 8 bits only"},
         {e.model, "--method rtn --format compressed-tensors --bits 3 --group-size 32 --serving any", "--serving any: neither"},
         {e.odd, "--method rtn --format gptq --group-size 32 --serving vllm", "in 172 is not a multiple of 8"},
+        /* compressed-tensors 0.20 has no dynamic groups */
+        {e.model, "--calib CALIB --samples 8 --seq-len 128 --format compressed-tensors --act-order --group-size 32",
+         "--act-order needs --static-groups"},
         {e.model, "--method rtn --format gptq2", "--format 'gptq2': must be forge, gptq or compressed-tensors"},
         {e.model, "--method rtn --serving tgi", "--serving 'tgi': must be vllm, sglang or any"},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-        int code = run("'%s' quantize --model '%s' --out '%s' %s", e.bin, cs[i].model, o, cs[i].flags);
+        char fl[9000];
+        const char *c = strstr(cs[i].flags, "CALIB");
+        if (c) snprintf(fl, sizeof fl, "%.*s'%s'%s", (int)(c - cs[i].flags), cs[i].flags, e.calib, c + 5);
+        else snprintf(fl, sizeof fl, "%s", cs[i].flags);
+        int code = run("'%s' quantize --model '%s' --out '%s' %s", e.bin, cs[i].model, o, fl);
         ck_assert_msg(code == 2, "%s: exit %d: %s", cs[i].flags, code, err);
         ck_assert_msg(strstr(err, cs[i].says), "%s: says '%s', not '%s'", cs[i].flags, err, cs[i].says);
         ck_assert_msg(access(o, F_OK) != 0, "%s: %s was created", cs[i].flags, o);
@@ -389,7 +397,7 @@ START_TEST(ct_resume)
     if (!setup(&e, 0)) return;
     char f[9000];
     snprintf(f, sizeof f, "--calib '%s' --samples 8 --seq-len 128 --quiet --format compressed-tensors --group-size 32 "
-             "--act-order", e.calib);
+             "--act-order --static-groups --asym", e.calib);
     ck_assert_msg(quant(&e, e.model, "ref", f) == 0, "%s", err);
     run("rm -rf '%s/k'", e.tmp);
     int code = run("FORGE_STREAM_CRASH_AT='tensor-write:20' '%s' quantize --model '%s' --out '%s/k' %s", e.bin, e.model,

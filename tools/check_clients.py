@@ -159,8 +159,8 @@ def main():
         sh(a.gen_tiny, *gen.split(), "--out", src)
         compare_ppl(a, src, toks, ids, label + ", unquantized")
         cal = ["--calib", toks, "--samples", "8", "--seq-len", "64", "--quiet"]
-        for opts in (["--group-size", "32", "--act-order"], ["--group-size", "64", "--asym", "--bits", "8"],
-                     ["--group-size", "32", "--act-order", "--static-groups"]):
+        for opts in (["--group-size", "32", "--act-order", "--static-groups"],
+                     ["--group-size", "64", "--asym", "--bits", "8"], ["--group-size", "-1", "--act-order"]):
             name = label + " " + " ".join(opts)
             ct = os.path.join(a.work, "ct")
             nat = os.path.join(a.work, "nat")

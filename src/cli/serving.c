@@ -162,6 +162,11 @@ fs_status fs_serve_report(fs_ctx *ctx, const fs_serve_q *s, const fs_model *m, i
 
 fs_status fs_format_check(fs_ctx *ctx, const fs_serve_q *s, const fs_model *m)
 {
+    if (s->fmt == FS_FMT_CT && s->dyn_groups)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--format compressed-tensors with --act-order needs --static-groups: "
+                          "compressed-tensors (0.20) removed dynamic groups (actorder \"group\": \"has been removed. "
+                          "Consider using actorder='weight'\"); with --static-groups the output says actorder "
+                          "\"weight\"");
     if (s->fmt != FS_FMT_CT || s->group_size == -1) return FS_OK;
     for (int l = 0; l < m->nlayers; l++)
         for (int i = 0; i < m->layers[l].nlin; i++) {

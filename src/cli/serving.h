@@ -39,7 +39,8 @@ fs_status fs_serve_report(fs_ctx *ctx, const fs_serve_q *s, const fs_model *m, i
 
 /* What the format cannot hold, before a run: compressed-tensors needs every
  * quantized linear's `in` to be a multiple of the group size (or smaller
- * than it).  FS_ERR_USAGE naming the tensor. */
+ * than it), and has no dynamic act-order groups any more (the package's
+ * 0.20 refuses actorder "group").  FS_ERR_USAGE naming the tensor / flag. */
 fs_status fs_format_check(fs_ctx *ctx, const fs_serve_q *s, const fs_model *m);
 
 /* Warnings before a run: a gptq / compressed-tensors linear whose `in` is
