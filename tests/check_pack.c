@@ -483,7 +483,6 @@ START_TEST(ct_hand_words)
                           15, 0, 15, 0, 1, 2, 3, 4, 14};
     uint32_t w4[4];
     memset(w4, 0xFF, sizeof w4);
-    ck_assert_int_eq(fs_ct_per_word(4), 8);
     ck_assert_int_eq(fs_ct_words(4, 9), 2);
     fs_ct_pack_weight(c4, 2, 9, 4, w4);
     ck_assert_uint_eq(w4[0], 0x87654321u);      /* weight_packed[0][0] */
@@ -496,14 +495,21 @@ START_TEST(ct_hand_words)
     fs_ct_pack_weight(c8, 1, 5, 8, w8);
     ck_assert_uint_eq(w8[0], 0xFF008180u);
     ck_assert_uint_eq(w8[1], 0x0000007Fu);
-    /* 3-bit: 10 codes per word, bits 30..31 unused: ten 7s = 0x3FFFFFFF */
+    /* 3-bit, dense (compressed-tensors >= 0.20): eleven 7s = 33 one bits,
+     * code 10 straddles the words: 0xFFFFFFFF then 0x1; code 10 alone = 5
+     * (0b101) puts bits 30..31 = 01 in word 0 and bit 0 = 1 in word 1 */
     uint8_t c3[11];
     memset(c3, 7, sizeof c3);
-    uint32_t w3[2] = {~0u, ~0u};
-    ck_assert_int_eq(fs_ct_per_word(3), 10);
+    uint32_t w3[2] = {0, ~0u};
+    ck_assert_int_eq(fs_ct_words(3, 11), 2);
     fs_ct_pack_weight(c3, 1, 11, 3, w3);
-    ck_assert_uint_eq(w3[0], 0x3FFFFFFFu);
-    ck_assert_uint_eq(w3[1], 0x00000007u);
+    ck_assert_uint_eq(w3[0], 0xFFFFFFFFu);
+    ck_assert_uint_eq(w3[1], 0x00000001u);
+    memset(c3, 0, sizeof c3);
+    c3[10] = 5;
+    fs_ct_pack_weight(c3, 1, 11, 3, w3);
+    ck_assert_uint_eq(w3[0], 0x40000000u);
+    ck_assert_uint_eq(w3[1], 0x00000001u);
     /* 2-bit, 16 per word: codes 0,1,2,3 repeated -> 0xE4E4E4E4 */
     uint8_t c2[16];
     for (int k = 0; k < 16; k++) c2[k] = (uint8_t)(k & 3);

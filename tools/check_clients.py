@@ -78,17 +78,21 @@ def read_one(path):
 def check_decompress(a, d, tmp, label):
     """(a): the package's decompression of every quantized linear vs forge-stream's."""
     from compressed_tensors.compressors import BaseCompressor
-    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     cfg = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
     args = QuantizationArgs(**cfg["config_groups"]["group_0"]["weights"])
-    comp = BaseCompressor.load_from_registry(cfg["format"], config=None)
+    comp = BaseCompressor.get_value_from_registry(cfg["format"])    # the class registered for "pack-quantized"
     t = read_st(d)
     bases = sorted(k[:-len(".weight_packed")] for k in t if k.endswith(".weight_packed"))
     bad = 0
     for b in bases:
         parts = {p: t[b + "." + p] for p in ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point",
                                              "weight_g_idx") if b + "." + p in t}
-        w = comp.decompress_weight(compressed_data=parts, quantization_args=args).to(torch.float32)
+        if hasattr(comp, "decompress_weight"):              # compressed-tensors < 0.20
+            w = comp().decompress_weight(compressed_data=parts, quantization_args=args)
+        else:                                               # >= 0.20: per-module state dicts and a scheme
+            w = comp.decompress(parts, QuantizationScheme(targets=["Linear"], weights=args))["weight"]
+        w = w.to(torch.float32)
         mine = forge_dequant(a, d, b, tmp)
         if w.shape != mine.shape or not torch.equal(w, mine):
             bad += 1

@@ -24,18 +24,21 @@
  *   reinterprets.
  *
  * compressed-tensors "pack-quantized" (what its PackedQuantizationCompressor
- *   writes and vLLM's / SGLang's compressed-tensors loaders read):
- *   pf = 32 / bits codes per int32 word (4-bit 8, 8-bit 4, 2-bit 16, 3-bit 10
- *   with the top 2 bits 0); stored code = signed code + 2^(bits-1), i.e. our
- *   unsigned code 0..2^bits-1 itself.
- *   weight_packed I32 [out, ceil(in / pf)]: code (o, k) in word k / pf of
- *     row o, bits (k % pf) * bits .. + bits; padding codes 0.
- *   weight_zero_point I32 [ceil(out / pf), groups] (asymmetric only): the
- *     zero of (o, g) in word o / pf of column g at (o % pf) * bits: packed
- *     along the OUTPUT dimension.  Symmetric: zero = 2^(bits-1) (signed 0).
+ *   writes and vLLM's / SGLang's compressed-tensors loaders read): the same
+ *   little-endian bit stream in int32 words, along the packed dimension
+ *   (compressed-tensors >= 0.20 packs densely, 3-bit fields straddling
+ *   words; at 2, 4 and 8 bits that is also the older packages' 32 / bits
+ *   whole codes per word).  Stored code = signed code + 2^(bits-1), i.e. our
+ *   unsigned code itself.
+ *   weight_packed I32 [out, ceil(in * bits / 32)]: row o is the stream of
+ *     its codes along the input dimension (4-bit: word i holds inputs
+ *     8i..8i+7, input 8i+k at bits 4k); padding bits 0.
+ *   weight_zero_point I32 [ceil(out * bits / 32), groups] (asymmetric only):
+ *     column g is the stream of the zeros of group g along the OUTPUT
+ *     dimension.  Symmetric: zero = 2^(bits-1) (signed 0), no tensor.
  *   weight_scale F32 [out, groups] (the solver's scale exactly);
  *   weight_shape I64 [2] = {out, in}; weight_g_idx I32 [in] only with
- *   dynamic act-order groups (actorder "group").
+ *   dynamic act-order groups (actorder "group", older packages).
  */
 #ifndef FS_PACK_H
 #define FS_PACK_H
@@ -68,9 +71,8 @@ void fs_gptq_pack_qzeros(const uint8_t *zeros, int64_t groups, int64_t out, int 
 void fs_gptq_unpack_qzeros(const uint32_t *qzeros, int64_t groups, int64_t out, int bits,
                            uint8_t *zeros);
 
-/* compressed-tensors: codes per int32 word (32 / bits), the words of a
- * weight_packed row (ceil(in / pf)) and of a weight_zero_point column. */
-int fs_ct_per_word(int bits);
+/* compressed-tensors: the int32 words of n packed codes, ceil(n * bits / 32)
+ * (a weight_packed row: n = in; a weight_zero_point column: n = out). */
 int64_t fs_ct_words(int bits, int64_t n);
 /* codes [out, in] -> weight_packed [out, fs_ct_words(bits, in)]. */
 void fs_ct_pack_weight(const uint8_t *codes, int64_t out, int64_t in, int bits, uint32_t *packed);

@@ -36,9 +36,9 @@ int fs_qread_is_quantized(const fs_ckpt *c, const char *base);
  * gptq: g_idx I32 [in], scales F16 [groups, out], qweight I32
  * [ceil(in * bits / 32), out], qzeros I32 [groups, ceil(out * bits / 32)];
  * compressed-tensors: weight_shape I64 (or I32) [2] = {out, in} (its 16
- * bytes are read), weight_packed I32 [out, ceil(in / (32 / bits))],
+ * bytes are read), weight_packed I32 [out, ceil(in * bits / 32)],
  * weight_scale F32 (or F16 / BF16) [out, groups], weight_zero_point I32
- * [ceil(out / (32 / bits)), groups] exactly when asymmetric, weight_g_idx
+ * [ceil(out * bits / 32), groups] exactly when asymmetric, weight_g_idx
  * I32 [in] if present;
  * groups = fs_ngroups(in, group_size), out and in >= 1.  *out, *in: its
  * shape.  FS_ERR_FORMAT naming the tensor and what is wrong (also when
