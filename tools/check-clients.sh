@@ -19,7 +19,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$PIP" install -q --index-url https://download.pytorch.org/whl/cpu torch >> "$LOG" 2>&1 ||
         "$PIP" install -q torch >> "$LOG" 2>&1 || { echo "check-clients: pip install torch failed:"; tail -5 "$LOG"; exit 1; }
 fi
-"$PIP" install -q transformers compressed-tensors safetensors numpy >> "$LOG" 2>&1 ||
+"$PIP" install -q transformers compressed-tensors optimum safetensors numpy >> "$LOG" 2>&1 ||
     { echo "check-clients: pip install transformers compressed-tensors failed:"; tail -5 "$LOG"; exit 1; }
 if ! "$VENV/bin/python" -c "import gptqmodel" 2>/dev/null; then
     # GPTQModel builds CUDA kernels unless told not to; its CPU (torch) kernel needs none
