@@ -52,7 +52,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench clean check-clients
+.PHONY: all deps test test-asan test-tsan fuzz demo bench clean check-clients check-vllm
 all: deps bin/forge-stream
 
 deps:
@@ -162,6 +162,11 @@ demo: deps bin/forge-stream
 # transformers perplexity vs forge-stream eval (tools/check_clients.py).
 check-clients: deps bin/forge-stream $(BUILD)/gen-tiny
 	BUILD=$(BUILD) FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny sh tools/check-clients.sh
+
+# vLLM's CPU build (large): prompt log-probs of the gptq and compressed-tensors
+# outputs against transformers on the dequantized weights (tools/check_vllm.py).
+check-vllm: deps bin/forge-stream $(BUILD)/gen-tiny
+	BUILD=$(BUILD) FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny sh tools/check-vllm.sh
 
 bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
 	$(BUILD)/bench
