@@ -5,7 +5,7 @@
  *    the quantized layers;
  *  - --method rtn without --calib (every family): each linear rounded to
  *    nearest from its weights alone, one linear resident at a time.
- * Output in the forge or gptq format; everything else is copied (FP8
+ * Output in the forge, gptq or compressed-tensors format; everything else is copied (FP8
  * dequantized to BF16).  Both kinds keep a journal in the work folder and
  * commit it per layer (src/resume.c); --resume's option handling is in
  * cmd-resume.c. */
