@@ -289,7 +289,12 @@ fs_status fs_qread_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, con
             goto out;
         int32_t *gi = g ? g : fs_alloc2((size_t)n, sizeof(int32_t));
         float *sf = sc->t->dtype == FS_DT_F32 ? s : fs_alloc2((size_t)(o * ng), sizeof(float));
-        if (!gi || !sf) { if (!g) free(gi); rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base); goto out; }
+        if (!gi || !sf) {
+            if (!g) free(gi);
+            if (sf != s) free(sf);
+            rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s", base);
+            goto out;
+        }
         if (!g) { g = gi; fs_group_index(n, fs_group_width(n, qi->group_size), NULL, 1, gi); }
         if (sf != s) {                                  /* F16 / BF16 scales of other writers */
             for (int64_t i = 0; i < o * ng; i++) {
