@@ -15,11 +15,7 @@
  * llm-compressor's W4A16 / W8A16 schemes are). */
 static fs_status ct_from_config(fs_ctx *ctx, const json_t *qc, fs_qinfo *qi)
 {
-    const json_t *f = json_object_get(qc, "format"), *groups = json_object_get(qc, "config_groups");
-    if (!json_is_string(f) || strcmp(json_string_value(f), "pack-quantized"))
-        return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: compressed-tensors format %s%.40s%s is not read (only "
-                          "\"pack-quantized\")", json_is_string(f) ? "\"" : "", json_is_string(f) ? json_string_value(f) : "absent",
-                          json_is_string(f) ? "\"" : "");
+    const json_t *groups = json_object_get(qc, "config_groups");
     if (!json_is_object(groups) || json_object_size(groups) != 1)
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: compressed-tensors config_groups must hold exactly one group");
     const json_t *g = json_object_iter_value(json_object_iter((json_t *)groups));
@@ -56,6 +52,9 @@ fs_status fs_qinfo_from_config(fs_ctx *ctx, const void *config, fs_qinfo *qi)
     if (!json_is_string(m)) return FS_OK;
     const char *meth = json_string_value(m);
     if (strcmp(meth, "forge") && strcmp(meth, "gptq") && strcmp(meth, "compressed-tensors")) return FS_OK;
+    const json_t *cf = json_object_get(qc, "format");
+    if (!strcmp(meth, "compressed-tensors") && !(json_is_string(cf) && !strcmp(json_string_value(cf), "pack-quantized")))
+        return FS_OK;                 /* another compressed-tensors format (e.g. float-quantized): not ours */
     qi->quantized = 1;
     if (fs_format_parse(meth, &qi->fmt)) return FS_OK;       /* (cannot happen: the names above) */
     fs_status rc;
