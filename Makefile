@@ -2,7 +2,8 @@
 # Check suites; `make test-asan` the same under AddressSanitizer + UBSan;
 # `make fuzz` the fuzzer of tools/fuzz.c (FUZZ_N inputs) on the sanitizer build;
 # `make test-tsan` the backend, ops and threaded suites under ThreadSanitizer;
-# `make demo` quantizes a layer of the real stories260K model; `make bench`
+# `make check-clients` checks the outputs with transformers / compressed-tensors
+# (a venv from PyPI; not part of make test); `make demo` quantizes a layer of the real stories260K model; `make bench`
 # prints the benchmark table.  Each runs `make deps` first (tools/deps.sh).
 #
 # CUDA=auto (default) builds cuda/*.cu when nvcc is found; CUDA=0 never, CUDA=1
@@ -58,7 +59,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check bench-quality clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check bench-quality clean check-clients check-vllm
 all: deps bin/forge-stream
 
 deps:
@@ -161,6 +162,18 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
+
+# The outputs through the real clients (not part of make test: it needs PyPI):
+# a venv under $(BUILD) with torch, transformers, compressed-tensors and
+# gptqmodel; compressed-tensors decompression bit for bit vs forge-stream's,
+# transformers perplexity vs forge-stream eval (tools/check_clients.py).
+check-clients: deps bin/forge-stream $(BUILD)/gen-tiny
+	BUILD=$(BUILD) FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny sh tools/check-clients.sh
+
+# vLLM's CPU build (large): prompt log-probs of the gptq and compressed-tensors
+# outputs against transformers on the dequantized weights (tools/check_vllm.py).
+check-vllm: deps bin/forge-stream $(BUILD)/gen-tiny
+	BUILD=$(BUILD) FS_BIN=$(CURDIR)/bin/forge-stream FS_GEN_TINY=$(CURDIR)/$(BUILD)/gen-tiny sh tools/check-vllm.sh
 
 # perplexity per quantization method (issue 18): minutes, outside make test
 bench-quality: deps bin/forge-stream

@@ -472,6 +472,96 @@ START_TEST(ref_f16_sanity)
 }
 END_TEST
 
+
+/* ---- compressed-tensors pack-quantized: hand-worked words --------------------- */
+
+START_TEST(ct_hand_words)
+{
+    /* 4-bit, [out = 2, in = 9]: 8 codes per word along the ROW (input dim),
+     * code k at bits 4k: row 0 = 1..9 -> 0x87654321, then 0x00000009 */
+    const uint8_t c4[] = {1, 2, 3, 4, 5, 6, 7, 8, 9,
+                          15, 0, 15, 0, 1, 2, 3, 4, 14};
+    uint32_t w4[4];
+    memset(w4, 0xFF, sizeof w4);
+    ck_assert_int_eq(fs_ct_words(4, 9), 2);
+    fs_ct_pack_weight(c4, 2, 9, 4, w4);
+    ck_assert_uint_eq(w4[0], 0x87654321u);      /* weight_packed[0][0] */
+    ck_assert_uint_eq(w4[1], 0x00000009u);      /* weight_packed[0][1]: padding codes 0 */
+    ck_assert_uint_eq(w4[2], 0x43210F0Fu);      /* weight_packed[1][0] */
+    ck_assert_uint_eq(w4[3], 0x0000000Eu);
+    /* 8-bit, 4 per word: {0x80, 0x81, 0x00, 0xFF} -> 0xFF008180 */
+    const uint8_t c8[] = {0x80, 0x81, 0x00, 0xFF, 0x7F};
+    uint32_t w8[2] = {~0u, ~0u};
+    fs_ct_pack_weight(c8, 1, 5, 8, w8);
+    ck_assert_uint_eq(w8[0], 0xFF008180u);
+    ck_assert_uint_eq(w8[1], 0x0000007Fu);
+    /* 3-bit, dense (compressed-tensors >= 0.20): eleven 7s = 33 one bits,
+     * code 10 straddles the words: 0xFFFFFFFF then 0x1; code 10 alone = 5
+     * (0b101) puts bits 30..31 = 01 in word 0 and bit 0 = 1 in word 1 */
+    uint8_t c3[11];
+    memset(c3, 7, sizeof c3);
+    uint32_t w3[2] = {0, ~0u};
+    ck_assert_int_eq(fs_ct_words(3, 11), 2);
+    fs_ct_pack_weight(c3, 1, 11, 3, w3);
+    ck_assert_uint_eq(w3[0], 0xFFFFFFFFu);
+    ck_assert_uint_eq(w3[1], 0x00000001u);
+    memset(c3, 0, sizeof c3);
+    c3[10] = 5;
+    fs_ct_pack_weight(c3, 1, 11, 3, w3);
+    ck_assert_uint_eq(w3[0], 0x40000000u);
+    ck_assert_uint_eq(w3[1], 0x00000001u);
+    /* 2-bit, 16 per word: codes 0,1,2,3 repeated -> 0xE4E4E4E4 */
+    uint8_t c2[16];
+    for (int k = 0; k < 16; k++) c2[k] = (uint8_t)(k & 3);
+    uint32_t w2 = ~0u;
+    fs_ct_pack_weight(c2, 1, 16, 2, &w2);
+    ck_assert_uint_eq(w2, 0xE4E4E4E4u);
+}
+END_TEST
+
+START_TEST(ct_hand_zero_points)
+{
+    /* 4-bit zeros [out = 9, groups = 2], packed along OUT: word o / 8 of
+     * column g; zeros (o, 0) = o + 1, (o, 1) = 15 - o */
+    uint8_t z[18];
+    for (int o = 0; o < 9; o++) { z[o * 2] = (uint8_t)(o + 1); z[o * 2 + 1] = (uint8_t)(15 - o); }
+    uint32_t w[4];
+    memset(w, 0xFF, sizeof w);
+    fs_ct_pack_zeros(z, 9, 2, 4, w);
+    ck_assert_uint_eq(w[0], 0x87654321u);       /* [0][0]: outputs 0..7 of group 0 */
+    ck_assert_uint_eq(w[1], 0x89ABCDEFu);       /* [0][1]: 15, 14, ... 8 */
+    ck_assert_uint_eq(w[2], 0x00000009u);       /* [1][0]: output 8 */
+    ck_assert_uint_eq(w[3], 0x00000007u);
+    uint8_t back[18];
+    fs_ct_unpack_zeros(w, 9, 2, 4, back);
+    ck_assert_mem_eq(back, z, sizeof z);
+}
+END_TEST
+
+START_TEST(ct_decode_by_hand)
+{
+    /* 4-bit sym [2, 8], one group, scales 0.5 and 3: (code - 8) * s */
+    const uint8_t c[] = {0, 8, 15, 7, 9, 1, 2, 3,
+                         8, 8, 8, 8, 0, 15, 4, 12};
+    uint32_t w[2];
+    fs_ct_pack_weight(c, 2, 8, 4, w);
+    const float sc[2] = {0.5f, 3.0f};
+    int32_t g[8] = {0};
+    float d[16];
+    fs_ct_decode(w, NULL, sc, g, 2, 8, 1, 4, d);
+    const float want[16] = {-4, 0, 3.5f, -0.5f, 0.5f, -3.5f, -3, -2.5f,
+                            0, 0, 0, 0, -24, 21, -12, 12};
+    for (int i = 0; i < 16; i++) ck_assert_msg(d[i] == want[i], "%d: %g want %g", i, (double)d[i], (double)want[i]);
+    /* asymmetric: zeros 3 (row 0) and 0 (row 1): (code - zero) * s */
+    const uint8_t z[2] = {3, 0};
+    uint32_t zw;
+    fs_ct_pack_zeros(z, 2, 1, 4, &zw);
+    ck_assert_uint_eq(zw, 0x03u);
+    fs_ct_decode(w, &zw, sc, g, 2, 8, 1, 4, d);
+    ck_assert(d[0] == -1.5f && d[2] == 6.0f && d[8] == 24.0f && d[12] == 0.0f && d[13] == 45.0f);
+}
+END_TEST
+
 Suite *fs_suite_pack(void)
 {
     Suite *s = suite_create("pack");
@@ -486,6 +576,12 @@ Suite *fs_suite_pack(void)
     tcase_add_test(tc, gptq_3bit_crosses_words);
     tcase_add_test(tc, gptq_qweight_vs_bitwise_reference);
     tcase_add_test(tc, gptq_qzeros);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("ct_layout");
+    tcase_add_test(tc, ct_hand_words);
+    tcase_add_test(tc, ct_hand_zero_points);
+    tcase_add_test(tc, ct_decode_by_hand);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("round_trips");

@@ -139,6 +139,7 @@ Suite *fs_suite_hessian(void);
 Suite *fs_suite_safetensors(void);
 Suite *fs_suite_cli(void);
 Suite *fs_suite_pack(void);
+Suite *fs_suite_serve(void);
 Suite *fs_suite_roundtrip(void);
 Suite *fs_suite_ckpt(void);
 Suite *fs_suite_actcache(void);

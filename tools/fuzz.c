@@ -1,6 +1,6 @@
 /* fuzz.c: forge-stream's own fuzzer (`make fuzz`, issue 13).  It makes seed
  * inputs (tiny checkpoints of several families through tools/gen-tiny, with
- * index and without, FP8 and MTP, forge and gptq outputs of the binary
+ * index and without, FP8 and MTP, forge, gptq and compressed-tensors outputs of the binary
  * itself, token files .u32 and JSON lines, `layer` inputs written here),
  * mutates one input file per case and runs one command of the binary under
  * test on it (inspect, inspect --verify, eval, quantize, plan, layer), with
@@ -309,6 +309,9 @@ static seed seeds[] = {
     {"qwen2", "--type qwen2 --shards 3 --tied", NULL, 0, "", 0, 0, 0, ""},
     {"forge", NULL, "--method rtn --group-size 32", 0, "", 0, 0, 0, ""},
     {"gptq", NULL, "--method rtn --format gptq --group-size 32", 1, "", 0, 0, 0, ""},
+    /* compressed-tensors: asymmetric (weight_zero_point), one group per row
+     * (gen-tiny's 172 / 48 widths take no whole groups of 32) */
+    {"ct", NULL, "--method rtn --format compressed-tensors --group-size -1 --asym", 1, "", 0, 0, 0, ""},
 };
 #define NSEED ((int)(sizeof seeds / sizeof seeds[0]))
 
@@ -717,9 +720,15 @@ static const ckey keys_qwen2[] = {{"num_key_value_heads", V_SIZE}, {"intermediat
 static const ckey keys_quant[] = {{"quantization_config.bits", V_BITS}, {"quantization_config.group_size", V_GSIZE},
                                   {"quantization_config.sym", V_BOOL}, {NULL, 0}};
 
+static const ckey keys_ct[] = {{"quantization_config.config_groups.group_0.weights.num_bits", V_BITS},
+                               {"quantization_config.config_groups.group_0.weights.group_size", V_GSIZE},
+                               {"quantization_config.config_groups.group_0.weights.symmetric", V_BOOL},
+                               {"quantization_config.config_groups.group_0.weights.actorder", V_BOOL},
+                               {NULL, 0}};
+
 static const ckey *family_keys(const seed *s)
 {
-    if (s->quantized) return keys_quant;
+    if (s->quantized) return strcmp(s->name, "ct") ? keys_quant : keys_ct;
     if (!strcmp(s->family, "llama")) return keys_llama;
     if (!strcmp(s->family, "qwen3_moe")) return keys_qwen3_moe;
     if (!strncmp(s->family, "deepseek", 8)) return keys_ds;

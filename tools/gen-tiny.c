@@ -807,7 +807,10 @@ static void usage(FILE *to)
             "  --hidden H   override hidden_size (default 64; 160 for FP8 deepseek_v3)\n"
             "  --intermediate I   override intermediate_size (default 172)\n"
             "  --heads N    attention heads (kv heads N/2, head_dim hidden/N; default 4 of 16)\n"
-            "  --vocab V    vocabulary rows (default 96)\n",
+            "  --vocab V    vocabulary rows (default 96; e.g. 32000 for a real tokenizer's size)\n"
+            "  --expert-width N   MoE families: moe_intermediate_size of the routed experts\n"
+            "               (default 48; 128 and up make Marlin-shaped experts)\n"
+            "  --moe-every-layer  qwen3_moe: no dense layer 0; deepseek: first_k_dense_replace 0\n",
             MAX_LAYERS);
 }
 
@@ -825,7 +828,8 @@ static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out)
 static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *help)
 {
     const char *type = NULL, *dtype = "bf16";
-    int64_t layers = 2, shards = 2, hidden = 0, inter = 0, heads = 0, vocab = 0;
+    int64_t layers = 2, shards = 2, hidden = 0, inter = 0, heads = 0, vocab = 0, ewidth = 0;
+    int every = 0;
     int fp8 = -1;
     memset(m, 0, sizeof *m);
     m->seed = 1;
@@ -843,7 +847,7 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         int takes = !strcmp(a, "--type") || !strcmp(a, "--out") || !strcmp(a, "--seed") ||
                     !strcmp(a, "--layers") || !strcmp(a, "--dtype") || !strcmp(a, "--shards") ||
                     !strcmp(a, "--hidden") || !strcmp(a, "--intermediate") || !strcmp(a, "--heads") ||
-                    !strcmp(a, "--vocab");
+                    !strcmp(a, "--vocab") || !strcmp(a, "--expert-width");
         if (takes && !val) {
             if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s needs a value", a);
             val = argv[++i];
@@ -858,6 +862,11 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         else if (!strcmp(a, "--no-fp8")) fp8 = 0;
         else if (!strcmp(a, "--mtp")) m->mtp = 1;
         else if (!strcmp(a, "--tied")) m->tied = 1;
+        else if (!strcmp(a, "--moe-every-layer")) every = 1;
+        else if (!strcmp(a, "--expert-width")) {
+            if (parse_i64(val, 1, 4 * MAX_HIDDEN, &ewidth))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--expert-width '%s': want 1..%d", val, 4 * MAX_HIDDEN);
+        }
         else if (!strcmp(a, "--seed")) {
             char *end;
             errno = 0;
@@ -918,7 +927,7 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         m->topk = 2;
         m->Ie = 48;
         m->Is = m->fam == F_QWEN2_MOE ? 80 : 0;
-        m->qwen_dense0 = m->fam == F_QWEN3_MOE && m->L >= 2;
+        m->qwen_dense0 = m->fam == F_QWEN3_MOE && m->L >= 2 && !every;
     }
     if (is_deepseek(m)) {
         m->qlora = m->fam == F_DSV3 ? 48 : 0;
@@ -930,10 +939,15 @@ static fs_status parse_args(fs_ctx *ctx, int argc, char **argv, model *m, int *h
         m->topk = 2;
         m->Ie = 48;
         m->nshared = 1;
-        m->first_dense = 1;
+        m->first_dense = every ? 0 : 1;
         m->n_group = 2;
         m->topk_group = 1;
     }
+    if (ewidth) {
+        if (!m->E) return fs_ctx_err(ctx, FS_ERR_USAGE, "--expert-width is for MoE families (not %s)", type);
+        m->Ie = ewidth;
+    }
+    if (every && !m->E) return fs_ctx_err(ctx, FS_ERR_USAGE, "--moe-every-layer is for MoE families (not %s)", type);
     return FS_OK;
 }
 

@@ -19,7 +19,7 @@
 static const char usage[] =
     "usage: forge-stream eval --model DIR --tokens FILE [options]\n"
     "\n"
-    "  --model DIR         checkpoint folder (original, forge or gptq)\n"
+    "  --model DIR         checkpoint folder (original, forge, gptq or compressed-tensors)\n"
     "  --tokens FILE       .u32 ids or JSON lines of id arrays / {\"input_ids\": [...]}\n"
     "  --seq-len N         window length (default 512)\n"
     "  --max-windows K     score at most K windows (default: all)\n"

@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "src/cli/cli.h"
+#include "src/cli/serving.h"
 #include "src/formats/qread.h"
 #include "src/models/model.h"
 
@@ -31,7 +32,8 @@ static const char usage[] =
 /* The base name of a quantized-linear part, or 0. */
 static int qpart(const char *name, char *base, size_t n)
 {
-    static const char *suf[] = {".qweight", ".qmeta", ".qzeros", ".scales", ".g_idx"};
+    static const char *suf[] = {".qweight", ".qmeta", ".qzeros", ".scales", ".g_idx", ".weight_packed",
+                                ".weight_scale", ".weight_shape", ".weight_zero_point", ".weight_g_idx"};
     size_t l = strlen(name);
     for (size_t i = 0; i < sizeof suf / sizeof suf[0]; i++) {
         size_t k = strlen(suf[i]);
@@ -42,6 +44,35 @@ static int qpart(const char *name, char *base, size_t n)
         }
     }
     return 0;
+}
+
+/* Whether vLLM and SGLang would load the checkpoint (serving.h), printed
+ * (js NULL) or set as js.serving. */
+static void serving_lines(const fs_ckpt *c, const fs_qinfo *qi, const fs_model *m, int nlin, json_t *js)
+{
+    if (!qi->quantized || !m || !nlin) return;
+    const json_t *qc = json_object_get((const json_t *)c->config, "quantization_config");
+    fs_serve_q sq = {qi->fmt, qi->bits, qi->sym, qi->group_size,
+                     qi->fmt == FS_FMT_GPTQ ? qi->act_order : qi->act_order && !qi->static_groups && qi->group_size != -1,
+                     json_is_true(json_object_get(qc, "quantize_experts_only"))};
+    static const char *names[2] = {"vLLM", "SGLang"}, *keys[2] = {"vllm", "sglang"};
+    static const char *lv[3] = {"fast", "fallback", "no"}, *words[3] = {"fast path", "loads, fallback kernels",
+                                                                          "will not load"};
+    json_t *sj = js ? json_object() : NULL;
+    for (int e = 0; e < 2; e++) {
+        char why[700];
+        fs_serve_level l = fs_serve_judge(&sq, m, e ? FS_SERVE_SGLANG : FS_SERVE_VLLM, why, sizeof why);
+        if (sj) json_object_set_new(sj, keys[e], json_pack("{s:s, s:s}", "level", lv[l], "why", why));
+        else printf("serving: %s: %s%s%s\n", names[e], words[l], l ? ": " : "", l ? why : "");
+    }
+    if (sj) json_object_set_new(js, "serving", sj);
+}
+
+/* The tensor that stands for a quantized linear (one per linear). */
+static int is_main(const char *name)
+{
+    size_t l = strlen(name);
+    return (l > 8 && !strcmp(name + l - 8, ".qweight")) || (l > 14 && !strcmp(name + l - 14, ".weight_packed"));
 }
 
 /* --verify: every tensor re-read; its recorded checksum compared; every float
@@ -88,8 +119,7 @@ static fs_status verify(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi, int *
             if (rc != FS_OK) return rc;
             (*floats)++;
         }
-        size_t l = strlen(t->name);
-        if (l > 8 && !strcmp(t->name + l - 8, ".qweight") && qpart(t->name, base, sizeof base)) {
+        if (is_main(t->name) && qpart(t->name, base, sizeof base)) {
             float *W = NULL;
             int64_t o, n;
             fs_status rc = fs_qread_linear(ctx, c, qi, base, &W, &o, &n);
@@ -180,15 +210,15 @@ int cmd_inspect(int argc, char **argv)
     js = json_object();
     json_object_set_new(js, "path", json_string(c->dir));
     json_object_set_new(js, "model_type", m ? json_string(m->model_type) : json_null());
-    json_object_set_new(js, "format", qi.quantized ? json_string(qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge") : json_null());
+    json_object_set_new(js, "format", qi.quantized ? json_string(fs_format_name(qi.fmt)) : json_null());
     json_object_set_new(js, "shards", json_integer(c->nshards));
     json_t *jt = json_array(), *jl = json_array();
     json_object_set_new(js, "tensors", jt);              /* owned by js from here (freed at out) */
     json_object_set_new(js, "quantized_linears", jl);
     if (!as_json) {
-        printf("%s: %s, %d shard%s, %zu tensors%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
+        printf("%s: %s, %d shard%s, %zu tensors%s%s%s%s\n", c->dir, m ? m->model_type : (c->config ? "unknown model_type" : "no config.json"),
                c->nshards, c->nshards == 1 ? "" : "s", c->ntensors, qi.quantized ? ", quantized " : "",
-               qi.quantized ? (qi.fmt == FS_FMT_GPTQ ? "(gptq)" : "(forge)") : "");
+               qi.quantized ? "(" : "", qi.quantized ? fs_format_name(qi.fmt) : "", qi.quantized ? ")" : "");
         printf("%-64s %-8s %-20s %-38s %12s\n", "tensor", "dtype", "shape", "shard", "bytes");
     }
     for (size_t i = 0; i < c->ntensors; i++) {
@@ -204,8 +234,7 @@ int cmd_inspect(int argc, char **argv)
                                             c->shard_names[e->shard], "bytes", (json_int_t)t->nbytes));
         if (qi.quantized && qpart(t->name, base, sizeof base) && fs_qread_is_quantized(c, base)) {
             qbytes += t->nbytes;
-            size_t l = strlen(t->name);
-            if (l > 8 && !strcmp(t->name + l - 8, ".qweight")) {
+            if (is_main(t->name)) {
                 int64_t o = 0, n = 0;
                 if ((rc = fs_qread_check(&ctx, c, &qi, base, &o, &n)) != FS_OK) goto out;   /* headers only */
                 qweights += (uint64_t)(o * n);
@@ -222,6 +251,7 @@ int cmd_inspect(int argc, char **argv)
     }
     double bpw = qweights ? 8.0 * (double)qbytes / (double)qweights : 0.0;
     double ratio = total ? (double)bf16 / (double)total : 0.0;
+    if (as_json) serving_lines(c, &qi, m, nlin, js);
     json_object_set_new(js, "total_bytes", json_integer((json_int_t)total));
     json_object_set_new(js, "bits_per_weight", json_real(bpw));
     json_object_set_new(js, "compression_vs_bf16", json_real(ratio));
@@ -232,6 +262,7 @@ int cmd_inspect(int argc, char **argv)
         printf("total %llu bytes (%.3f GB)", (unsigned long long)total, (double)total / 1e9);
         if (nlin) printf(", %.3f bits per quantized weight (codes + metadata)", bpw);
         printf(", compression vs BF16 %.2fx\n", ratio);
+        serving_lines(c, &qi, m, nlin, NULL);
     }
     if (do_verify) {
         int checked = 0, floats = 0, linears = 0;

@@ -5,7 +5,7 @@
  *    the quantized layers;
  *  - --method rtn without --calib (every family): each linear rounded to
  *    nearest from its weights alone, one linear resident at a time.
- * Output in the forge or gptq format; everything else is copied (FP8
+ * Output in the forge, gptq or compressed-tensors format; everything else is copied (FP8
  * dequantized to BF16).  Both kinds keep a journal in the work folder and
  * commit it per layer (src/resume.c); --resume's option handling is in
  * cmd-resume.c. */
@@ -28,6 +28,7 @@
 #include "src/pipeline/journal.h"
 #include "src/pipeline/resume.h"
 #include "src/cli/cmd-quantize.h"
+#include "src/cli/serving.h"
 
 /* Removes the work folder's files (journal, boundaries, lock) and the
  * folder itself when it is the default one (the run is over). */
@@ -179,6 +180,38 @@ static fs_status run(fs_ctx *ctx, const qargs *a, const fs_ckpt *c, const fs_mod
     return rc;
 }
 
+/* compressed-tensors' `ignore`: the Linear modules its loaders must leave
+ * unquantized: lm_head, the routers (and qwen2_moe's shared_expert_gate), what
+ * --quantize-experts-only keeps, and the MTP layers (copied through) as one
+ * "re:" pattern each.  A new array, NULL when out of memory. */
+static json_t *ct_ignore(const fs_model *m, int experts_only)
+{
+    json_t *a = json_array();
+    char buf[1200];
+    if (!a || json_array_append_new(a, json_string("lm_head"))) { json_decref(a); return NULL; }
+    for (int l = 0; l < m->nlayers + m->nmtp; l++) {
+        const fs_mlayer *L = &m->layers[l];
+        if (L->mtp) {
+            snprintf(buf, sizeof buf, "re:^model\\.layers\\.%d\\.", L->index);
+            if (json_array_append_new(a, json_string(buf))) { json_decref(a); return NULL; }
+            continue;
+        }
+        for (int i = 0; i < L->nother; i++) {
+            const char *n = L->other[i].name;
+            size_t k = strlen(n);
+            if (L->other[i].ndim != 2 || k < 8 || strcmp(n + k - 7, ".weight")) continue;
+            snprintf(buf, sizeof buf, "%.*s", (int)(k - 7), n);
+            if (json_array_append_new(a, json_string(buf))) { json_decref(a); return NULL; }
+        }
+        for (int i = 0; experts_only && i < L->nlin; i++)
+            if (L->lin[i].expert < 0 && json_array_append_new(a, json_string(L->lin[i].name))) {
+                json_decref(a);
+                return NULL;
+            }
+    }
+    return a;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     int lock_fd = -1;                            /* the work folder's lock, held to the end */
@@ -219,6 +252,15 @@ int cmd_quantize(int argc, char **argv)
         rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--quantize-experts-only: %s (%s) has no routed experts", a.model,
                         m->model_type);
     if (rc == FS_OK) total = m->nlayers + m->nmtp;
+    if (rc == FS_OK) {                           /* the format and the engines, before anything is written */
+        fs_serve_q sq = {a.fmt, a.q.bits, a.q.sym, a.q.group_size, fs_out_dynamic_groups(&a.q), a.experts_only};
+        if (a.serving_static)
+            fs_log(&ctx, "--serving vllm: --act-order with static groups (vLLM does not serve dynamic groups: "
+                   "desc_act false, g_idx = c / G)");
+        rc = fs_format_check(&ctx, &sq, m);
+        if (rc == FS_OK) fs_serve_warn(&ctx, &sq, m);
+        if (rc == FS_OK) rc = fs_serve_report(&ctx, &sq, m, a.serving);
+    }
     /* calibration: every input check before the output folder is touched */
     fs_fwd fw = {0};
     fs_tokens tk = {0};
@@ -345,7 +387,8 @@ int cmd_quantize(int argc, char **argv)
     fs_log(&ctx, "%s %s (%s, %d layers%s) -> %s: %s %d-bit g%lld %s%s, format %s, backend %s",
            a.resume ? "resume" : "quantize", a.model, m->model_type, m->nlayers, m->nmtp ? " + MTP" : "", a.out,
            a.q.rtn ? "rtn" : "gptq", a.q.bits, (long long)a.q.group_size, a.q.sym ? "sym" : "asym",
-           a.q.act_order ? " act-order" : "", a.fmt == FS_FMT_GPTQ ? "gptq" : "forge", fs_backend_name(ctx.be));
+           fs_out_act_order_done(&a.q) ? (a.q.static_groups ? " act-order (static groups)" : " act-order") : "",
+           fs_format_name(a.fmt), fs_backend_name(ctx.be));
     fs_log(&ctx, "%sgrid %s%s, refine-scales %d", a.q.preset_best ? "preset best (" FS_PRESET_BEST_FLAGS "): " : "",
            fs_grid_name(a.q.grid),
            a.q.grid == FS_GRID_HMSE ? (a.q.hmse_weight == FS_HMSE_DIAG ? " (diag weights)" : " (obs weights)") : "",
@@ -380,7 +423,13 @@ int cmd_quantize(int argc, char **argv)
     json_t *extra = json_pack("{s:s, s:s?, s:I, s:I}", "method", a.q.rtn ? "rtn" : "gptq",
                               "calibration", a.calib, "samples", (json_int_t)(a.calib ? a.samples : 0),
                               "seq_len", (json_int_t)(a.calib ? a.seq_len : 0));
-    if (rc == FS_OK && a.experts_only) {             /* what loaders must leave unquantized */
+    if (rc == FS_OK && a.fmt == FS_FMT_CT) {          /* compressed-tensors: every Linear left unquantized */
+        json_t *ign = ct_ignore(m, a.experts_only);
+        if (!ign || !extra || json_object_set_new(extra, "ignore", ign)) rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "ignore");
+        if (rc == FS_OK && a.experts_only && json_object_set_new(extra, "quantize_experts_only", json_true()))
+            rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "quantization_config");
+    }
+    if (rc == FS_OK && a.experts_only && a.fmt != FS_FMT_CT) {   /* what loaders must leave unquantized */
         json_t *dyn = json_object();
         char re[2400];
         for (int l = 0; dyn && l < m->nlayers; l++)

@@ -26,6 +26,8 @@ typedef struct qargs {
     uint64_t max_shard;
     int overwrite;
     int experts_only;               /* --quantize-experts-only */
+    int serving;                    /* --serving: FS_SERVE_* bits (serving.h), 0 = none */
+    int serving_static;             /* --serving vllm turned --act-order's groups static */
     int verify_model;
     int allow_device_change;        /* --allow-device-change (resume) */
     int64_t threads;                /* --threads: OpenMP and BLAS threads (0: all cores) */               /* --verify-model (resume): re-read what the run read */

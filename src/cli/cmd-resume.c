@@ -28,7 +28,7 @@ json_t *quantize_config_json(const qargs *a)
                      "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
                      "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
                      "calib_seed", (json_int_t)a->seed, "method", a->method, "act_dtype", a->act_f32 ? "f32" : "bf16",
-                     "format", a->fmt == FS_FMT_GPTQ ? "gptq" : "forge",
+                     "format", fs_format_name(a->fmt),
                      "max_shard_size", (json_int_t)(a->max_shard ? a->max_shard : FS_DEFAULT_MAX_SHARD),
                      "bits", q->bits, "group_size", (json_int_t)q->group_size, "sym", q->sym,
                      "grid", fs_grid_name(q->grid), "grid_shrink", (double)q->shrink,

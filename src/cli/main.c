@@ -12,7 +12,8 @@ static const char usage[] =
     "  layer      quantize one linear layer given its weight and Hessian (or inputs)\n"
     "  inspect    list a checkpoint's tensors and quantized linears; --verify checksums\n"
     "  quantize   quantize a whole checkpoint: GPTQ through calibration, or RTN\n"
-    "  eval       streaming perplexity of an original, forge or gptq checkpoint\n"
+    "  eval       streaming perplexity of a checkpoint: original, forge, gptq or\n"
+    "             compressed-tensors\n"
     "  plan       per-layer memory, I/O and time of a quantize run, without running it\n"
     "\n"
     "  --resume --work DIR   continue an interrupted quantize run (its journal is in DIR)\n";

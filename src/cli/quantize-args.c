@@ -6,6 +6,7 @@
 
 #include "src/cli/cli.h"
 #include "src/cli/cmd-quantize.h"
+#include "src/cli/serving.h"
 #include "src/pipeline/plan.h"
 
 const char quantize_usage[] =
@@ -41,8 +42,13 @@ const char quantize_usage[] =
     "                       layer boundary in memory: auto (default) when --host-mem\n"
     "                       cannot hold it (the plan says so); never refuses such a\n"
     "                       budget; the output is the same either way\n"
-    "  --format forge|gptq  output layout (default forge); gptq stores F16 scales and\n"
-    "                       zero - 1, so its grids use F16 scales and zeros >= 1\n"
+    "  --format forge|gptq|compressed-tensors  output layout (default forge); gptq\n"
+    "                       stores F16 scales and zero - 1, so its grids use F16 scales\n"
+    "                       and zeros >= 1; compressed-tensors is pack-quantized (what\n"
+    "                       llm-compressor writes; F32 scales, whole groups only)\n"
+    "  --serving vllm|sglang|any  refuse (exit 2, before anything is written) options\n"
+    "                       the engine would not load (the lines \"serving: ...\" that\n"
+    "                       every run prints); vllm with --act-order uses static groups\n"
     "  --max-shard-size N   bytes per output shard, suffixes K M G (default 5G)\n"
     "  --overwrite          replace a checkpoint already in --out\n"
     "  --verify-model       (with --resume) read again every tensor the committed layers\n"
@@ -158,15 +164,21 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
                 return fs_ctx_err(ctx, FS_ERR_USAGE, "--method '%s': must be rtn or gptq", v);
             a->method = v;
         } else if (!strcmp(f, "--format")) {
-            if (!strcmp(v, "forge")) a->fmt = FS_FMT_FORGE;
-            else if (!strcmp(v, "gptq")) a->fmt = FS_FMT_GPTQ;
-            else return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge or gptq", v);
+            if (fs_format_parse(v, &a->fmt))
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--format '%s': must be forge, gptq or compressed-tensors", v);
+        } else if (!strcmp(f, "--serving")) {
+            if ((a->serving = fs_serving_parse(v)) < 0)
+                return fs_ctx_err(ctx, FS_ERR_USAGE, "--serving '%s': must be vllm, sglang or any", v);
         } else if (!strcmp(f, "--max-shard-size")) {
             if ((rc = fs_arg_size(ctx, f, v, &a->max_shard)) != FS_OK) return rc;
         } else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream quantize --help)", f);
     }
     a->q.rtn = strcmp(a->method, "rtn") == 0;
     a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
+    /* vLLM serves no dynamic act-order groups (§9.4): static ones instead.
+     * Here, not later, so that a resume's parse of the same flags agrees. */
+    if ((a->serving & FS_SERVE_VLLM) && a->q.act_order && !a->q.static_groups && !a->q.rtn && a->q.group_size != -1)
+        a->q.static_groups = a->serving_static = 1;
     if (a->resume) return fs_quant_opts_check(ctx, &a->q);   /* the rest comes from the journal */
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
     if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");

@@ -342,8 +342,62 @@ fail:
     return rc;
 }
 
+/* compressed-tensors pack-quantized (pack.h): the scale is the solver's Q8.8
+ * scale as F32 (exact: the library's decompression in F32 gives the solver's
+ * dequant bit for bit), the zero point only when asymmetric. */
+static fs_status add_ct(fs_ctx *ctx, fs_outckpt *o, const char *base, const fs_layer_result *r)
+{
+    const int64_t out = r->rows, in = r->cols, ng = r->ngroups;
+    const int bits = o->q.bits, sym = o->q.sym;
+    const int64_t nw = fs_ct_words(bits, in), zw = fs_ct_words(bits, out);
+    char name[1100];
+    uint32_t *pk = fs_alloc2((size_t)nw * (size_t)out, 4), *zp = sym ? NULL : fs_alloc2((size_t)zw * (size_t)ng, 4);
+    float *sc = fs_alloc2((size_t)ng * (size_t)out, sizeof(float));
+    uint8_t *zeros = fs_alloc2((size_t)ng * (size_t)out, 1);
+    int64_t *shp = fs_alloc2(2, sizeof(int64_t));
+    int32_t *g = fs_out_dynamic_groups(&o->q) ? fs_alloc2((size_t)in, sizeof(int32_t)) : NULL;
+    fs_status rc = FS_OK;
+    if (!pk || (!sym && !zp) || !sc || !zeros || !shp || (fs_out_dynamic_groups(&o->q) && !g)) {
+        rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: packing", base);
+        goto fail;
+    }
+    for (int64_t row = 0; row < out; row++)
+        for (int64_t k = 0; k < ng; k++) {
+            const uint8_t *m = r->qmeta + (row * ng + k) * 4;
+            int16_t code = (int16_t)(uint16_t)(m[0] | m[1] << 8);
+            if (sym && m[2] != (1u << (bits - 1))) {
+                rc = fs_ctx_err(ctx, FS_ERR_USAGE, "%s: a symmetric group has zero %d, not %d: compressed-tensors "
+                                "cannot store it", base, m[2], 1 << (bits - 1));
+                goto fail;
+            }
+            zeros[row * ng + k] = m[2];
+            sc[row * ng + k] = fs_q88_decode(code);
+        }
+    fs_ct_pack_weight(r->qweight, out, in, bits, pk);
+    if (zp) fs_ct_pack_zeros(zeros, out, ng, bits, zp);
+    if (g) fs_group_index(in, fs_group_width(in, o->q.group_size), r->perm, 0, g);
+    shp[0] = out;
+    shp[1] = in;
+    int64_t sp[2] = {out, nw}, ss[2] = {out, ng}, sz[2] = {zw, ng}, s2[1] = {2}, sg[1] = {in};
+    snprintf(name, sizeof name, "%s.weight_packed", base);
+    rc = add(ctx, o, name, FS_DT_I32, 2, sp, pk, NULL);
+    pk = NULL;
+    snprintf(name, sizeof name, "%s.weight_scale", base);
+    if (rc == FS_OK) { rc = add(ctx, o, name, FS_DT_F32, 2, ss, sc, NULL); sc = NULL; }
+    snprintf(name, sizeof name, "%s.weight_shape", base);
+    if (rc == FS_OK) { rc = add(ctx, o, name, FS_DT_I64, 1, s2, shp, NULL); shp = NULL; }
+    snprintf(name, sizeof name, "%s.weight_zero_point", base);
+    if (rc == FS_OK && zp) { rc = add(ctx, o, name, FS_DT_I32, 2, sz, zp, NULL); zp = NULL; }
+    snprintf(name, sizeof name, "%s.weight_g_idx", base);
+    if (rc == FS_OK && g) { rc = add(ctx, o, name, FS_DT_I32, 1, sg, g, NULL); g = NULL; }
+fail:
+    free(pk); free(zp); free(sc); free(zeros); free(shp); free(g);
+    return rc;
+}
+
 fs_status fs_out_add_linear(fs_ctx *ctx, fs_outckpt *o, const char *base, const fs_layer_result *r)
 {
+    if (o->fmt == FS_FMT_CT) return add_ct(ctx, o, base, r);
     return o->fmt == FS_FMT_GPTQ ? add_gptq(ctx, o, base, r) : add_forge(ctx, o, base, r);
 }
 
@@ -420,21 +474,76 @@ static fs_status copy_file(fs_ctx *ctx, const char *src_dir, const char *dir, co
     return rc;
 }
 
+const char *fs_format_name(fs_format f)
+{
+    return f == FS_FMT_GPTQ ? "gptq" : f == FS_FMT_CT ? "compressed-tensors" : "forge";
+}
+
+int fs_format_parse(const char *name, fs_format *f)
+{
+    if (!strcmp(name, "forge")) *f = FS_FMT_FORGE;
+    else if (!strcmp(name, "gptq")) *f = FS_FMT_GPTQ;
+    else if (!strcmp(name, "compressed-tensors")) *f = FS_FMT_CT;
+    else return -1;
+    return 0;
+}
+
+int fs_out_act_order_done(const fs_quant_opts *q)
+{
+    return q->act_order && !q->rtn;
+}
+
+int fs_out_dynamic_groups(const fs_quant_opts *q)
+{
+    return fs_out_act_order_done(q) && !q->static_groups && q->group_size != -1;
+}
+
+/* compressed-tensors' quantization_config (its QuantizationConfig and
+ * QuantizationArgs fields, format pack-quantized): one scheme for every
+ * Linear that is not in `ignore` (the caller's extra gives the list; the
+ * default ignores lm_head only).  actorder: "group" = dynamic groups with
+ * weight_g_idx, "weight" = act-order with static groups (no g_idx). */
+static json_t *ct_config(const fs_quant_opts *q)
+{
+    json_t *w = json_pack("{s:i, s:s, s:b, s:s, s:o, s:o, s:b}", "num_bits", q->bits, "type", "int",
+                          "symmetric", q->sym, "strategy", q->group_size == -1 ? "channel" : "group",
+                          "group_size", q->group_size == -1 ? json_null() : json_integer((json_int_t)q->group_size),
+                          "actorder", fs_out_dynamic_groups(q) ? json_string("group")
+                                      : fs_out_act_order_done(q) ? json_string("weight") : json_null(),
+                          "dynamic", 0);
+    json_t *g = json_pack("{s:[s], s:o, s:n, s:n}", "targets", "Linear", "weights", w, "input_activations",
+                          "output_activations");
+    return json_pack("{s:s, s:s, s:s, s:{s:o}, s:[s], s:n, s:n}", "quant_method", "compressed-tensors", "format",
+                     "pack-quantized", "quantization_status", "compressed", "config_groups", "group_0", g, "ignore",
+                     "lm_head", "kv_cache_scheme", "global_compression_ratio");
+}
+
+/* Every field says what was done (never a flag that did not apply: RTN has
+ * no act-order, damping or sequential solve). */
 static json_t *quant_config(const fs_outckpt *o, const json_t *extra)
 {
     const fs_quant_opts *q = &o->q;
+    const int act = fs_out_act_order_done(q), stat = q->static_groups && !q->rtn;
     json_t *qc;
-    if (o->fmt == FS_FMT_GPTQ)
-        qc = json_pack("{s:s, s:i, s:I, s:b, s:b, s:b, s:b, s:f, s:s}", "quant_method", "gptq",
-                       "bits", q->bits, "group_size", (json_int_t)q->group_size, "desc_act",
-                       q->act_order, "sym", q->sym, "static_groups", q->static_groups,
-                       "true_sequential", 1, "damp_percent", q->damp, "checkpoint_format", "gptq");
-    else
+    if (o->fmt == FS_FMT_GPTQ) {
+        qc = json_pack("{s:s, s:i, s:I, s:b, s:b, s:b, s:s}", "quant_method", "gptq", "bits", q->bits,
+                       "group_size", (json_int_t)q->group_size, "desc_act", fs_out_dynamic_groups(q), "sym", q->sym,
+                       "static_groups", stat, "checkpoint_format", "gptq");
+        if (qc && !q->rtn &&
+            (json_object_set_new(qc, "true_sequential", json_true()) ||
+             json_object_set_new(qc, "damp_percent", json_real(q->damp)))) {
+            json_decref(qc);
+            qc = NULL;
+        }
+    } else if (o->fmt == FS_FMT_CT) {
+        qc = ct_config(q);
+    } else {
         qc = json_pack("{s:s, s:i, s:i, s:I, s:b, s:b, s:b, s:s, s:s}", "quant_method", "forge",
                        "format_version", FS_FORGE_FORMAT_VERSION, "bits", q->bits, "group_size",
-                       (json_int_t)q->group_size, "sym", q->sym, "act_order", q->act_order,
-                       "static_groups", q->static_groups, "meta", "qmeta4", "packing",
+                       (json_int_t)q->group_size, "sym", q->sym, "act_order", act,
+                       "static_groups", stat, "meta", "qmeta4", "packing",
                        "little-endian bit stream along the input dimension");
+    }
     if (qc && extra) json_object_update(qc, (json_t *)extra);
     return qc;
 }

@@ -21,7 +21,21 @@
 extern "C" {
 #endif
 
-typedef enum fs_format { FS_FMT_FORGE = 0, FS_FMT_GPTQ = 1 } fs_format;
+typedef enum fs_format { FS_FMT_FORGE = 0, FS_FMT_GPTQ = 1, FS_FMT_CT = 2 } fs_format;
+
+/* "forge", "gptq" or "compressed-tensors" (the --format names). */
+const char *fs_format_name(fs_format f);
+/* The --format name -> *f; -1 for an unknown name. */
+int fs_format_parse(const char *name, fs_format *f);
+
+/* What the written g_idx is, from the options (config.json says this, never
+ * the flags as given): 1 when some input column c may sit in a group other
+ * than c / G (dynamic act-order groups: GPTQ's desc_act, compressed-tensors'
+ * actorder "group"); 0 with static groups, a single group per row (-1), no
+ * act-order, or RTN (which ignores act-order). */
+int fs_out_dynamic_groups(const fs_quant_opts *q);
+/* 1 when columns were processed in act-order (GPTQ, not RTN). */
+int fs_out_act_order_done(const fs_quant_opts *q);
 
 #define FS_FORGE_FORMAT_VERSION 1
 #define FS_DEFAULT_MAX_SHARD (5000000000ull)   /* 5 GB, as Hugging Face writes them */

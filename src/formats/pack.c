@@ -1,5 +1,7 @@
-/* pack.c: packing of per-input-column codes into the two output formats of
- * pack.h (forge: byte rows; gptq v1: int32 words along the input dimension),
+/* pack.c: packing of per-input-column codes into the output formats of
+ * pack.h (forge: byte rows; gptq v1: int32 words along the input dimension,
+ * one stream per output column; compressed-tensors: int32 words along the
+ * input dimension, one stream per row),
  * their inverses, the g_idx of a layer, and the two decoders.
  *
  * Owns nothing: every function writes into caller-provided arrays whose sizes
@@ -194,6 +196,57 @@ void fs_gptq_unpack_qzeros(const uint32_t *qzeros, int64_t groups, int64_t out, 
                 (uint8_t)(get_bits_u32(qzeros + g * cols, 1, o * bits, bits) + 1u);
 }
 
+/* ---- compressed-tensors ------------------------------------------------------
+ * The dense little-endian bit stream of `bits`-bit fields along the packed
+ * dimension, cut into int32 words (compressed-tensors >= 0.20's pack_to_int32:
+ * 3-bit fields straddle words; at 2, 4 and 8 bits this is also the older
+ * packages' 32 / bits whole codes per word).  weight_packed: one stream per
+ * row (the input dimension), rows contiguous; weight_zero_point: one stream
+ * per group column along the output dimension, word i of column g at
+ * [i * groups + g]. */
+
+int64_t fs_ct_words(int bits, int64_t n)
+{
+    return (n * bits + 31) / 32;
+}
+
+void fs_ct_pack_weight(const uint8_t *codes, int64_t out, int64_t in, int bits, uint32_t *packed)
+{
+    assert(VALID_BITS(bits));
+    const int64_t nw = fs_ct_words(bits, in);
+    memset(packed, 0, sizeof(uint32_t) * (size_t)(nw * out));     /* note 3 */
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t k = 0; k < in; k++) put_bits_u32(packed + o * nw, 1, k * bits, bits, codes[o * in + k]);
+}
+
+void fs_ct_unpack_weight(const uint32_t *packed, int64_t out, int64_t in, int bits, uint8_t *codes)
+{
+    assert(VALID_BITS(bits));
+    const int64_t nw = fs_ct_words(bits, in);
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t k = 0; k < in; k++)
+            codes[o * in + k] = (uint8_t)get_bits_u32(packed + o * nw, 1, k * bits, bits);
+}
+
+void fs_ct_pack_zeros(const uint8_t *zeros, int64_t out, int64_t groups, int bits, uint32_t *packed)
+{
+    assert(VALID_BITS(bits));
+    memset(packed, 0, sizeof(uint32_t) * (size_t)(fs_ct_words(bits, out) * groups));
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t o = 0; o < out; o++)
+            put_bits_u32(packed + g, groups, o * bits, bits, zeros[o * groups + g]);
+}
+
+void fs_ct_unpack_zeros(const uint32_t *packed, int64_t out, int64_t groups, int bits, uint8_t *zeros)
+{
+    assert(VALID_BITS(bits));
+    for (int64_t g = 0; g < groups; g++)
+        for (int64_t o = 0; o < out; o++)
+            zeros[o * groups + g] = (uint8_t)get_bits_u32(packed + g, groups, o * bits, bits);
+}
+
 /* ---- groups and decoders ------------------------------------------------------ */
 
 void fs_group_index(int64_t in, int64_t gw, const int32_t *perm, int static_groups,
@@ -224,6 +277,22 @@ void fs_forge_decode(const uint8_t *packed, const uint8_t *qmeta, const int32_t 
             float zero = (float)m[2];
             float code = (float)get_bits_u8(row, c * bits, bits);
             dequant[o * in + c] = (code - zero) * scale;
+        }
+    }
+}
+
+void fs_ct_decode(const uint32_t *packed, const uint32_t *zp, const float *scale, const int32_t *g_idx,
+                  int64_t out, int64_t in, int64_t groups, int bits, float *dequant)
+{
+    assert(VALID_BITS(bits));
+    const int64_t nw = fs_ct_words(bits, in);
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; o++) {
+        for (int64_t c = 0; c < in; c++) {
+            int64_t g = g_idx[c];
+            float zero = zp ? (float)get_bits_u32(zp + g, groups, o * bits, bits) : (float)(1u << (bits - 1));
+            float code = (float)get_bits_u32(packed + o * nw, 1, c * bits, bits);
+            dequant[o * in + c] = (code - zero) * scale[o * groups + g];
         }
     }
 }

@@ -22,6 +22,23 @@
  *   scales F16 [groups, out]; g_idx I32 [in] (group of each input column).
  *   All int32 words are stored little-endian; packing works on uint32 and
  *   reinterprets.
+ *
+ * compressed-tensors "pack-quantized" (what its PackedQuantizationCompressor
+ *   writes and vLLM's / SGLang's compressed-tensors loaders read): the same
+ *   little-endian bit stream in int32 words, along the packed dimension
+ *   (compressed-tensors >= 0.20 packs densely, 3-bit fields straddling
+ *   words; at 2, 4 and 8 bits that is also the older packages' 32 / bits
+ *   whole codes per word).  Stored code = signed code + 2^(bits-1), i.e. our
+ *   unsigned code itself.
+ *   weight_packed I32 [out, ceil(in * bits / 32)]: row o is the stream of
+ *     its codes along the input dimension (4-bit: word i holds inputs
+ *     8i..8i+7, input 8i+k at bits 4k); padding bits 0.
+ *   weight_zero_point I32 [ceil(out * bits / 32), groups] (asymmetric only):
+ *     column g is the stream of the zeros of group g along the OUTPUT
+ *     dimension.  Symmetric: zero = 2^(bits-1) (signed 0), no tensor.
+ *   weight_scale F32 [out, groups] (the solver's scale exactly);
+ *   weight_shape I64 [2] = {out, in}; weight_g_idx I32 [in] only with
+ *   dynamic act-order groups (actorder "group", older packages).
  */
 #ifndef FS_PACK_H
 #define FS_PACK_H
@@ -54,6 +71,16 @@ void fs_gptq_pack_qzeros(const uint8_t *zeros, int64_t groups, int64_t out, int 
 void fs_gptq_unpack_qzeros(const uint32_t *qzeros, int64_t groups, int64_t out, int bits,
                            uint8_t *zeros);
 
+/* compressed-tensors: the int32 words of n packed codes, ceil(n * bits / 32)
+ * (a weight_packed row: n = in; a weight_zero_point column: n = out). */
+int64_t fs_ct_words(int bits, int64_t n);
+/* codes [out, in] -> weight_packed [out, fs_ct_words(bits, in)]. */
+void fs_ct_pack_weight(const uint8_t *codes, int64_t out, int64_t in, int bits, uint32_t *packed);
+void fs_ct_unpack_weight(const uint32_t *packed, int64_t out, int64_t in, int bits, uint8_t *codes);
+/* zeros [out, groups] -> weight_zero_point [fs_ct_words(bits, out), groups]. */
+void fs_ct_pack_zeros(const uint8_t *zeros, int64_t out, int64_t groups, int bits, uint32_t *packed);
+void fs_ct_unpack_zeros(const uint32_t *packed, int64_t out, int64_t groups, int bits, uint8_t *zeros);
+
 /* The group of each input column (g_idx, [in]) from the engine's result: with
  * dynamic act-order groups column perm[k] is in group k / G, otherwise c / G
  * (G the effective group width).  perm may be NULL. Cannot fail. */
@@ -65,6 +92,10 @@ void fs_group_index(int64_t in, int64_t gw, const int32_t *perm, int static_grou
  * gptq:  (code - (qzero + 1)) * f16_to_f32(scale), group g_idx[c]. */
 void fs_forge_decode(const uint8_t *packed, const uint8_t *qmeta, const int32_t *g_idx,
                      int64_t out, int64_t in, int64_t groups, int bits, float *dequant);
+/* ct: (code - zero) * scale, zero from weight_zero_point (NULL: symmetric,
+ * 2^(bits-1)), group g_idx[c]. */
+void fs_ct_decode(const uint32_t *packed, const uint32_t *zp, const float *scale, const int32_t *g_idx,
+                  int64_t out, int64_t in, int64_t groups, int bits, float *dequant);
 void fs_gptq_decode(const uint32_t *qweight, const uint32_t *qzeros, const uint16_t *scales,
                     const int32_t *g_idx, int64_t out, int64_t in, int64_t groups, int bits,
                     float *dequant);

@@ -660,7 +660,8 @@ static fs_status check_linear(fs_ctx *ctx, const fs_ckpt *c, const fs_qinfo *qi,
 {
     char w[600], q[600];
     snprintf(w, sizeof w, "%s.weight", base);
-    snprintf(q, sizeof q, "%s.qweight", base);
+    const char *suf = fs_qread_main_suffix(c, base);
+    snprintf(q, sizeof q, "%s.%s", base, suf ? suf : "qweight");
     const fs_ckpt_entry *qe = fs_ckpt_find(c, q);
     if (!qe) {
         int64_t s[2] = {out, in};
@@ -684,7 +685,7 @@ fs_status fs_model_validate(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, in
     if (qi.quantized && !(flags & FS_CHECK_QUANTIZED))
         return fs_ctx_err(ctx, FS_ERR_FORMAT, "%s/config.json: quantization_config.quant_method is \"%s\": the "
                           "checkpoint is already quantized (quantize reads F32, F16, BF16 or FP8 checkpoints)", c->dir,
-                          qi.fmt == FS_FMT_GPTQ ? "gptq" : "forge");
+                          fs_format_name(qi.fmt));
     for (int i = 0; rc == FS_OK && i < m->nglobal; i++) {
         const fs_mtensor *t = &m->global[i];
         int f8 = strcmp(t->name, "model.norm.weight") != 0;      /* embeddings and lm_head may be FP8 */
