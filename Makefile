@@ -24,13 +24,18 @@ endif
 CHECK_FLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -pthread)
 
-CFLAGS_COMMON = -I. -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
+# the tokenizer's regex engine and Unicode library (src/tokenizer/)
+TOK_PKGS   := libpcre2-8 libutf8proc
+TOK_CFLAGS := $(shell pkg-config --cflags $(TOK_PKGS) 2>/dev/null)
+TOK_LIBS   := $(shell pkg-config --libs $(TOK_PKGS) 2>/dev/null || echo -lpcre2-8 -lutf8proc)
+
+CFLAGS_COMMON = $(TOK_CFLAGS) -I. -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
 OPT     ?= -O3
 CFLAGS  += $(CFLAGS_COMMON) $(OPT)
-LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
+LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 $(TOK_LIBS) -lm -lpthread
 
 # one folder per part (README "Layout"); every .c of these folders is built
-CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c \
+CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c src/tokenizer/*.c \
                       src/pipeline/*.c cpu/*.c hessian/*.c stream/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
