@@ -386,6 +386,52 @@ START_TEST(tokenize_command)
 }
 END_TEST
 
+
+/* quantize --calib-text: the same output as --calib with the ids forge-stream
+ * tokenize writes; killed after its second layer's commit, a resume finishes
+ * it byte-identical; a text file changed since is refused. */
+START_TEST(calib_text_resume)
+{
+    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    if (!bin || !*bin || !sh || !*sh) { printf("check_tokenizer: FS_BIN/FS_SHARED unset, --calib-text skipped\n"); return; }
+    char *w = t_tmpdir(), err[4096];
+    const char *q = "--samples 8 --seq-len 128 --group-size 32 --quiet --threads 1";
+    ck_assert_int_eq(t_run_fmt(err, sizeof err, "head -c 60000 '%s/wikitext2/wiki.test.raw' > '%s/c.txt' && "
+                               "'%s' tokenize --quiet --model '%s/stories260K' --text '%s/c.txt' --out '%s/c.u32'",
+                               sh, w, bin, sh, w, w), 0);
+    int rc = t_run_fmt(err, sizeof err, "'%s' quantize --model '%s/stories260K' --out '%s/ids' --calib '%s/c.u32' %s", bin, sh, w, w, q);
+    ck_assert_msg(rc == 0, "%s", err);
+    rc = t_run_fmt(err, sizeof err, "FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize --model '%s/stories260K' --out '%s/text' "
+                   "--calib-text '%s/c.txt' %s", bin, sh, w, w, q);
+    ck_assert_msg(rc != 0, "the crash point was not reached: %s", err);
+    rc = t_run_fmt(err, sizeof err, "'%s' --resume --work '%s/text/.forge-work' --quiet", bin, w);
+    ck_assert_msg(rc == 0, "resume: %s", err);
+    ck_assert_msg(t_run_fmt(err, sizeof err, "cmp '%s/ids/model.safetensors' '%s/text/model.safetensors'", w, w) == 0,
+                  "--calib-text after a resume differs from --calib with the same ids: %s", err);
+    /* a changed text file: the journal's checksum refuses it */
+    rc = t_run_fmt(err, sizeof err, "FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize --model '%s/stories260K' --out '%s/t2' "
+                   "--calib-text '%s/c.txt' %s", bin, sh, w, w, q);
+    ck_assert_int_ne(rc, 0);
+    ck_assert_int_eq(t_run_fmt(err, sizeof err, "echo more >> '%s/c.txt'", w), 0);
+    rc = t_run_fmt(err, sizeof err, "'%s' --resume --work '%s/t2/.forge-work' --quiet", bin, w);
+    ck_assert_int_eq(rc, 2);
+    ck_assert_msg(strstr(err, "changed since the run started"), "%s", err);
+    /* eval --text scores the same windows as eval --tokens of the same ids */
+    char a[4096], b[4096];
+    ck_assert_int_eq(t_run_fmt(err, sizeof err, "'%s' eval --json --quiet --model '%s/ids' --text '%s/c.txt' --seq-len 128 > '%s/e1'", bin, w, w, w), 0);
+    ck_assert_int_eq(t_run_fmt(err, sizeof err, "'%s' tokenize --quiet --model '%s/ids' --text '%s/c.txt' --out '%s/c2.u32' && "
+                               "'%s' eval --json --quiet --model '%s/ids' --tokens '%s/c2.u32' --seq-len 128 > '%s/e2'", bin, w, w, w, bin, w, w, w), 0);
+    snprintf(a, sizeof a, "%s/e1", w);
+    snprintf(b, sizeof b, "%s/e2", w);
+    json_t *ja = json_load_file(a, 0, NULL), *jb = json_load_file(b, 0, NULL);
+    ck_assert(ja && jb && json_equal(ja, jb) && json_integer_value(json_object_get(ja, "windows")) > 0);
+    json_decref(ja);
+    json_decref(jb);
+    t_rmdir(w);
+    free(w);
+}
+END_TEST
+
 Suite *fs_suite_tokenizer(void)
 {
     Suite *s = suite_create("tokenizer");
@@ -398,6 +444,7 @@ Suite *fs_suite_tokenizer(void)
     tcase_add_test(tc, bos_rules);
     tcase_add_test(tc, refused_types);
     tcase_add_test(tc, tokenize_command);
+    tcase_add_test(tc, calib_text_resume);
     suite_add_tcase(s, tc);
     return s;
 }

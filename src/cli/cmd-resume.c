@@ -24,7 +24,7 @@ json_t *quantize_config_json(const qargs *a)
 {
     const fs_quant_opts *q = &a->q;
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:s, s:I, s:i, s:I, s:b, s:s, s:f, s:i, s:f,"
-                     " s:b, s:b, s:i, s:f, s:s, s:I, s:I, s:b}",
+                     " s:b, s:b, s:i, s:f, s:s, s:I, s:I, s:b, s:b, s:s}",
                      "model", a->model ? a->model : "", "out", a->out ? a->out : "", "calib", a->calib ? a->calib : "",
                      "samples", (json_int_t)a->samples, "seq_len", (json_int_t)a->seq_len,
                      "calib_seed", (json_int_t)a->seed, "method", a->method, "act_dtype", a->act_f32 ? "f32" : "bf16",
@@ -36,7 +36,8 @@ json_t *quantize_config_json(const qargs *a)
                      "static_groups", q->static_groups, "block", q->block, "damp", q->damp,
                      "expert_policy", fs_expert_policy_name(a->policy), "min_expert_tokens",
                      (json_int_t)a->min_expert_tokens, "batch_tokens", (json_int_t)a->batch_tokens,
-                     "experts_only", a->experts_only);
+                     "experts_only", a->experts_only, "calib_text", a->calib_text,
+                     "jsonl_field", a->jsonl_field ? a->jsonl_field : "");
 }
 
 /* Flags that do not touch the output: free to differ on --resume. */
@@ -62,7 +63,8 @@ json_t *quantize_argv_json(int argc, char **argv, const qargs *a)
         int hv = 0;
         if (free_flag(argv[i], &hv)) { i += hv; continue; }
         const char *v = argv[i];
-        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib")))
+        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib") ||
+                      !strcmp(argv[i - 1], "--calib-text")))
             v = !strcmp(argv[i - 1], "--model") ? a->model : !strcmp(argv[i - 1], "--out") ? a->out : a->calib;
         if (json_array_append_new(j, json_string(v))) { json_decref(j); return NULL; }
     }
@@ -270,7 +272,8 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
         fs_status prc = quantize_parse(&pc, (int)n + 2 + hv, av, &t, &help);
         json_t *theirs = prc == FS_OK ? quantize_config_json(&t) : NULL;
         char model[PATH_MAX], out[PATH_MAX], calib[PATH_MAX];
-        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib")) && hv) {
+        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib") ||
+                       !strcmp(argv[i], "--calib-text")) && hv) {
             /* a path given again: the same place, however written, is no conflict */
             qargs t2 = t;
             if (quantize_absolute_paths(&pc, &t2, model, out, calib) == FS_OK) {
