@@ -56,7 +56,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench clean
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-tokenizer clean
 all: deps bin/forge-stream
 
 deps:
@@ -151,6 +151,13 @@ bin-tsan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-tsan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bench-tok: $(BUILD)/tools/bench-tok.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# the tokenizer's row of make bench alone
+bench-tokenizer: deps $(BUILD)/bench-tok
+	sh tools/bench-tokenizer.sh $(SHARED)
+
 $(BUILD)/bench-prefetch: $(BUILD)/tools/bench-prefetch.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -160,8 +167,9 @@ $(BUILD)/gen-tiny: $(BUILD)/tools/gen-tiny.o $(LIB)
 demo: deps bin/forge-stream
 	sh tools/demo.sh $(SHARED)
 
-bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
+bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny $(BUILD)/bench-tok
 	$(BUILD)/bench
+	sh tools/bench-tokenizer.sh $(SHARED)
 	sh tools/bench-pipeline.sh $(SHARED)
 
 clean:

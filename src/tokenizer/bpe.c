@@ -173,3 +173,18 @@ void tk_bpe_free(tk_bpe *m)
     free(m->heap_rank); free(m->heap_pos); free(m->heap_id);
     memset(m, 0, sizeof *m);
 }
+
+int tk_bpe_marker_cuts(const tk_bpe *m)
+{
+    static const char mk[] = "\xE2\x96\x81";
+    uint32_t id;
+    if (!tk_strmap_get(&m->vocab, mk, 3, &id)) return 0;
+    for (size_t i = 0; i < m->vocab.cap; i++) {
+        if (!m->vocab.hash[i]) continue;
+        const char *s = m->vocab.arena + m->vocab.koff[i];
+        size_t n = m->vocab.klen[i];
+        for (size_t k = 1; k + 3 <= n; k++)
+            if (!memcmp(s + k, mk, 3) && !(k >= 3 && !memcmp(s + k - 3, mk, 3))) return 0;
+    }
+    return 1;
+}

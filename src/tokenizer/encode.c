@@ -37,8 +37,17 @@ static fs_status model_part(fs_ctx *ctx, fs_tok *t, const char *s, size_t n, int
     if (tk_buf_add(&in->text, s, n) || tk_pieces_add(in, 0, n, start)) return fs_ctx_err(ctx, FS_ERR_NOMEM, "tokenizer");
     fs_status rc = tk_pretokenize(ctx, t->pre, t->npre, &t->bm, &t->rx, in, &t->pb);
     /* the result is in t->pa or t->pb after the swaps: in points at it */
-    for (size_t k = 0; rc == FS_OK && k < in->n; k++)
-        rc = tk_bpe_word(ctx, &t->bpe, in->text.p + in->v[k].off, in->v[k].len, out);
+    for (size_t k = 0; rc == FS_OK && k < in->n; k++) {
+        const char *w = in->text.p + in->v[k].off;
+        size_t len = in->v[k].len, a = 0;
+        if (t->cut_before_marker)      /* the same ids, in words of a few characters (and cached) */
+            for (size_t i = 1; rc == FS_OK && i + 3 <= len; i++)
+                if (!memcmp(w + i, "\xE2\x96\x81", 3) && (i < 3 || memcmp(w + i - 3, "\xE2\x96\x81", 3))) {
+                    rc = tk_bpe_word(ctx, &t->bpe, w + a, i - a, out);
+                    a = i;
+                }
+        if (rc == FS_OK) rc = tk_bpe_word(ctx, &t->bpe, w + a, len - a, out);
+    }
     return rc;
 }
 

@@ -186,6 +186,7 @@ fs_status fs_tok_load(fs_ctx *ctx, const char *dir, fs_tok **out)
     if (access(t->path, F_OK) != 0 && errno == ENOENT) rc = missing(ctx, dir);
     else rc = read_json(ctx, t->path, 0, &root);
     if (rc == FS_OK) rc = tk_load_model(ctx, t, json_object_get(root, "model"));
+    if (rc == FS_OK) t->cut_before_marker = t->kind != TK_KIND_BYTELEVEL && tk_bpe_marker_cuts(&t->bpe);
     if (rc == FS_OK) rc = load_added(ctx, t, json_object_get(root, "added_tokens"));
     if (rc == FS_OK) rc = tk_load_norm(ctx, t, json_object_get(root, "normalizer"));
     if (rc == FS_OK) rc = tk_load_pre(ctx, t, json_object_get(root, "pre_tokenizer"));

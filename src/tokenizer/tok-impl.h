@@ -176,6 +176,10 @@ typedef struct tk_bpe {
 } tk_bpe;
 
 fs_status tk_bpe_word(fs_ctx *ctx, tk_bpe *m, const char *w, size_t n, fs_ids *out);
+/* Whether no vocabulary token holds "\u2581" after another character (and
+ * "\u2581" is one): then no merge joins a character to a following "\u2581"
+ * and a word is split exactly as its parts cut before such "\u2581" are. */
+int tk_bpe_marker_cuts(const tk_bpe *m);
 void tk_bpe_free(tk_bpe *m);
 
 /* ---- added tokens (added.c) ------------------------------------------------ */
@@ -220,6 +224,8 @@ struct fs_tok {
     int64_t bos, eos;
     int64_t vocab_size;
     int strip_decoded_space;       /* the normalizer or Metaspace prepends "\u2581" */
+    int cut_before_marker;         /* no token has "\u2581" after another character: a word
+                                      may be cut before each such "\u2581" (bpe.c) */
     /* id -> text, for decode */
     size_t *tok_off;
     uint32_t *tok_len;
