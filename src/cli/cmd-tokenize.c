@@ -68,6 +68,6 @@ int cmd_tokenize(int argc, char **argv)
     }
     if (rc == FS_OK) fs_log(&ctx, "wrote %s: %zu ids", outp, tk.n);
     fs_tokens_free(&tk);
-    if (rc != FS_OK) fprintf(stderr, "forge-stream tokenize: error: %s\n", ctx.errmsg);
+    if (rc != FS_OK) fprintf(stderr, "forge-stream: error: %s\n", ctx.errmsg);
     return fs_exit_code(rc);
 }
