@@ -1,8 +1,9 @@
 /* check_tokenizer.c: the tokenizer (src/tokenizer/) against golden ids made
  * once by the Hugging Face `tokenizers` library (tools/make-tok-goldens.py):
- * five tokenizer.json files (stories260K's from ../shared/data; SmolLM2,
- * Qwen2, Llama-3 and Llama-2 vocabularies committed xz-compressed in
- * tests/data/tok), each on a corpus of prose, code, numbers, whitespace,
+ * eight tokenizer.json files (stories260K's from ../shared/data; SmolLM2,
+ * Qwen2, Llama-3 and Llama-2 vocabularies, and three small synthetic ones
+ * using the remaining options, committed xz-compressed in tests/data/tok),
+ * each on a corpus of prose, code, numbers, whitespace,
  * CJK, emoji, combining marks, invalid UTF-8 and every added token, and on
  * the whole WikiText-2 test text (count and FNV-1a hash of the ids).  Plus
  * hand-worked cases: the U+FFFD repair, BOS/EOS of documents, refused
@@ -18,7 +19,7 @@
 
 #define DATA "tests/data/tok"
 
-static const char *const NAMES[] = {"stories260K", "smollm2", "qwen2", "llama3", "llama2"};
+static const char *const NAMES[] = {"stories260K", "smollm2", "qwen2", "llama3", "llama2", "synth-sp", "synth-bl", "synth-rm"};
 
 /* The folder holding NAME's tokenizer.json: shared/ for stories260K, else a
  * temporary one with the fixture decompressed (tmp set, caller removes it).

@@ -11,11 +11,36 @@
 /* GPT-2's split of ByteLevel with use_regex (the `tokenizers` library's). */
 static const char gpt2_regex[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
+/* The files' regexes are Oniguruma's, whose \s is Unicode's White_Space;
+ * PCRE2's \s also takes U+180E: \s and \S become the property itself. */
+static char *onig_spaces(const char *pat, size_t len, size_t *outn)
+{
+    tk_buf b = {0};
+    int r = tk_buf_add(&b, "", 0);
+    for (size_t i = 0; r == 0 && i < len; i++) {
+        if (pat[i] == '\\' && i + 1 < len) {
+            if (pat[i + 1] == 's') r = tk_buf_add(&b, "\\p{White_Space}", 15);
+            else if (pat[i + 1] == 'S') r = tk_buf_add(&b, "\\P{White_Space}", 15);
+            else r = tk_buf_add(&b, pat + i, 2);
+            i++;
+        } else {
+            r = tk_buf_add(&b, pat + i, 1);
+        }
+    }
+    if (r) { free(b.p); return NULL; }
+    *outn = b.n;
+    return b.p;
+}
+
 fs_status tk_compile(fs_ctx *ctx, const char *path, const char *what, const char *pat, size_t len, pcre2_code **out)
 {
     int err;
     PCRE2_SIZE off;
-    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+    size_t n;
+    char *p = onig_spaces(pat, len, &n);
+    if (!p) return fs_ctx_err(ctx, FS_ERR_NOMEM, "%s: %s: regex", path, what);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)p, n, PCRE2_UTF | PCRE2_UCP, &err, &off, NULL);
+    free(p);
     if (!re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);

@@ -6,6 +6,7 @@
  * pieces are dropped, as the `tokenizers` library drops them. */
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "src/tokenizer/tok-impl.h"
 
@@ -39,13 +40,17 @@ static fs_status find(fs_ctx *ctx, const tk_pre *st, const pcre2_code *re, const
     size_t prev = 0, i = 0;
     out->n = 0;
     int rc = 0;
-    if (st->kind == TK_DIGITS) {
-        for (i = 0; rc == 0 && i < n; i++)
-            if (p[i] >= '0' && p[i] <= '9') {
+    if (st->kind == TK_DIGITS) {          /* Rust's char::is_numeric: categories Nd, Nl, No */
+        for (i = 0; rc == 0 && i < n;) {
+            int l;
+            utf8proc_category_t c = utf8proc_category(tk_u8dec(p + i, &l));
+            if (c == UTF8PROC_CATEGORY_ND || c == UTF8PROC_CATEGORY_NL || c == UTF8PROC_CATEGORY_NO) {
                 if (prev < i) rc = span_add(out, prev, i, 0);
-                if (rc == 0) rc = span_add(out, i, i + 1, 1);
-                prev = i + 1;
+                if (rc == 0) rc = span_add(out, i, i + (size_t)l, 1);
+                prev = i + (size_t)l;
             }
+            i += (size_t)l;
+        }
     } else if (re) {
         while (rc == 0 && i < n) {
             int m = pcre2_match(re, (PCRE2_SPTR)p, n, i, PCRE2_NO_UTF_CHECK, rx->md, rx->mc);
