@@ -379,6 +379,12 @@ START_TEST(tokenize_command)
     ck_assert_msg(strstr(last, hx), "hash %s, golden %s", hx, last);
     free(last);
     free(ids);
+    /* ../shared/data's wiki.test.stories260K.u32 was made from the text with LF line
+     * ends (another tokenizer, README there): the same bytes */
+    rc = t_run_fmt(err, sizeof err, "tr -d '\\r' < '%s/wikitext2/wiki.test.raw' > '%s/lf.txt' && '%s' tokenize --quiet "
+                   "--model '%s/stories260K' --text '%s/lf.txt' --out '%s/lf.u32' && cmp '%s/lf.u32' '%s/wikitext2/wiki.test.stories260K.u32'",
+                   sh, w, bin, sh, w, w, w, sh);
+    ck_assert_msg(rc == 0, "WikiText-2 with LF line ends: not the ids of wiki.test.stories260K.u32: %s", err);
     /* usage errors: exit 2 */
     ck_assert_int_eq(t_run_fmt(err, sizeof err, "'%s' tokenize --model '%s/stories260K' --text x", bin, sh), 2);
     ck_assert_int_eq(t_run_fmt(err, sizeof err, "'%s' tokenize --model '%s/stories260K' --text '%s/nope' --out '%s/a.u32'", bin, sh, w, w), 2);
