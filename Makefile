@@ -25,13 +25,18 @@ endif
 CHECK_FLAGS := $(shell pkg-config --cflags check 2>/dev/null)
 CHECK_LIBS  := $(shell pkg-config --libs check 2>/dev/null || echo -lcheck -lsubunit -lrt -pthread)
 
-CFLAGS_COMMON = -I. -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
+# the tokenizer's regex engine and Unicode library (src/tokenizer/)
+TOK_PKGS   := libpcre2-8 libutf8proc
+TOK_CFLAGS := $(shell pkg-config --cflags $(TOK_PKGS) 2>/dev/null)
+TOK_LIBS   := $(shell pkg-config --libs $(TOK_PKGS) 2>/dev/null || echo -lpcre2-8 -lutf8proc)
+
+CFLAGS_COMMON = $(TOK_CFLAGS) -I. -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -fopenmp -ffp-contract=off $(ARCH)
 OPT     ?= -O3
 CFLAGS  += $(CFLAGS_COMMON) $(OPT)
-LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 -lm -lpthread
+LDLIBS  = -fopenmp -lopenblas -llapacke -ljansson -lxxhash -luring -llz4 $(TOK_LIBS) -lm -lpthread
 
 # one folder per part (README "Layout"); every .c of these folders is built
-CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c src/forward/*.c \
+CORE_SRC = $(wildcard src/core/*.c src/backend/*.c src/quant/*.c src/formats/*.c src/models/*.c src/forward/*.c src/tokenizer/*.c \
                       src/pipeline/*.c cpu/*.c hessian/*.c stream/*.c)
 CLI_SRC  = $(wildcard src/cli/*.c)
 TEST_SRC = $(filter-out $(TEST_WIP),$(wildcard tests/*.c))
@@ -59,7 +64,7 @@ CLI_OBJ  = $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ = $(TEST_SRC:%.c=$(BUILD)/%.o)
 LIB      = $(BUILD)/libforge.a
 
-.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-gpu gpu-check bench-quality clean check-clients check-vllm
+.PHONY: all deps test test-asan test-tsan fuzz demo bench bench-tokenizer bench-gpu gpu-check bench-quality clean check-clients check-vllm
 all: deps bin/forge-stream
 
 deps:
@@ -154,6 +159,13 @@ bin-tsan/forge-stream: $(CLI_OBJ) $(TESTLIB)
 	@mkdir -p bin-tsan
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bench-tok: $(BUILD)/tools/bench-tok.o $(LIB)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# the tokenizer's row of make bench alone
+bench-tokenizer: deps $(BUILD)/bench-tok
+	sh tools/bench-tokenizer.sh $(SHARED)
+
 $(BUILD)/bench-prefetch: $(BUILD)/tools/bench-prefetch.o $(LIB)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -181,8 +193,9 @@ bench-quality: deps bin/forge-stream
 
 # the binary before the layer forward moved onto the ops (issue 14 §2), for its ratio
 BENCH_BEFORE ?= be704b8
-bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny
+bench: deps bin/forge-stream $(BUILD)/bench $(BUILD)/bench-prefetch $(BUILD)/gen-tiny $(BUILD)/bench-tok
 	$(BUILD)/bench
+	sh tools/bench-tokenizer.sh $(SHARED)
 	sh tools/bench-pipeline.sh $(SHARED)
 	sh tools/bench-forward.sh $(SHARED) $(BENCH_BEFORE)
 

@@ -158,5 +158,6 @@ Suite *fs_suite_spill(void);
 Suite *fs_suite_fuzz(void);
 Suite *fs_suite_ops(void);
 Suite *fs_suite_backend(void);
+Suite *fs_suite_tokenizer(void);
 
 #endif

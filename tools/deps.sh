@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present; when something is missing
 # and we are not root, prints the command to run and fails.
 set -e
-PKGS="gcc make libc6-dev pkg-config check libsubunit-dev libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev liburing-dev liblz4-dev time"
+PKGS="gcc make libc6-dev pkg-config check libsubunit-dev libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev liburing-dev liblz4-dev libpcre2-dev libutf8proc-dev xz-utils time"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

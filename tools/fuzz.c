@@ -285,11 +285,11 @@ static uint8_t *st_rewrite(const uint8_t *b, size_t n, json_t *h, int pad, size_
 
 /* ---- seeds ------------------------------------------------------------------- */
 
-enum { K_HEADER, K_INDEX, K_CONFIG, K_DATA, K_U32, K_JSONL, K_LAYER, K_N };
+enum { K_HEADER, K_INDEX, K_CONFIG, K_DATA, K_U32, K_JSONL, K_LAYER, K_TOKJSON, K_N };
 static const char *const kind_name[K_N] = {"safetensors header", "index", "config.json", "tensor data",
-                                           "tokens .u32", "tokens .jsonl", "layer input"};
-enum { C_INSPECT, C_VERIFY, C_EVAL, C_QUANT, C_PLAN, C_LAYER, C_N };
-static const char *const cmd_name[C_N] = {"inspect", "inspect --verify", "eval", "quantize", "plan", "layer"};
+                                           "tokens .u32", "tokens .jsonl", "layer input", "tokenizer.json"};
+enum { C_INSPECT, C_VERIFY, C_EVAL, C_QUANT, C_PLAN, C_LAYER, C_TOKENIZE, C_N };
+static const char *const cmd_name[C_N] = {"inspect", "inspect --verify", "eval", "quantize", "plan", "layer", "tokenize"};
 #define ALL_MODEL ((1 << C_INSPECT) | (1 << C_VERIFY) | (1 << C_EVAL) | (1 << C_QUANT) | (1 << C_PLAN))
 
 typedef struct seed {
@@ -325,6 +325,7 @@ typedef struct opts {
 static opts O = {NULL, NULL, NULL, NULL, 10000, -1, 3, 30, 0, 0x5eedf0220ull};
 
 static char *tok_u32, *tok_jsonl, *layer_h, *layer_x;   /* seed files */
+static char *tk_seed[2], *tk_text;                       /* tokenizer folders (SentencePiece, byte-level), text */
 
 /* A minimal safetensors writer of F32 / BF16 tensors (the layer seeds). */
 static void write_st(const char *path, int n, const char *const *names, const char *const *dts, const int64_t (*shapes)[2],
@@ -488,6 +489,11 @@ static void build_cmd(cmdline *c, int cmd, const char *m, const char *tok, const
         free(cfg);
         break;
     }
+    case C_TOKENIZE:
+        c->out = fmt("%s/tout.u32", cd);
+        add(c, "tokenize"); add(c, "--model"); add(c, m); add(c, "--text"); add(c, tok); add(c, "--out"); add(c, c->out);
+        add(c, "--quiet");
+        break;
     default:
         c->out = fmt("%s/lout.safetensors", cd);
         add(c, "layer"); add(c, "--in"); add(c, lin); add(c, "--out"); add(c, c->out); add(c, "--quiet");
@@ -1292,6 +1298,134 @@ static uint8_t *mutate_tokens(rng *r, int jsonl, const uint8_t *b, size_t n, siz
     return o;
 }
 
+/* ---- tokenizer.json ------------------------------------------------------------- */
+
+/* The two seed tokenizers: SentencePiece-style BPE (byte fallback, NFKC,
+ * Replace, Metaspace, added tokens) and byte-level BPE (Split regex,
+ * Digits, ByteLevel); the vocabularies are small and cover what the merges
+ * need. */
+static char *tokenizer_seed(int bytelevel)
+{
+    json_t *v = json_object(), *mg = json_array();
+    int id = 0;
+    if (!bytelevel) {
+        const char *sp[] = {"<unk>", "<s>", "</s>"};
+        for (int i = 0; i < 3; i++) json_object_set_new(v, sp[i], json_integer(id++));
+        for (int b = 0; b < 256; b++) {
+            char t[8];
+            snprintf(t, sizeof t, "<0x%02X>", b);
+            json_object_set_new(v, t, json_integer(id++));
+        }
+    }
+    const char *sp_unit = bytelevel ? "\xC4\xA0" : "\xE2\x96\x81";      /* "Ġ" or "▁" */
+    json_object_set_new(v, sp_unit, json_integer(id++));
+    for (int c = 33; c < 127; c++) {
+        char t[2] = {(char)c, 0};
+        json_object_set_new(v, t, json_integer(id++));
+    }
+    const char *m[][2] = {{"t", "h"}, {"th", "e"}, {"", "the"}, {"a", "n"}, {"an", "d"}, {"", "and"}, {"o", "n"},
+                          {"", "a"}, {"i", "n"}, {"", "in"}, {"1", "2"}, {"e", "r"}};
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        char *a = m[i][0][0] ? strdup(m[i][0]) : strdup(sp_unit), *b = strdup(m[i][1]);
+        char *ab = fmt("%s%s", a, b);
+        if (!json_object_get(v, ab)) json_object_set_new(v, ab, json_integer(id++));
+        json_array_append_new(mg, json_pack("[s, s]", a, b));
+        free(a); free(b); free(ab);
+    }
+    json_t *model = json_pack("{s:s, s:o, s:o, s:b, s:b}", "type", "BPE", "vocab", v, "merges", mg, "byte_fallback",
+                              !bytelevel, "fuse_unk", !bytelevel);
+    if (!bytelevel) json_object_set_new(model, "unk_token", json_string("<unk>"));
+    json_t *added = json_pack("[{s:i, s:s, s:b, s:b, s:b, s:b, s:b}, {s:i, s:s, s:b, s:b, s:b, s:b, s:b}]",
+                              "id", bytelevel ? id : 1, "content", bytelevel ? "<|end|>" : "<s>", "special", 1, "normalized", 0,
+                              "lstrip", 0, "rstrip", 0, "single_word", 0,
+                              "id", bytelevel ? id + 1 : 2, "content", bytelevel ? "[tool]" : "</s>", "special", 1,
+                              "normalized", bytelevel, "lstrip", bytelevel, "rstrip", bytelevel, "single_word", 0);
+    json_t *root = json_pack("{s:s, s:o, s:o}", "version", "1.0", "added_tokens", added, "model", model);
+    if (bytelevel) {
+        json_object_set_new(root, "normalizer", json_null());
+        json_object_set_new(root, "pre_tokenizer", json_pack(
+            "{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence", "pretokenizers",
+            "type", "Split", "pattern", "Regex", "(?i:'s|'t)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s+(?!\\S)|\\s+",
+            "behavior", "Isolated", "invert", 0, "type", "Digits", "individual_digits", 1,
+            "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0));
+    } else {
+        json_object_set_new(root, "normalizer", json_pack("{s:s, s:[{s:s}, {s:s, s:{s:s}, s:s}]}", "type", "Sequence",
+                                                          "normalizers", "type", "NFKC", "type", "Replace", "pattern",
+                                                          "Regex", "\\s{3,}", "content", "  "));
+        json_object_set_new(root, "pre_tokenizer", json_pack("{s:s, s:s, s:s, s:b}", "type", "Metaspace", "replacement",
+                                                             "\xE2\x96\x81", "prepend_scheme", "first", "split", 1));
+    }
+    char *t = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return t;
+}
+
+static json_t *odd_value(rng *r)
+{
+    static const char *const strs[] = {"", "(", "[", "\\p{Zzz}", "(?<=a+)b", "a{99999}", "(a*)*$", "\\", "WordPiece", "Unigram",
+                                       "BPE", "Split", "ByteLevel", "Metaspace", "Sequence", "Isolated", "Removed",
+                                       "MergedWithNext", "Contiguous", "first", "always", "never", "\xE2\x96\x81", "<0x41>",
+                                       "a b", "a  b", "x y z"};
+    switch (below(r, 8)) {
+    case 0: return json_integer(-1);
+    case 1: return json_integer((json_int_t)1 << 40);
+    case 2: return json_integer((json_int_t)below(r, 400));
+    case 3: return json_null();
+    case 4: return json_true();
+    case 5: return json_array();
+    case 6: return json_object();
+    default: return json_string(strs[below(r, sizeof strs / sizeof strs[0])]);
+    }
+}
+
+/* A mutated tokenizer.json (or, text = 1, a mutated text to tokenize). */
+static uint8_t *mutate_tokenizer(rng *r, const uint8_t *b, size_t n, size_t *out_n, expect *e, int text)
+{
+    size_t cap = n + 128;
+    uint8_t *o = malloc(cap);
+    memcpy(o, b, n);
+    *out_n = n;
+    if (text || below(r, 3) == 0) {
+        int k = 1 + (int)below(r, 4);
+        for (int i = 0; i < k; i++) byte_mutate(r, o, out_n, cap, 0, *out_n, e);
+        return o;
+    }
+    free(o);
+    json_error_t je;
+    json_t *j = json_loadb((const char *)b, n, 0, &je);
+    if (!j) die("tokenizer seed does not parse: %s", je.text);
+    json_t *parent = NULL;
+    char key[256] = "";
+    size_t index = 0;
+    json_t *m = random_member(r, j, &parent, key, sizeof key, &index);
+    if (below(r, 6) == 0) {
+        const char *t = below(r, 2) ? "WordPiece" : "Unigram";
+        json_object_set_new(json_object_get(j, "model"), "type", json_string(t));
+        set_what(e, "model type %s", t);
+        e->invalid = 1u << C_TOKENIZE;
+    } else if (m && parent) {
+        int del = below(r, 4) == 0;
+        json_t *v = del ? NULL : odd_value(r);
+        char *vt = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        set_what(e, "member \"%s\"[%zu] %s%s", key, index, del ? "deleted" : "= ", vt ? vt : "");
+        free(vt);
+        if (json_is_object(parent)) {
+            if (del) json_object_del(parent, key);
+            else json_object_set_new(parent, key, v);
+        } else {
+            if (del) json_array_remove(parent, index);
+            else json_array_set_new(parent, index, v);
+        }
+    } else {
+        set_what(e, "unchanged");
+    }
+    char *t = json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(j);
+    *out_n = strlen(t);
+    o = (uint8_t *)t;
+    return o;
+}
+
 /* ---- one case ------------------------------------------------------------------------- */
 
 typedef struct record {                          /* one case's outcome, parent <- child (< PIPE_BUF) */
@@ -1355,7 +1489,7 @@ static void save_finding(long iter, const char *cd, const char *cmd, const char 
     free(dst);
 }
 
-static const int kind_weight[K_N] = {28, 12, 24, 8, 8, 8, 12};
+static const int kind_weight[K_N] = {28, 12, 24, 8, 8, 8, 12, 10};
 
 static void one_case(long iter, record *rec)
 {
@@ -1378,7 +1512,9 @@ static void one_case(long iter, record *rec)
     while ((kind == K_INDEX && !seeds[si].has_index) || ((kind == K_U32 || kind == K_JSONL) && seeds[si].quantized && below(&r, 2)));
     const seed *s = &seeds[si];
     int cmd;
-    if (kind == K_LAYER) cmd = C_LAYER;
+    int tks = (int)below(&r, 2);                 /* K_TOKJSON: which tokenizer seed */
+    if (kind == K_TOKJSON) cmd = C_TOKENIZE;
+    else if (kind == K_LAYER) cmd = C_LAYER;
     else if (kind == K_U32 || kind == K_JSONL) cmd = s->quantized || below(&r, 2) ? C_EVAL : C_QUANT;
     else if (kind == K_DATA) cmd = below(&r, 2) ? C_VERIFY : C_EVAL;
     else {
@@ -1390,10 +1526,11 @@ static void one_case(long iter, record *rec)
         } while (s->quantized && (cmd == C_QUANT || cmd == C_PLAN));
     }
     rec->cmd = cmd;
-    link_folder(s->dir, m);
-    tok = fmt("%s/tok%s", cd, kind == K_JSONL || (kind != K_U32 && below(&r, 4) == 0) ? ".jsonl" : ".u32");
+    link_folder(kind == K_TOKJSON ? tk_seed[tks] : s->dir, m);
+    tok = kind == K_TOKJSON ? fmt("%s/text.txt", cd)
+                            : fmt("%s/tok%s", cd, kind == K_JSONL || (kind != K_U32 && below(&r, 4) == 0) ? ".jsonl" : ".u32");
     {
-        const char *src = strstr(tok, ".jsonl") ? tok_jsonl : tok_u32;
+        const char *src = kind == K_TOKJSON ? tk_text : strstr(tok, ".jsonl") ? tok_jsonl : tok_u32;
         if (link(src, tok) != 0) die("link %s: %s", src, strerror(errno));
     }
     lin = fmt("%s/layer.safetensors", cd);
@@ -1404,6 +1541,7 @@ static void one_case(long iter, record *rec)
     else if (kind == K_INDEX) target = fmt("%s/model.safetensors.index.json", m);
     else if (kind == K_U32 || kind == K_JSONL) target = strdup(tok);
     else if (kind == K_LAYER) target = strdup(lin);
+    else if (kind == K_TOKJSON) target = below(&r, 4) == 0 ? strdup(tok) : fmt("%s/tokenizer.json", m);
     else {
         DIR *d = opendir(m);
         char *sh[16];
@@ -1430,6 +1568,10 @@ static void one_case(long iter, record *rec)
     case K_DATA: o = mutate_data(&r, s, b, n, &on, &e); break;
     case K_U32: o = mutate_tokens(&r, 0, b, n, &on, &e); break;
     case K_JSONL: o = mutate_tokens(&r, 1, b, n, &on, &e); break;
+    case K_TOKJSON:
+        o = mutate_tokenizer(&r, b, n, &on, &e, target[strlen(target) - 1] == 't');
+        if (target[strlen(target) - 1] == 't' && tks == 0 && on > 0) e.valid = 1u << C_TOKENIZE;   /* byte fallback: any text has ids */
+        break;
     default: {
         if (below(&r, 5) == 0) {                         /* a NaN / Inf in weight, hessian or inputs: §5 */
             json_t *h = NULL;
@@ -1519,7 +1661,8 @@ static void one_case(long iter, record *rec)
         DIR *d = opendir(cd);
         struct dirent *de;
         while (d && (de = readdir(d)) != NULL)
-            if ((cmd == C_QUANT && !strncmp(de->d_name, "out", 3)) || (cmd == C_LAYER && !strncmp(de->d_name, "lout", 4)))
+            if ((cmd == C_QUANT && !strncmp(de->d_name, "out", 3)) || (cmd == C_LAYER && !strncmp(de->d_name, "lout", 4)) ||
+                (cmd == C_TOKENIZE && !strncmp(de->d_name, "tout", 4)))
                 snprintf(reason, sizeof reason, "exit %d and %.100s left in the case folder", res.code, de->d_name);
         if (d) closedir(d);
     }
@@ -1545,6 +1688,10 @@ static void one_case(long iter, record *rec)
             if (!at || sscanf(at + 4, "%lf", &ppl) != 1 || !isfinite(ppl))
                 snprintf(reason, sizeof reason, "eval exit 0 without a finite PPL: %.80s", (char *)sb);
             free(sb);
+        } else if (cmd == C_TOKENIZE) {
+            struct stat st;
+            if (stat(c.out, &st) != 0 || st.st_size == 0 || st.st_size % 4)
+                snprintf(reason, sizeof reason, "tokenize exit 0 without a non-empty .u32 --out");
         } else if (cmd == C_LAYER) {
             json_error_t je;
             json_t *rep = json_load_file(po, 0, &je);
@@ -1622,6 +1769,22 @@ static void make_seeds(void)
                      "[95, 94, 93, 92, 91, 90, 89, 88, 87, 86, 85, 84, 83, 82, 81, 80, 79, 78, 77, 76, 75, 74, 73, 72]\n";
     write_file(tok_jsonl, jl, strlen(jl));
     make_layer_seeds();
+    for (int k = 0; k < 2; k++) {
+        tk_seed[k] = fmt("%s/tok-%s", sd, k ? "bytelevel" : "sentencepiece");
+        if (mkdir(tk_seed[k], 0755) != 0) die("%s: %s", tk_seed[k], strerror(errno));
+        char *t = tokenizer_seed(k), *p = fmt("%s/tokenizer.json", tk_seed[k]);
+        write_file(p, t, strlen(t));
+        free(t);
+        free(p);
+    }
+    char *cfgp = fmt("%s/tokenizer_config.json", tk_seed[0]);
+    const char *cfg = "{\"add_bos_token\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}\n";
+    write_file(cfgp, cfg, strlen(cfg));
+    free(cfgp);
+    tk_text = fmt("%s/text.txt", sd);
+    const char *txt = "The cat and the dog ran in 12 rooms.  Then  they   slept.\n<s> 123456 caf\xC3\xA9 \xEF\xAC\x81ne "
+                      "\xE6\x88\x91\xE7\x88\xB1 \xF0\x9F\x91\x8B [tool] <|end|>\tit's over\r\n\x80 end";
+    write_file(tk_text, txt, strlen(txt));
     free(sd);
 }
 
@@ -1629,9 +1792,22 @@ static void make_seeds(void)
 static void check_seeds(void)
 {
     char *cd = fmt("%s/seed-check", O.work);
+    for (int k = 0; k < 2; k++) {                /* the tokenizer seeds */
+        rm_rf(cd);
+        mkdir(cd, 0755);
+        rng r = {7};
+        cmdline c;
+        build_cmd(&c, C_TOKENIZE, tk_seed[k], tk_text, layer_h, cd, &r);
+        char *po = fmt("%s/o", cd), *pe = fmt("%s/e", cd);
+        result res = run(c.v, po, pe, O.timeout * 4);
+        if (res.code != 0) die("tokenizer seed %s fails tokenize (exit %d)", tk_seed[k], res.code);
+        free_cmd(&c);
+        free(po);
+        free(pe);
+    }
     for (int i = 0; i < NSEED; i++)
         for (int cmd = 0; cmd < C_N; cmd++) {
-            if (cmd == C_LAYER || (seeds[i].quantized && (cmd == C_QUANT || cmd == C_PLAN))) continue;
+            if (cmd == C_LAYER || cmd == C_TOKENIZE || (seeds[i].quantized && (cmd == C_QUANT || cmd == C_PLAN))) continue;
             for (int t = 0; t < (cmd == C_EVAL || cmd == C_QUANT ? 2 : 1); t++) {
                 rm_rf(cd);
                 mkdir(cd, 0755);

@@ -40,5 +40,12 @@ int cmd_inspect(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+
+/* The documents of text (a text file, or JSON lines with field) tokenized
+ * with model's tokenizer.json (cmd-tokenize.c), logged.  Errors: as
+ * fs_tok_load and fs_tok_documents. */
+struct fs_tokens;
+fs_status fs_cmd_tokenize_file(fs_ctx *ctx, const char *model, const char *text, const char *field, struct fs_tokens *tk);
 
 #endif

@@ -18,9 +18,13 @@
 
 static const char usage[] =
     "usage: forge-stream eval --model DIR --tokens FILE [options]\n"
+    "       forge-stream eval --model DIR --text FILE [--jsonl-field F] [options]\n"
     "\n"
     "  --model DIR         checkpoint folder (original, forge, gptq or compressed-tensors)\n"
     "  --tokens FILE       .u32 ids or JSON lines of id arrays / {\"input_ids\": [...]}\n"
+    "  --text FILE         text instead, tokenized with DIR's tokenizer.json as\n"
+    "                      forge-stream tokenize does (BOS per document, EOS between)\n"
+    "  --jsonl-field F     with --text: JSON lines, the string field F of each one\n"
     "  --seq-len N         window length (default 512)\n"
     "  --max-windows K     score at most K windows (default: all)\n"
     "  --skip-tokens N     start after the first N tokens (held-out text after calibration)\n"
@@ -34,7 +38,7 @@ int cmd_eval(int argc, char **argv)
 {
     fs_ctx ctx;
     fs_ctx_init(&ctx);
-    const char *model = NULL, *tokp = NULL;
+    const char *model = NULL, *tokp = NULL, *textp = NULL, *field = NULL;
     int64_t L = 512, maxw = -1, skip = 0;
     int as_json = 0, f32 = 0, code = FS_EXIT_RUNTIME;
     fs_status rc = FS_OK;
@@ -47,6 +51,8 @@ int cmd_eval(int argc, char **argv)
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) model = v;
         else if (!strcmp(f, "--tokens")) tokp = v;
+        else if (!strcmp(f, "--text")) textp = v;
+        else if (!strcmp(f, "--jsonl-field")) field = v;
         else if (!strcmp(f, "--seq-len")) rc = fs_arg_i64(&ctx, f, v, 2, 1 << 20, &L);
         else if (!strcmp(f, "--max-windows")) rc = fs_arg_i64(&ctx, f, v, 1, INT64_MAX, &maxw);
         else if (!strcmp(f, "--skip-tokens")) rc = fs_arg_i64(&ctx, f, v, 0, INT64_MAX, &skip);
@@ -55,7 +61,9 @@ int cmd_eval(int argc, char **argv)
             else if (strcmp(v, "bf16")) rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--act-dtype '%s': must be bf16 or f32", v);
         } else rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream eval --help)", f);
     }
-    if (rc == FS_OK && (!model || !tokp)) rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--model and --tokens are required");
+    if (rc == FS_OK && (!model || !tokp == !textp))
+        rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--model and one of --tokens and --text are required");
+    if (rc == FS_OK && field && !textp) rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--jsonl-field is for --text");
     fs_ckpt *c = NULL;
     fs_model *m = NULL;
     fs_qinfo qi;
@@ -77,8 +85,9 @@ int cmd_eval(int argc, char **argv)
     if (rc == FS_OK) rc = fs_fwd_init(&ctx, c->config, m, &fw);
     if (rc == FS_OK && L > fw.max_pos)
         rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--seq-len %lld exceeds max_position_embeddings %lld", (long long)L, (long long)fw.max_pos);
-    if (rc == FS_OK) rc = fs_tokens_load(&ctx, tokp, &tk);
-    if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, tokp, m->vocab);
+    if (rc == FS_OK && textp) rc = fs_cmd_tokenize_file(&ctx, model, textp, field, &tk);
+    else if (rc == FS_OK) rc = fs_tokens_load(&ctx, tokp, &tk);
+    if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, textp ? textp : tokp, m->vocab);
     if (rc != FS_OK) goto out;
     size_t nw_all = fs_tokens_windows(&tk, (size_t)L, NULL);
     starts = malloc(sizeof(size_t) * (nw_all ? nw_all : 1));
@@ -88,9 +97,9 @@ int cmd_eval(int argc, char **argv)
     while (first < nw_all && starts[first] < (size_t)skip) first++;
     size_t nw = nw_all - first;
     if (maxw > 0 && (size_t)maxw < nw) nw = (size_t)maxw;
-    if (nw == 0) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: no window of %lld tokens after %lld skipped", tokp, (long long)L, (long long)skip); goto out; }
+    if (nw == 0) { rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "%s: no window of %lld tokens after %lld skipped", textp ? textp : tokp, (long long)L, (long long)skip); goto out; }
     const int64_t H = fw.H, V = fw.V, n = (int64_t)nw * L;
-    fs_log(&ctx, "eval %s on %s: %zu windows of %lld tokens, activations %s", model, tokp, nw, (long long)L, f32 ? "f32" : "bf16");
+    fs_log(&ctx, "eval %s on %s: %zu windows of %lld tokens, activations %s", model, textp ? textp : tokp, nw, (long long)L, f32 ? "f32" : "bf16");
     double t0 = fs_now();
     x = fs_alloc2((size_t)n, (size_t)H * sizeof(float));
     if (!x) { rc = fs_ctx_err(&ctx, FS_ERR_NOMEM, "activations of %lld tokens", (long long)n); goto out; }

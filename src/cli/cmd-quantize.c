@@ -270,7 +270,8 @@ int cmd_quantize(int argc, char **argv)
         if (rc == FS_OK && a.seq_len > fw.max_pos)
             rc = fs_ctx_err(&ctx, FS_ERR_USAGE, "--seq-len %lld exceeds max_position_embeddings %lld of %s",
                             (long long)a.seq_len, (long long)fw.max_pos, a.model);
-        if (rc == FS_OK) rc = fs_tokens_load(&ctx, a.calib, &tk);
+        if (rc == FS_OK && a.calib_text) rc = fs_cmd_tokenize_file(&ctx, a.model, a.calib, a.jsonl_field, &tk);
+        else if (rc == FS_OK) rc = fs_tokens_load(&ctx, a.calib, &tk);
         if (rc == FS_OK) rc = fs_tokens_check_vocab(&ctx, &tk, a.calib, m->vocab);
         if (rc == FS_OK) rc = fs_calib_windows(&ctx, &tk, a.calib, a.samples, a.seq_len, a.seed, &ids);
         /* the memory plan: refuse a budget that cannot hold the largest layer */

@@ -15,6 +15,8 @@
 
 typedef struct qargs {
     const char *model, *out, *method, *calib, *work, *profile, *timings, *backend_name;
+    int calib_text;                 /* --calib-text: calib is text, tokenized with the model's tokenizer.json */
+    const char *jsonl_field;        /* --jsonl-field: the text field of a JSON-lines calib-text */
     int resume, finished;
     uint64_t need_out, need_work;   /* disk the plan says the run needs (for ENOSPC messages) */
     int64_t samples, seq_len;

@@ -47,6 +47,14 @@ json_t *quantize_config_json(const qargs *a)
         json_decref(j);
         return NULL;
     }
+    if (j && a->calib_text && json_object_set_new(j, "calib_text", json_true())) {
+        json_decref(j);
+        return NULL;
+    }
+    if (j && a->jsonl_field && json_object_set_new(j, "jsonl_field", json_string(a->jsonl_field))) {
+        json_decref(j);
+        return NULL;
+    }
     return j;
 }
 
@@ -73,7 +81,8 @@ json_t *quantize_argv_json(int argc, char **argv, const qargs *a)
         int hv = 0;
         if (free_flag(argv[i], &hv)) { i += hv; continue; }
         const char *v = argv[i];
-        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib")))
+        if (i > 1 && (!strcmp(argv[i - 1], "--model") || !strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--calib") ||
+                      !strcmp(argv[i - 1], "--calib-text")))
             v = !strcmp(argv[i - 1], "--model") ? a->model : !strcmp(argv[i - 1], "--out") ? a->out : a->calib;
         if (json_array_append_new(j, json_string(v))) { json_decref(j); return NULL; }
     }
@@ -281,7 +290,8 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
         fs_status prc = quantize_parse(&pc, (int)n + 2 + hv, av, &t, &help);
         json_t *theirs = prc == FS_OK ? quantize_config_json(&t) : NULL;
         char model[PATH_MAX], out[PATH_MAX], calib[PATH_MAX];
-        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib")) && hv) {
+        if (theirs && (!strcmp(argv[i], "--model") || !strcmp(argv[i], "--out") || !strcmp(argv[i], "--calib") ||
+                       !strcmp(argv[i], "--calib-text")) && hv) {
             /* a path given again: the same place, however written, is no conflict */
             qargs t2 = t;
             if (quantize_absolute_paths(&pc, &t2, model, out, calib) == FS_OK) {

@@ -15,6 +15,7 @@ static const char usage[] =
     "  eval       streaming perplexity of a checkpoint: original, forge, gptq or\n"
     "             compressed-tensors\n"
     "  plan       per-layer memory, I/O and time of a quantize run, without running it\n"
+    "  tokenize   text or JSON lines to .u32 ids with the model's tokenizer.json\n"
     "\n"
     "  --resume --work DIR   continue an interrupted quantize run (its journal is in DIR)\n";
 
@@ -45,6 +46,7 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "quantize") == 0) return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(argv[1], "eval") == 0) return cmd_eval(argc - 1, argv + 1);
     if (strcmp(argv[1], "plan") == 0) return cmd_plan(argc - 1, argv + 1);
+    if (strcmp(argv[1], "tokenize") == 0) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(argv[1], "--resume") == 0) return cmd_quantize(argc, argv);   /* quantize --resume ... */
     fprintf(stderr, "forge-stream: error: unknown command '%s'\n%s", argv[1], usage);
     return FS_EXIT_USAGE;

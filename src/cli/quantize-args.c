@@ -11,12 +11,19 @@
 
 const char quantize_usage[] =
     "usage: forge-stream quantize --model DIR --out DIR --calib TOKENS [options]\n"
+    "       forge-stream quantize --model DIR --out DIR --calib-text TEXT [--jsonl-field F] [options]\n"
     "       forge-stream quantize --model DIR --out DIR --method rtn [options]\n"
     "\n"
     "  --model DIR          Hugging Face checkpoint folder (config.json + safetensors)\n"
     "  --out DIR            output folder (created; must be empty unless --overwrite)\n"
     "  --calib FILE         calibration tokens: .u32 ids or JSON lines (every family;\n"
     "                       DeepSeek MTP layers are copied unquantized)\n"
+    "  --calib-text FILE    calibration text instead, tokenized with the model's\n"
+    "                       tokenizer.json: the whole file one document, or JSON lines\n"
+    "                       with --jsonl-field NAME (one document per line); BOS before\n"
+    "                       each document as tokenizer_config.json says, EOS between two;\n"
+    "                       windows are then drawn from the ids as with --calib\n"
+    "  --jsonl-field NAME   the string field holding each line's text (--calib-text)\n"
     "  --samples N          calibration windows (default 128)\n"
     "  --seq-len L          tokens per window (default 2048, at most max_position_embeddings)\n"
     "  --calib-seed S       0 (default): the first N non-overlapping windows of the file;\n"
@@ -122,7 +129,12 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         const char *v = argv[++i];
         if (!strcmp(f, "--model")) a->model = v;
         else if (!strcmp(f, "--out")) a->out = v;
-        else if (!strcmp(f, "--calib")) a->calib = v;
+        else if (!strcmp(f, "--calib") || !strcmp(f, "--calib-text")) {
+            if (a->calib) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: give one of --calib and --calib-text, once", f);
+            a->calib = v;
+            a->calib_text = !strcmp(f, "--calib-text");
+        }
+        else if (!strcmp(f, "--jsonl-field")) a->jsonl_field = v;
         else if (!strcmp(f, "--work")) a->work = v;
         else if (!strcmp(f, "--profile")) a->profile = v;
         else if (!strcmp(f, "--timings")) a->timings = v;
@@ -179,11 +191,14 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
      * Here, not later, so that a resume's parse of the same flags agrees. */
     if ((a->serving & FS_SERVE_VLLM) && a->q.act_order && !a->q.static_groups && !a->q.rtn && a->q.group_size != -1)
         a->q.static_groups = a->serving_static = 1;
+    if (a->jsonl_field && !a->calib_text)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--jsonl-field is for --calib-text (a JSON-lines text file)");
+    if (a->jsonl_field && !*a->jsonl_field) return fs_ctx_err(ctx, FS_ERR_USAGE, "--jsonl-field: empty name");
     if (a->resume) return fs_quant_opts_check(ctx, &a->q);   /* the rest comes from the journal */
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required");
     if (!a->out) return fs_ctx_err(ctx, FS_ERR_USAGE, "--out is required");
     if (strcmp(a->method, "rtn") != 0 && !a->calib)
-        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs --calib TOKENS (or use --method rtn)");
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "--method gptq needs --calib TOKENS or --calib-text TEXT (or use --method rtn)");
     a->q.rtn = strcmp(a->method, "rtn") == 0;
     a->q.gptq_v1 = a->fmt == FS_FMT_GPTQ;
     return fs_quant_opts_check(ctx, &a->q);
