@@ -1385,21 +1385,23 @@ START_TEST(test_selftest)
     fs_ctx ctx;
     fs_ctx_init(&ctx);
     ctx.quiet = 1;
-    fs_backend *be;
+    fs_backend *be, *ref;
+    ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU, NULL, &ref), FS_OK);
     ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU_ASYNC, NULL, &be), FS_OK);
     const double t0 = fs_now();
-    ck_assert_msg(fs_backend_selftest(&ctx, be) == FS_OK, "a correct backend failed: %s", ctx.errmsg);
+    ck_assert_msg(fs_backend_selftest(&ctx, be, ref) == FS_OK, "a correct backend failed: %s", ctx.errmsg);
     printf("check_cuda: self-test on cpu-async: %.1f ms\n", (fs_now() - t0) * 1e3);
     be->iface.gemm = bad_gemm;
-    ck_assert_int_eq(fs_backend_selftest(&ctx, be), FS_ERR_CUDA);
+    ck_assert_int_eq(fs_backend_selftest(&ctx, be, ref), FS_ERR_CUDA);
     ck_assert_msg(strstr(ctx.errmsg, "gemm (F32)") != NULL, "message: %s", ctx.errmsg);
     fs_backend_free(be);
     fs_ctx_clear(&ctx);
     ck_assert_int_eq(fs_backend_open(&ctx, FS_BE_CPU_ASYNC, NULL, &be), FS_OK);
     be->iface.decode = lazy_decode;
-    ck_assert_int_eq(fs_backend_selftest(&ctx, be), FS_ERR_CUDA);
+    ck_assert_int_eq(fs_backend_selftest(&ctx, be, ref), FS_ERR_CUDA);
     ck_assert_msg(strstr(ctx.errmsg, "decode") != NULL, "message: %s", ctx.errmsg);
     fs_backend_free(be);
+    fs_backend_free(ref);
 }
 END_TEST
 

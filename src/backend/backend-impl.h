@@ -166,8 +166,9 @@ void fs_cuda_describe(char *buf, size_t n);
 #endif
 
 /* The start-up self-test (selftest.c): small ops on dev compared with the
- * cpu backend.  FS_OK, or FS_ERR_CUDA naming the step that failed and how. */
-fs_status fs_backend_selftest(fs_ctx *ctx, fs_backend *dev);
+ * same ops on ref (a cpu backend the caller opened: registry.c).  FS_OK, or
+ * FS_ERR_CUDA naming the step that failed and how. */
+fs_status fs_backend_selftest(fs_ctx *ctx, fs_backend *dev, fs_backend *ref);
 
 /* Test hook: backend-impl.h's hold slot (cpu-async); a no-op elsewhere. */
 void fs_be_hold(fs_backend *be, fs_queue q, int hold);
