@@ -19,6 +19,16 @@
 
 #define DATA "tests/data/tok"
 
+/* $FS_SHARED/data (make test sets FS_SHARED to ../shared), NULL when unset. */
+static const char *shared_data(void)
+{
+    static char buf[4096];
+    const char *sh = getenv("FS_SHARED");
+    if (!sh || !*sh) return NULL;
+    snprintf(buf, sizeof buf, "%s/data", sh);
+    return buf;
+}
+
 static const char *const NAMES[] = {"stories260K", "smollm2", "qwen2", "llama3", "llama2", "synth-sp", "synth-bl", "synth-rm"};
 
 /* The folder holding NAME's tokenizer.json: shared/ for stories260K, else a
@@ -29,7 +39,7 @@ static char *fixture_dir(const char *name, char **tmp)
     char *d = malloc(4400), err[512];
     *tmp = NULL;
     if (!strcmp(name, "stories260K")) {
-        const char *sh = getenv("FS_SHARED");
+        const char *sh = shared_data();
         if (!sh || !*sh) { free(d); return NULL; }
         snprintf(d, 4400, "%s/stories260K", sh);
         return d;
@@ -119,7 +129,7 @@ static void golden(const char *name)
             free(text);
             docs++;
         } else {
-            const char *sh = getenv("FS_SHARED");
+            const char *sh = shared_data();
             if (sh && *sh) {
                 char wp[4400];
                 snprintf(wp, sizeof wp, "%s/wikitext2/wiki.test.raw", sh);
@@ -350,7 +360,7 @@ END_TEST
  * tokenizer is BOS + the tokenizers library's ids (their hash). */
 START_TEST(tokenize_command)
 {
-    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    const char *bin = getenv("FS_BIN"), *sh = shared_data();
     if (!bin || !*bin || !sh || !*sh) { printf("check_tokenizer: FS_BIN/FS_SHARED unset, tokenize command skipped\n"); return; }
     char *w = t_tmpdir(), err[2048], out[4400];
     snprintf(out, sizeof out, "%s/wiki.u32", w);
@@ -399,7 +409,7 @@ END_TEST
  * it byte-identical; a text file changed since is refused. */
 START_TEST(calib_text_resume)
 {
-    const char *bin = getenv("FS_BIN"), *sh = getenv("FS_SHARED");
+    const char *bin = getenv("FS_BIN"), *sh = shared_data();
     if (!bin || !*bin || !sh || !*sh) { printf("check_tokenizer: FS_BIN/FS_SHARED unset, --calib-text skipped\n"); return; }
     char *w = t_tmpdir(), err[4096];
     const char *q = "--samples 8 --seq-len 128 --group-size 32 --quiet --threads 1";

@@ -7,7 +7,7 @@
 set -e
 SHARED=${1:-../shared}
 TEXT=$SHARED/data/wikitext2/wiki.test.raw
-D=build/bench-tok
+D=build/bench-tok-data
 mkdir -p $D
 PY=${PYTHON:-build/tokvenv/bin/python}
 [ -x "$PY" ] || PY=python3

@@ -44,7 +44,7 @@ CORPUS = [
     ("combining", "cafe\u0301 re\u0301sume\u0301 Ångström A\u030angstro\u0308m \u1100\u1161\u11a8 "
                   "tiếng Việt Cửa Việt z\u0335\u0321a\u0336l\u0334g\u0337o\u0338"),
     ("compat", "ﬁne ﬂow ＡＢＣ１２３ ｶﾀｶﾅ ㈱ ㎏ ℌ Ⅸ ⁵ ＂quoted＂"),
-    ("mixed", "Ελληνικά Русский текст العربية עברית हिन्दी ไทย"),
+    ("mixed", "Ελληνικά Русский текст العربية עברית हिन्दी ไทย İstanbul ΟΔΟΣ ǅungla ẞ ǱZ ΣΑΣ."),
     ("symbols", "!!! ??? ... --- *** ### @@@ $$$ %%% ^^^ &&& ((( ))) [[[ ]]] {{{ }}} <<< >>> ||| ~~~ ``` '''"),
     ("apostrophes", "it's IT'S it’s 's 't 're 've 'm 'll 'd 'S 'T 'RE"),
     ("url", "https://example.com/path?q=1&r=two#frag user@example.org C:\\Windows\\System32"),

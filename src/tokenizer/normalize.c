@@ -73,7 +73,11 @@ static fs_status lowercase(fs_ctx *ctx, const char *s, size_t n, tk_buf *out)
         int l;
         int32_t cp = tk_u8dec(s + i, &l);
         char enc[4];
-        if (tk_buf_add(out, enc, (size_t)tk_u8enc(utf8proc_tolower(cp), enc)) != 0)
+        /* Rust's char::to_lowercase: the simple mapping, except U+0130, whose
+         * unconditional full mapping is "i" + U+0307 */
+        if (cp == 0x130) {
+            if (tk_buf_add(out, "i\xCC\x87", 3) != 0) return fs_ctx_err(ctx, FS_ERR_NOMEM, "tokenizer: Lowercase normalizer");
+        } else if (tk_buf_add(out, enc, (size_t)tk_u8enc(utf8proc_tolower(cp), enc)) != 0)
             return fs_ctx_err(ctx, FS_ERR_NOMEM, "tokenizer: Lowercase normalizer");
         i += (size_t)l;
     }

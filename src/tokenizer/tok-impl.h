@@ -237,7 +237,7 @@ struct fs_tok {
     tk_pieces pa, pb;
 };
 
-/* load.c's parts of the model (load-model.c). */
+/* The parts of tokenizer.json (load-parts.c); tk_compile: a regex of the file. */
 fs_status tk_load_model(fs_ctx *ctx, fs_tok *t, const void *model_json);
 fs_status tk_load_norm(fs_ctx *ctx, fs_tok *t, const void *json);
 fs_status tk_load_pre(fs_ctx *ctx, fs_tok *t, const void *json);
