@@ -1,4 +1,4 @@
-/* pipeline.c: the synchronous quantize pipeline of pipeline.h.
+/* pipeline.c: the quantize pipeline of pipeline.h.
  *
  * Per layer, five passes over the calibration batches (recomputing rather
  * than keeping intermediate activations, so memory stays one batch deep):
@@ -18,11 +18,11 @@
  *   per expert e, over the rows R sent to e (all rows under all-tokens):
  *   Ge gathered xn2 rows                     -> H_e;    quantize gate, up
  *   De silu(gate xe) * up xe (quantized)     -> H_de;   quantize down
- *   E  x += MoE(xn2) with every quantized weight (moe.c, same routing)
+ *   E  x += MoE(xn2) with every quantized weight (the same routing)
  * Under-calibrated experts (< min_expert_tokens, or none) follow the policy
  * (moe.h) and are logged by name with it; nothing is silently skipped.
  *
- * A DeepSeek layer (f->mla, mla.h) replaces A and B by four passes:
+ * A DeepSeek layer (f->mla, src/forward/block-mla.c) replaces A and B by four passes:
  *   A  xn = norm(x)                          -> H_a;    quantize q_a (or q), kv_a
  *   Aq cq = q_a_layernorm(xn q_a^T), quantized q_a -> H_qb; quantize q_b (q LoRA only)
  *   Ak c = kv_a_layernorm(xn kv_a^T [:kvr]), quantized kv_a -> H_kvb; quantize kv_b
@@ -39,6 +39,14 @@
  * With po->experts_only the linears outside the routed experts are copied
  * as they are when the layer comes in and the capture-only passes are
  * skipped; the passes that move x still run.
+ *
+ * Every pass runs the one layer forward (src/forward/layer.h) on the
+ * backend's queues: where it stops (a tap) and what moves is decided here.
+ * A layer's weights go up on the upload queue (the compute queue waits for
+ * its event; with po->lookahead the next layer's during this layer's final
+ * pass); batches flow through two host staging slots ordered by events (see
+ * pass()); Hessians sum on the backend and come down for the solver, which
+ * runs the host-pointer (v1) slots.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -619,11 +627,10 @@ static fs_status moe_layer(pstate *p, scratch *s)
     const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
     float *Hx = NULL;
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K));
-    float *wt = malloc(sizeof(float) * (size_t)(n * K));
     int64_t *count = calloc((size_t)E, sizeof(int64_t));
     int *under = calloc((size_t)E, sizeof(int)), *all = calloc((size_t)E, sizeof(int));
     fs_status rc = FS_OK;
-    if (!idx || !wt || !count || !under || !all) {
+    if (!idx || !count || !under || !all) {
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "routing of %lld tokens", (long long)n);
         goto out;
     }
@@ -717,7 +724,7 @@ out:
     free(p->held);
     p->held = NULL;
     p->cap_held = 0;
-    free(Hx); free(idx); free(wt); free(count); free(under); free(all);
+    free(Hx); free(idx); free(count); free(under); free(all);
     return rc;
 }
 
@@ -913,8 +920,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc != FS_OK) { fs_lwb_free(be, &wb); fs_lw_free(&w); break; }
         const fs_prefetch_stats pst = rs.pst;
         ah.l = l + 1;
-        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb,
-                    .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb, .ws = &ws,
+                    .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah,
+                    .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
