@@ -369,6 +369,11 @@ typedef struct scratch {
 
 static void scratch_free(scratch *s)
 {
+    if (s->be) {                       /* after an error a copy into a slot may still be queued */
+        fs_ctx lc;
+        fs_ctx_init(&lc);
+        (void)fs_be_sync_all(&lc, s->be);
+    }
     for (int k = 0; k < 2; k++) {
         if (s->be) fs_be_host_free(s->be, s->xb[k]);
         if (s->be) fs_be_event_free(s->be, s->up[k]);
