@@ -211,6 +211,8 @@ typedef struct pstate {
     int hw0;                 /* the first expert of a wave's Hessians */
     int64_t *seen;           /* rows each expert of the wave received */
     double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
+    float **wsolve;          /* the run's host buffer of a linear for the solver (grown, reused: */
+    size_t *wsolve_cap;      /* a fresh one per linear costs its page faults every time) */
     void (*ahead)(void *arg);   /* (optional) run once the final pass has queued its last batch */
     void *ahead_arg;
 } pstate;
@@ -265,24 +267,28 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
                           p->L->index);
     const fs_tensor wv = fs_lwb_weight(p->wb, i);
     const uint64_t wbytes = (uint64_t)(x->out * x->in) * 4;
-    float *W = fs_alloc2((size_t)x->out, (size_t)x->in * sizeof(float));
-    if (!W) return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: %lld x %lld for the solver", x->name, (long long)x->out,
-                              (long long)x->in);
+    if (*p->wsolve_cap < (size_t)wbytes) {
+        free(*p->wsolve);
+        *p->wsolve = malloc((size_t)wbytes);
+        *p->wsolve_cap = *p->wsolve ? (size_t)wbytes : 0;
+        if (!*p->wsolve) return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: %lld x %lld for the solver", x->name,
+                                           (long long)x->out, (long long)x->in);
+    }
+    float *W = *p->wsolve;
     fs_status rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, W, wv.buf, wv.off, wbytes);
     if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
-    if (rc != FS_OK) { free(W); return rc; }
+    if (rc != FS_OK) return rc;
     fs_layer_result r;
     fs_quant_opts q = p->po->q;
     if (force_rtn) q.rtn = 1;
     double tq = fs_now();
     rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
     fs_crashpoint(p->ctx, "gptq");
-    if (rc != FS_OK) { free(W); return rc; }
+    if (rc != FS_OK) return rc;
     double wn = 0.0;
     /* the same rows as the losses' estimate when those are estimated (loss_f32) */
     rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, H, x->out, x->in, &wn)
                            : fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn);
-    free(W);
     if (rc != FS_OK) {
         fs_layer_result_free(&r);
         return rc;
@@ -892,6 +898,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     }
     fs_event *wev[2] = {NULL, NULL};   /* the upload queue: layer l's weights are up (wev[l & 1]) */
     double qwait = 0.0, qpass = 0.0;
+    float *wsolve = NULL;
+    size_t wsolve_cap = 0;
     if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
     for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_new(ctx, be, &wev[k]);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
@@ -930,7 +938,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc != FS_OK) { fs_lwb_free(be, &wb); break; }
         const fs_prefetch_stats pst = rs.pst;
         ah.l = l + 1;
-        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb, .ws = &ws,
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wsolve = &wsolve, .wsolve_cap = &wsolve_cap,
+                    .wb = &wb, .ws = &ws,
                     .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah,
                     .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
@@ -1022,6 +1031,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
     for (int k = 0; k < 2; k++) fs_be_event_free(be, wev[k]);
+    free(wsolve);
     fs_fwd_ws_free(be, &ws);
     fs_backend_free(own);
     free(xs.f);
