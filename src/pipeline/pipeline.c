@@ -758,7 +758,7 @@ typedef struct reader_state {
  * host copy is freed once the upload ran (the backend holds the only one).
  * On an error the slot is released and nothing is held. */
 static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f, const fs_pipe_opts *po,
-                             reader_state *rs, fs_backend *be, fs_event *ev, int l, fs_lwb *wb)
+                             reader_state *rs, fs_backend *be, fs_event *ev, fs_buf **keep, int l, fs_lwb *wb)
 {
     static const fs_qinfo none = {0};
     const fs_mlayer *L = &m->layers[l];
@@ -780,7 +780,7 @@ static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const f
     double tu = fs_now();
     if (rc == FS_OK) rc = fs_lw_load(ctx, c, &none, m, f, l, &w);  /* decoded into the compute layout: the upload stage */
     /* the weights go up on the upload queue; the compute queue waits for ev */
-    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, &w, wb);
+    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, &w, keep, wb);
     if (rc == FS_OK) rc = fs_be_record(ctx, be, ev, FS_QUEUE_UPLOAD);
     if (rc == FS_OK) rc = fs_be_event_sync(ctx, be, ev);            /* the host copy goes next */
     fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(rs->lr, l), 0);
@@ -804,6 +804,7 @@ typedef struct ahead {
     reader_state *rs;
     fs_backend *be;
     fs_event **ev;
+    fs_buf **arena;
     int l, done;
     fs_status rc;
     char msg[sizeof(((fs_ctx *)0)->errmsg)];
@@ -815,7 +816,8 @@ static void ahead_run(void *arg)
     ahead *a = arg;
     if (a->done) return;
     a->done = 1;
-    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], a->l, &a->wb);
+    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], &a->arena[a->l & 1], a->l,
+                        &a->wb);
     if (a->rc != FS_OK) snprintf(a->msg, sizeof a->msg, "%s", a->ctx->errmsg);
 }
 
@@ -897,6 +899,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                                 fs_backend_name(ctx->be));
     }
     fs_event *wev[2] = {NULL, NULL};   /* the upload queue: layer l's weights are up (wev[l & 1]) */
+    fs_buf *arena[2] = {NULL, NULL};   /* layer l's weights in arena[l & 1], reused (layer l - 2 is done) */
     double qwait = 0.0, qpass = 0.0;
     float *wsolve = NULL;
     size_t wsolve_cap = 0;
@@ -907,7 +910,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     reader_state rs = {.lr = lr, .t_sub = fs_now()};
     if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
     double t0 = fs_now();
-    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .l = -1};
+    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .arena = arena, .l = -1};
     for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         if (fs_interrupted()) {
@@ -920,7 +923,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             ah.done = 0;
             if ((rc = ah.rc) != FS_OK) { fs_ctx_err(ctx, rc, "%s", ah.msg); break; }
             wb = ah.wb;
-        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], l, &wb)) != FS_OK) {
+        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], &arena[l & 1], l, &wb)) != FS_OK) {
             break;
         }
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
@@ -1031,6 +1034,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
     for (int k = 0; k < 2; k++) fs_be_event_free(be, wev[k]);
+    for (int k = 0; k < 2; k++) fs_be_free(be, arena[k]);
     free(wsolve);
     fs_fwd_ws_free(be, &ws);
     fs_backend_free(own);
