@@ -15,6 +15,7 @@ set -e
 SHARED=${1:-../shared}
 REV=${2:-be704b8}
 RUNS=${RUNS:-5}
+MODELS=${MODELS:-llama moe}
 TOK=$SHARED/data/wikitext2/wiki.test.stories260K.u32
 D=build/bench-data/forward
 BIN=bin/forge-stream
@@ -40,7 +41,7 @@ one() {
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-for m in llama moe; do
+for m in $MODELS; do
     echo "== 1. $m: CPU path, binary before ($REV) vs now, $RUNS runs each, alternated"
     : > $D/old.txt; : > $D/new.txt; : > $D/async.txt
     i=0

@@ -118,7 +118,7 @@ int cmd_eval(int argc, char **argv)
         rc = fs_lw_load(&ctx, c, &qi, m, &fw, l, &lw);
         fs_lr_release(lr, l);
         if (rc != FS_OK) goto out;
-        rc = fs_lwb_upload(&ctx, be, Q, &fw, &m->layers[l], &lw, &lwb);
+        rc = fs_lwb_upload(&ctx, be, Q, &fw, &m->layers[l], &lw, NULL, &lwb);
         if (rc == FS_OK) rc = fs_be_sync(&ctx, be, Q);       /* the host copy goes next */
         fs_lw_free(&lw);
         for (size_t w = 0; rc == FS_OK && w < nw; w += (size_t)bw) {   /* the batch in, the layer, the batch out */

@@ -241,7 +241,12 @@ int cmd_quantize(int argc, char **argv)
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
     if (rc == FS_OK && !a.resume && a.threads > 0) fs_threads_set((int)a.threads);   /* a resume takes the run's */
     if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
-    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, NULL, &ctx.be);
+    /* the CPU backends' buffers are host memory: --host-mem caps them too (quantize has no
+     * --gpu-mem: a CUDA backend gets no budget) */
+    const int on_host = a.backend == FS_BE_CPU || a.backend == FS_BE_CPU_ASYNC ||
+                        (a.backend == FS_BE_AUTO && fs_backend_cuda_devices() == 0);
+    const fs_backend_opts bo = {.mem_budget = on_host ? a.host_mem : 0, .threads = 0};
+    if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &bo, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK) rc = fs_ckpt_log_reads(&ctx, c);      /* what each layer read, for the journal */
     if (rc == FS_OK && !c->config)

@@ -44,6 +44,7 @@ extern "C" {
  * layout of fs_lw. */
 typedef struct fs_lwb {
     fs_buf *buf;
+    int owned;               /* 0: buf is the caller's (fs_lwb_upload's keep) */
     fs_tensor in_norm, post_norm, q_norm, k_norm, q_a_norm, kv_a_norm, escb, router, sgate;
     fs_tensor w[FS_LW_SLOTS], b[FS_LW_SLOTS];
     fs_tensor *ex;           /* [3 E] */
@@ -52,9 +53,12 @@ typedef struct fs_lwb {
 
 /* Allocates layer L's buffer and uploads w into it on queue q (w must stay
  * unchanged until q has run the uploads: an event recorded after, or a sync
- * of q).  Errors: FS_ERR_NOMEM (the budget), the queue's error. */
+ * of q).  keep (optional): a buffer of the caller's reused when large enough
+ * (else replaced by a new one, which *keep then holds): the caller frees it,
+ * and no work may still use it.  Errors: FS_ERR_NOMEM (the budget), the
+ * queue's error. */
 fs_status fs_lwb_upload(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f, const fs_mlayer *L,
-                        const fs_lw *w, fs_lwb *out);
+                        const fs_lw *w, fs_buf **keep, fs_lwb *out);
 /* The view of linear i (fs_lw_weight's order). */
 fs_tensor fs_lwb_weight(const fs_lwb *b, int i);
 void fs_lwb_free(fs_backend *be, fs_lwb *b);          /* accepts a zeroed one */

@@ -23,13 +23,13 @@ fs_tensor fs_lwb_weight(const fs_lwb *b, int i)
 
 void fs_lwb_free(fs_backend *be, fs_lwb *b)
 {
-    fs_be_free(be, b->buf);
+    if (b->owned) fs_be_free(be, b->buf);
     free(b->ex);
     memset(b, 0, sizeof *b);
 }
 
 fs_status fs_lwb_upload(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f, const fs_mlayer *L,
-                        const fs_lw *w, fs_lwb *b)
+                        const fs_lw *w, fs_buf **keep, fs_lwb *b)
 {
     memset(b, 0, sizeof *b);
     b->g0 = w->g0;
@@ -62,8 +62,16 @@ fs_status fs_lwb_upload(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f
     }
     char what[64];
     snprintf(what, sizeof what, "weights of model.layers.%d", L->index);
-    fs_status rc = fs_be_alloc(ctx, be, off ? off : 64, what, &b->buf);
-    if (rc != FS_OK) { free(b->ex); memset(b, 0, sizeof *b); return rc; }
+    fs_status rc = FS_OK;
+    if (keep && *keep && fs_buf_size(*keep) >= (off ? off : 64)) {
+        b->buf = *keep;                        /* reused: no new pages to fault in */
+    } else {
+        if (keep) { fs_be_free(be, *keep); *keep = NULL; }
+        rc = fs_be_alloc(ctx, be, off ? off : 64, keep ? "layer weights" : what, &b->buf);
+        if (rc != FS_OK) { free(b->ex); memset(b, 0, sizeof *b); return rc; }
+        if (keep) *keep = b->buf;
+    }
+    b->owned = !keep;
     /* every view gets the buffer, every present tensor its bytes */
 #define UP(t, p)                                                                                  \
     do {                                                                                          \

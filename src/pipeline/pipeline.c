@@ -1,4 +1,4 @@
-/* pipeline.c: the synchronous quantize pipeline of pipeline.h.
+/* pipeline.c: the quantize pipeline of pipeline.h.
  *
  * Per layer, five passes over the calibration batches (recomputing rather
  * than keeping intermediate activations, so memory stays one batch deep):
@@ -18,11 +18,11 @@
  *   per expert e, over the rows R sent to e (all rows under all-tokens):
  *   Ge gathered xn2 rows                     -> H_e;    quantize gate, up
  *   De silu(gate xe) * up xe (quantized)     -> H_de;   quantize down
- *   E  x += MoE(xn2) with every quantized weight (moe.c, same routing)
+ *   E  x += MoE(xn2) with every quantized weight (the same routing)
  * Under-calibrated experts (< min_expert_tokens, or none) follow the policy
  * (moe.h) and are logged by name with it; nothing is silently skipped.
  *
- * A DeepSeek layer (f->mla, mla.h) replaces A and B by four passes:
+ * A DeepSeek layer (f->mla, src/forward/block-mla.c) replaces A and B by four passes:
  *   A  xn = norm(x)                          -> H_a;    quantize q_a (or q), kv_a
  *   Aq cq = q_a_layernorm(xn q_a^T), quantized q_a -> H_qb; quantize q_b (q LoRA only)
  *   Ak c = kv_a_layernorm(xn kv_a^T [:kvr]), quantized kv_a -> H_kvb; quantize kv_b
@@ -39,6 +39,14 @@
  * With po->experts_only the linears outside the routed experts are copied
  * as they are when the layer comes in and the capture-only passes are
  * skipped; the passes that move x still run.
+ *
+ * Every pass runs the one layer forward (src/forward/layer.h) on the
+ * backend's queues: where it stops (a tap) and what moves is decided here.
+ * A layer's weights go up on the upload queue (the compute queue waits for
+ * its event; with po->lookahead the next layer's during this layer's final
+ * pass); batches flow through two host staging slots ordered by events (see
+ * pass()); Hessians sum on the backend and come down for the solver, which
+ * runs the host-pointer (v1) slots.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,7 +185,6 @@ typedef struct pstate {
     fs_outckpt *o;
     fs_writer *wr;
     const fs_mlayer *L;
-    fs_lw *w;
     fs_acts *x;
     int64_t nseq, T, bseq;
     double worst, sum;       /* relative losses of the layer */
@@ -204,6 +211,8 @@ typedef struct pstate {
     int hw0;                 /* the first expert of a wave's Hessians */
     int64_t *seen;           /* rows each expert of the wave received */
     double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
+    float **wsolve;          /* the run's host buffer of a linear for the solver (grown, reused: */
+    size_t *wsolve_cap;      /* a fresh one per linear costs its page faults every time) */
     void (*ahead)(void *arg);   /* (optional) run once the final pass has queued its last batch */
     void *ahead_arg;
 } pstate;
@@ -247,19 +256,33 @@ static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
 }
 
 /* Quantizes linear i of the layer with H (round to nearest when force_rtn,
- * H then only measures the loss), writes it, swaps in the dequant. */
+ * H then only measures the loss), writes it, swaps in the dequant.  The
+ * backend's buffer holds the layer's only copy of the weights: the linear
+ * comes down for the solver and its dequant goes back up. */
 static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
 {
     const fs_mlinear *x = &p->L->lin[i];
     if (fs_interrupted())
         return fs_ctx_err(p->ctx, FS_ERR_ABORTED, "interrupted by signal %d in model.layers.%d", fs_interrupted(),
                           p->L->index);
-    float *W = *fs_lw_weight(p->w, i);
+    const fs_tensor wv = fs_lwb_weight(p->wb, i);
+    const uint64_t wbytes = (uint64_t)(x->out * x->in) * 4;
+    if (*p->wsolve_cap < (size_t)wbytes) {
+        free(*p->wsolve);
+        *p->wsolve = malloc((size_t)wbytes);
+        *p->wsolve_cap = *p->wsolve ? (size_t)wbytes : 0;
+        if (!*p->wsolve) return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: %lld x %lld for the solver", x->name,
+                                           (long long)x->out, (long long)x->in);
+    }
+    float *W = *p->wsolve;
+    fs_status rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, W, wv.buf, wv.off, wbytes);
+    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
+    if (rc != FS_OK) return rc;
     fs_layer_result r;
     fs_quant_opts q = p->po->q;
     if (force_rtn) q.rtn = 1;
     double tq = fs_now();
-    fs_status rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
+    rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
     fs_crashpoint(p->ctx, "gptq");
     if (rc != FS_OK) return rc;
     double wn = 0.0;
@@ -290,12 +313,9 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
         fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
                r.fallback_rtn ? ", fell back to RTN" : "");
     if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
-    /* later passes see the quantized weight (on the backend too: the upload
-     * reads W when the compute queue reaches it, and W does not change again);
-     * the packing and writing go to the writer */
-    memcpy(W, r.dequant, sizeof(float) * (size_t)(x->out * x->in));
-    const fs_tensor wv = fs_lwb_weight(p->wb, i);
-    rc = fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, wv.buf, wv.off, W, (uint64_t)(x->out * x->in) * 4);
+    /* later passes see the quantized weight; the packing and writing go to the writer */
+    rc = fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, wv.buf, wv.off, r.dequant, wbytes);
+    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);        /* the dequant goes next */
     if (rc != FS_OK) {
         fs_layer_result_free(&r);
         return rc;
@@ -361,6 +381,11 @@ typedef struct scratch {
 
 static void scratch_free(scratch *s)
 {
+    if (s->be) {                       /* after an error a copy into a slot may still be queued */
+        fs_ctx lc;
+        fs_ctx_init(&lc);
+        (void)fs_be_sync_all(&lc, s->be);
+    }
     for (int k = 0; k < 2; k++) {
         if (s->be) fs_be_host_free(s->be, s->xb[k]);
         if (s->be) fs_be_event_free(s->be, s->up[k]);
@@ -615,21 +640,20 @@ static fs_status moe_layer(pstate *p, scratch *s)
     const fs_pipe_opts *po = p->po;
     const fs_mlayer *L = p->L;
     const int64_t H = f->H, n = p->nseq * p->T, E = f->E, K = f->topk;
-    const int e0 = p->w->e0;
+    const int e0 = p->wb->e0;
     const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
     float *Hx = NULL;
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K));
-    float *wt = malloc(sizeof(float) * (size_t)(n * K));
     int64_t *count = calloc((size_t)E, sizeof(int64_t));
     int *under = calloc((size_t)E, sizeof(int)), *all = calloc((size_t)E, sizeof(int));
     fs_status rc = FS_OK;
-    if (!idx || !wt || !count || !under || !all) {
+    if (!idx || !count || !under || !all) {
         rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "routing of %lld tokens", (long long)n);
         goto out;
     }
     /* C: x -> mid-layer, the full-input Hessian (shared expert, policies) */
     if ((rc = capture(p, ST_POST, s, H, &Hx)) != FS_OK) goto out;
-    const int g0 = p->w->g0;
+    const int g0 = p->wb->g0;
     if (e0 > g0 && !po->experts_only) {   /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
         for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, Hx, 0);
         if (rc == FS_OK) rc = capture_and_quantize(p, ST_DOWN, s, f->Is, g0 + 2, g0 + 3);
@@ -717,7 +741,7 @@ out:
     free(p->held);
     p->held = NULL;
     p->cap_held = 0;
-    free(Hx); free(idx); free(wt); free(count); free(under); free(all);
+    free(Hx); free(idx); free(count); free(under); free(all);
     return rc;
 }
 
@@ -729,16 +753,17 @@ typedef struct reader_state {
 } reader_state;
 
 /* Layer l coming in: its bytes from the reader (acquired: the caller
- * releases it), the next layer's read started, its weights decoded into w
- * and uploaded into wb on the upload queue, ev recorded after.  On an error
- * the slot is released and nothing is held. */
+ * releases it), the next layer's read started, its weights decoded on the
+ * host and uploaded into wb on the upload queue, ev recorded after; the
+ * host copy is freed once the upload ran (the backend holds the only one).
+ * On an error the slot is released and nothing is held. */
 static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_fwd *f, const fs_pipe_opts *po,
-                             reader_state *rs, fs_backend *be, fs_event *ev, int l, fs_lw *w, fs_lwb *wb)
+                             reader_state *rs, fs_backend *be, fs_event *ev, fs_buf **keep, int l, fs_lwb *wb)
 {
     static const fs_qinfo none = {0};
     const fs_mlayer *L = &m->layers[l];
     double tl = fs_now();
-    memset(w, 0, sizeof *w);
+    fs_lw w = {0};
     memset(wb, 0, sizeof *wb);
     fs_status rc = fs_lr_acquire(ctx, rs->lr, l);                    /* waits only if reading lags */
     if (rc != FS_OK) return rc;
@@ -753,16 +778,17 @@ static fs_status layer_fetch(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const f
     rs->t_sub = fs_now();
     rc = fs_lr_start(ctx, rs->lr, l + 1);                             /* next layer reads meanwhile */
     double tu = fs_now();
-    if (rc == FS_OK) rc = fs_lw_load(ctx, c, &none, m, f, l, w);   /* decoded into the compute layout: the upload stage */
+    if (rc == FS_OK) rc = fs_lw_load(ctx, c, &none, m, f, l, &w);  /* decoded into the compute layout: the upload stage */
     /* the weights go up on the upload queue; the compute queue waits for ev */
-    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, w, wb);
+    if (rc == FS_OK) rc = fs_lwb_upload(ctx, be, FS_QUEUE_UPLOAD, f, L, &w, keep, wb);
     if (rc == FS_OK) rc = fs_be_record(ctx, be, ev, FS_QUEUE_UPLOAD);
+    if (rc == FS_OK) rc = fs_be_event_sync(ctx, be, ev);            /* the host copy goes next */
     fs_trace_span(po->trace, FS_STAGE_UPLOAD, l, L->lin[0].name, tu, fs_now(), fs_lr_bytes(rs->lr, l), 0);
     if (rc != FS_OK) {
         fs_lwb_free(be, wb);
-        fs_lw_free(w);
         fs_lr_release(rs->lr, l);
     }
+    fs_lw_free(&w);
     return rc;
 }
 
@@ -778,10 +804,10 @@ typedef struct ahead {
     reader_state *rs;
     fs_backend *be;
     fs_event **ev;
+    fs_buf **arena;
     int l, done;
     fs_status rc;
     char msg[sizeof(((fs_ctx *)0)->errmsg)];
-    fs_lw w;
     fs_lwb wb;
 } ahead;
 
@@ -790,7 +816,8 @@ static void ahead_run(void *arg)
     ahead *a = arg;
     if (a->done) return;
     a->done = 1;
-    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], a->l, &a->w, &a->wb);
+    a->rc = layer_fetch(a->ctx, a->c, a->m, a->f, a->po, a->rs, a->be, a->ev[a->l & 1], &a->arena[a->l & 1], a->l,
+                        &a->wb);
     if (a->rc != FS_OK) snprintf(a->msg, sizeof a->msg, "%s", a->ctx->errmsg);
 }
 
@@ -856,7 +883,10 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
                                 fs_backend_name(ctx->be));
     }
     fs_event *wev[2] = {NULL, NULL};   /* the upload queue: layer l's weights are up (wev[l & 1]) */
+    fs_buf *arena[2] = {NULL, NULL};   /* layer l's weights in arena[l & 1], reused (layer l - 2 is done) */
     double qwait = 0.0, qpass = 0.0;
+    float *wsolve = NULL;
+    size_t wsolve_cap = 0;
     if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
     for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_new(ctx, be, &wev[k]);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
@@ -864,22 +894,20 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     reader_state rs = {.lr = lr, .t_sub = fs_now()};
     if (rc == FS_OK) rc = fs_lr_start(ctx, lr, l0);
     double t0 = fs_now();
-    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .l = -1};
+    ahead ah = {.ctx = ctx, .c = c, .m = m, .f = f, .po = po, .rs = &rs, .be = be, .ev = wev, .arena = arena, .l = -1};
     for (int l = l0; rc == FS_OK && l < m->nlayers; l++) {
         const fs_mlayer *L = &m->layers[l];
         if (fs_interrupted()) {
             rc = fs_ctx_err(ctx, FS_ERR_ABORTED, "interrupted by signal %d before model.layers.%d", fs_interrupted(), l);
             break;
         }
-        fs_lw w;
         fs_lwb wb;
         double tl = fs_now();
         if (ah.done && ah.l == l) {                  /* fetched during the layer before's last pass */
             ah.done = 0;
             if ((rc = ah.rc) != FS_OK) { fs_ctx_err(ctx, rc, "%s", ah.msg); break; }
-            w = ah.w;
             wb = ah.wb;
-        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], l, &w, &wb)) != FS_OK) {
+        } else if ((rc = layer_fetch(ctx, c, m, f, po, &rs, be, wev[l & 1], &arena[l & 1], l, &wb)) != FS_OK) {
             break;
         }
         for (int i = 0; rc == FS_OK && i < L->nother; i++)             /* norms, biases: from the slot */
@@ -894,15 +922,17 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             }
         fs_lr_release(lr, l);
         if (rc == FS_OK) rc = fs_be_wait(ctx, be, FS_QUEUE_COMPUTE, wev[l & 1]);   /* the weights are up */
-        if (rc != FS_OK) { fs_lwb_free(be, &wb); fs_lw_free(&w); break; }
+        if (rc != FS_OK) { fs_lwb_free(be, &wb); break; }
         const fs_prefetch_stats pst = rs.pst;
         ah.l = l + 1;
-        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wb = &wb,
-                    .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah, .ws = &ws, .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .w = &w, .x = x, .nseq = nseq,
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wsolve = &wsolve, .wsolve_cap = &wsolve_cap,
+                    .wb = &wb, .ws = &ws,
+                    .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah,
+                    .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .x = x, .nseq = nseq,
                     .T = T, .bseq = bseq, .worst_name = "", .t_start = t0, .nlayers = m->nlayers,
                     .l0 = l0, .read_gbps = pst.busy_s > 0 ? (double)pst.bytes / 1e9 / pst.busy_s : 0.0};
         const int64_t qs = f->nh * f->hd;
-        const int g0 = w.g0;
+        const int g0 = wb.g0;
         if (f->mla) {                  /* {q_a|q, kv_a}, q_b, kv_b, o (file comment) */
             const int kvb = f->qr ? 3 : 2, io = g0 - 1;   /* kv_b, o_proj (block-mla.c invariant 1) */
             rc = capture_and_quantize(&p, ST_ATTN_IN, &s, H, 0, 2);
@@ -921,10 +951,9 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
             if (rc == FS_OK) rc = pass(&p, ST_FINISH, &s, 0, 0, 0, NULL);            /* x -> next input */
         }
         if (rc == FS_OK) rc = fs_boundary_queue(ctx, wr, &sink, l, x, n, H);
-        fs_status src = fs_be_sync(ctx, be, FS_QUEUE_COMPUTE);   /* the uploads read w until here */
+        fs_status src = fs_be_sync(ctx, be, FS_QUEUE_COMPUTE);   /* the layer's work is done */
         if (rc == FS_OK) rc = src;
         fs_lwb_free(be, &wb);
-        fs_lw_free(&w);
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
             if (!ctx->quiet && isatty(2)) fputs("\r\033[K", stderr);   /* the progress line gives way */
@@ -959,7 +988,6 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     if (ah.done && ah.rc == FS_OK) {             /* fetched ahead, never run (an error or an interrupt) */
         fs_lr_release(lr, ah.l);
         fs_lwb_free(be, &ah.wb);
-        fs_lw_free(&ah.w);
     }
     if (lr) {
         fs_prefetch_stats st;
@@ -990,6 +1018,8 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     fs_spill_free(xs.sp);          /* removes the spill files */
     scratch_free(&s);
     for (int k = 0; k < 2; k++) fs_be_event_free(be, wev[k]);
+    for (int k = 0; k < 2; k++) fs_be_free(be, arena[k]);
+    free(wsolve);
     fs_fwd_ws_free(be, &ws);
     fs_backend_free(own);
     free(xs.f);
