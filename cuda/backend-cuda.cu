@@ -735,11 +735,12 @@ static fs_status cuda_ctx_create(fs_ctx *ctx, cuda_be *cb)
         FS_CUSOLVER_CHECK(ctx, cusolverDnSetStream(cb->solver[q], cb->s[q]));
     }
     /* op scratch comes from the device's stream-ordered pool (cuda-be.h
-     * invariant 3); keep what it has grown to instead of returning it to the
-     * driver at every synchronisation */
+     * invariant 3); it keeps up to 1 GiB between synchronisations instead of
+     * returning everything to the driver each time, and no more, so scratch
+     * does not hold memory that buffers under the budget then cannot get */
     cudaMemPool_t pool;
     FS_CUDA_CHECK(ctx, cudaDeviceGetDefaultMemPool(&pool, cb->device));
-    uint64_t keep = UINT64_MAX;
+    uint64_t keep = 1ull << 30;
     FS_CUDA_CHECK(ctx, cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     FS_CUDA_CHECK(ctx, cudaMalloc((void **)&cb->derr, sizeof(int) * FS_QUEUE_COUNT));
     FS_CUDA_CHECK(ctx, cudaMemset(cb->derr, 0, sizeof(int) * FS_QUEUE_COUNT));
