@@ -17,6 +17,8 @@ import argparse, json, os, shutil, struct, subprocess, sys, traceback
 import numpy as np
 import torch
 
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")       # GiB of KV cache: tiny models
+
 SEQ, NWIN, TOL = 64, 4, 0.05
 results = []
 
@@ -86,7 +88,9 @@ def hf_logprobs(d, wins):
 
 def vllm_logprobs(d, wins):
     from vllm import LLM, SamplingParams
-    llm = LLM(model=d, skip_tokenizer_init=True, enforce_eager=True, max_model_len=SEQ, dtype="bfloat16")
+    # on the CPU backend gpu_memory_utilization is the share of host memory reserved
+    llm = LLM(model=d, skip_tokenizer_init=True, enforce_eager=True, max_model_len=SEQ + 8, dtype="bfloat16",
+              gpu_memory_utilization=float(os.environ.get("CHECK_VLLM_MEM", "0.15")))
     sp = SamplingParams(max_tokens=1, prompt_logprobs=1)
     res = llm.generate([{"prompt_token_ids": w} for w in wins], sp)
     out = []
