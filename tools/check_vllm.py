@@ -112,8 +112,9 @@ def main():
     ids = np.random.default_rng(16).integers(0, 96, size=4096, dtype=np.uint32)
     ids.tofile(toks)
     wins = [ids[1024 + i * SEQ:1024 + (i + 1) * SEQ].astype(int).tolist() for i in range(NWIN)]
-    models = [("dense llama", "--type llama --hidden 128 --intermediate 256 --layers 2 --shards 1"),
-              ("MoE qwen3_moe", "--type qwen3_moe --hidden 128 --intermediate 256 --expert-width 128 "
+    # --heads 2: head_dim 64 (vLLM's CPU attention refuses gen-tiny's default 16)
+    models = [("dense llama", "--type llama --hidden 128 --heads 2 --intermediate 256 --layers 2 --shards 1"),
+              ("MoE qwen3_moe", "--type qwen3_moe --hidden 128 --heads 2 --intermediate 256 --expert-width 128 "
                                 "--moe-every-layer --layers 2 --shards 2")]
     for label, gen in models:
         src = os.path.join(a.work, label.split()[-1])
