@@ -23,6 +23,9 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")       # GiB of KV cache: ti
 
 SEQ, NWIN, TOL = 64, 4, 0.05
 results = []
+known = []
+# vLLM's CPU build: compressed-tensors WNA16 MoE needs Marlin (CUDA) or another GPU backend
+CT_MOE_CPU = "No WNA16 MoE backend supports the deployment configuration"
 
 
 def say(ok, what):
@@ -107,6 +110,7 @@ def main():
     p.add_argument("--bin", required=True)
     p.add_argument("--gen-tiny", required=True)
     p.add_argument("--work", required=True)
+    p.add_argument("--log", default=None, help="this run's own output (its engine errors are read from it)")
     a = p.parse_args()
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)
@@ -142,9 +146,17 @@ def main():
                     "tokens (the reference's own spread %.4f)" % (name, d.mean(), d.max(), d.size, spread))
             except Exception as e:
                 msg = str(e).strip().splitlines()
+                log = open(a.log).read() if a.log and os.path.exists(a.log) else ""
+                if "MoE" in label and fmt == "compressed-tensors" and CT_MOE_CPU in log:
+                    print("KNOWN %s: vLLM's CPU build: \"%s\" (select_wna16_moe_backend; the GPU build takes Marlin MoE)"
+                          % (name, CT_MOE_CPU))
+                    known.append(name)
+                    continue
                 say(False, "%s: %s" % (name, msg[-1][:400] if msg else repr(e)))
                 traceback.print_exc(limit=4)
     passed = sum(results)
+    for k in known:
+        print("known engine limitation (not counted): %s" % k)
     print("%d passed, %d failed" % (passed, len(results) - passed))
     return 0 if passed == len(results) else 1
 
