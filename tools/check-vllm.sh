@@ -37,5 +37,5 @@ fi
 "$PY" tools/check_vllm.py --bin "${FS_BIN:-bin/forge-stream}" --gen-tiny "${FS_GEN_TINY:-$BUILD/gen-tiny}" \
     --work "$BUILD/check-vllm" --log "$BUILD/check-vllm.log" > "$BUILD/check-vllm.log" 2>&1
 rc=$?
-grep -E "^(PASS|FAIL|KNOWN|known)|passed, " "$BUILD/check-vllm.log" || tail -20 "$BUILD/check-vllm.log"
+grep -oE "(PASS|FAIL|KNOWN|known) .*|[0-9]+ passed, .*" "$BUILD/check-vllm.log" || tail -20 "$BUILD/check-vllm.log"
 exit $rc

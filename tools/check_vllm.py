@@ -154,6 +154,20 @@ def main():
                     continue
                 say(False, "%s: %s" % (name, msg[-1][:400] if msg else repr(e)))
                 traceback.print_exc(limit=4)
+    # the serving rule "gptq with dynamic groups: vLLM will not load" (specifications §9.4)
+    src = os.path.join(a.work, "llama")
+    q = os.path.join(a.work, "q-dyn")
+    shutil.rmtree(q, ignore_errors=True)
+    sh(a.bin, "quantize", "--model", src, "--out", q, "--format", "gptq", "--calib", toks, "--samples", "8",
+       "--seq-len", "64", "--group-size", "32", "--act-order", "--quiet")
+    try:
+        vllm_logprobs(q, wins[:1])
+        say(False, "dense llama, gptq, dynamic act-order groups (desc_act true): vLLM loaded it, the serving rule "
+            "says it will not")
+    except Exception as e:
+        log = open(a.log).read() if a.log and os.path.exists(a.log) else str(e)
+        say("desc_act" in log or "desc_act" in str(e), "dense llama, gptq, dynamic act-order groups (desc_act true): "
+            "vLLM refuses it, as the serving rule says (%s)" % ("desc_act message" if "desc_act" in log else str(e)[:200]))
     passed = sum(results)
     for k in known:
         print("known engine limitation (not counted): %s" % k)
