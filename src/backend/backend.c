@@ -35,6 +35,12 @@ int fs_backend_runs_forward(fs_backend *be)
            i->route && i->route_lists && i->gather && i->scatter_add && i->gate_add;
 }
 
+/* cpu runs every call inline: work queued ahead of time gains nothing there. */
+int fs_backend_queues_async(fs_backend *be)
+{
+    return be->kind != FS_BE_CPU;
+}
+
 const char *fs_backend_name(fs_backend *be)
 {
     return be->iface.name(be);

@@ -109,6 +109,8 @@ fs_status fs_backend_open(fs_ctx *ctx, fs_backend_kind kind, const fs_backend_op
 void fs_backend_free(fs_backend *be);
 /* 1 when every op of the layer forward (src/forward/) is implemented. */
 int fs_backend_runs_forward(fs_backend *be);
+/* 1 when the queues run apart from the caller (cpu-async, cuda), 0 for cpu. */
+int fs_backend_queues_async(fs_backend *be);
 const char *fs_backend_name(fs_backend *be);        /* "cpu", "cpu-async", "cuda" */
 const char *fs_queue_name(fs_queue q);              /* "upload", "compute", "download" */
 /* Number of CUDA devices visible to this build (0 without CUDA). Cannot fail. */

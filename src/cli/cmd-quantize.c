@@ -410,7 +410,7 @@ int cmd_quantize(int argc, char **argv)
                            .commit = fs_rj_commit, .snap_free = fs_rj_snap_free, .commit_arg = &rj};
         po.q.loss_f32 = 1;                       /* logs only: estimated (exact losses would triple the time) */
         /* a backend with queues of its own gets the next layer's weights during this layer's last pass */
-        po.lookahead = strcmp(fs_backend_name(ctx.be), "cpu") != 0;
+        po.lookahead = fs_backend_queues_async(ctx.be);
         double tw = fs_now();
         rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
         if (rc == FS_OK && !fs_rj_sealed(&rj)) {
