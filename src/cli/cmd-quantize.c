@@ -245,7 +245,9 @@ int cmd_quantize(int argc, char **argv)
      * --gpu-mem: a CUDA backend gets no budget) */
     const int on_host = a.backend == FS_BE_CPU || a.backend == FS_BE_CPU_ASYNC ||
                         (a.backend == FS_BE_AUTO && fs_backend_cuda_devices() == 0);
-    const fs_backend_opts bo = {.mem_budget = on_host ? a.host_mem : 0, .threads = 0};
+    /* a resume keeps the run's batch even where the budget now allows less (the
+     * bytes depend on it; said in the log), so its buffers are not capped */
+    const fs_backend_opts bo = {.mem_budget = on_host && !a.resume ? a.host_mem : 0, .threads = 0};
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &bo, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK) rc = fs_ckpt_log_reads(&ctx, c);      /* what each layer read, for the journal */
