@@ -251,6 +251,17 @@ static void mk_hess_inf(const char *p)
     write_tensors(p, t, 2);
 }
 
+/* found by make fuzz: one entry at float's largest makes the solve overflow
+   (the report once failed as "report", exit 1) */
+static void mk_hess_huge(const char *p)
+{
+    static float h[BC * BC];
+    memcpy(h, small_h, sizeof h);
+    for (int i = 0; i < BC; i++) h[i * BC + i] = f32_bits(0x7f7fffffu);
+    tens t[] = {TW, {"hessian", FS_DT_F32, 2, {BC, BC}, h}};
+    write_tensors(p, t, 2);
+}
+
 static void mk_inputs_nan(const char *p)
 {
     static uint16_t x[10 * BC];
@@ -310,6 +321,7 @@ static const bad_run bad_runs[] = {
     {"garbage input", mk_garbage, {BASE}, {"@IN", NULL}, 0},
     {"NaN in weight", mk_weight_nan, {BASE}, {"weight", "101"}, 0},
     {"Inf in hessian", mk_hess_inf, {BASE}, {"hessian", "777"}, 0},
+    {"hessian at float's largest", mk_hess_huge, {BASE, "--group-size", "-1", "--act-order"}, {"not finite", NULL}, 0},
     {"NaN in inputs", mk_inputs_nan, {BASE}, {"inputs", "NaN"}, 0},
     {"--backend cuda without a device", mk_good, {BASE, "--backend", "cuda"}, {"cuda", NULL}, 1},
 };

@@ -231,6 +231,27 @@ START_TEST(ct_fields_and_tensors)
         ck_assert(strstr(txt, "q_proj.qweight") == NULL && strstr(txt, "q_proj.weight ") == NULL);
         ck_assert_msg(strstr(txt, "verify: ok"), "%s", txt);
         free(txt);
+        if (cs[i].g == -1) {
+            /* found by make fuzz: a group_size beside strategy "channel" (64, "32", -2)
+               was ignored and the checkpoint read as per-row; it is refused */
+            json_t *bad[] = {json_integer(64), json_string("32"), json_integer(-2)};
+            char cp[4500];
+            snprintf(cp, sizeof cp, "%s/config.json", o);
+            for (int k = 0; k < 3; k++) {
+                json_t *c = json_load_file(cp, 0, NULL);
+                ck_assert_ptr_nonnull(c);
+                json_t *wq = json_object_get(json_object_get(json_object_get(json_object_get(c, "quantization_config"),
+                                                                             "config_groups"), "group_0"), "weights");
+                ck_assert_int_eq(json_object_set_new(wq, "group_size", bad[k]), 0);
+                ck_assert_int_eq(json_dump_file(c, cp, JSON_INDENT(2)), 0);
+                json_object_set_new(wq, "group_size", json_null());
+                ck_assert_int_eq(run("'%s' inspect '%s' > /dev/null", e.bin, o), 2);
+                ck_assert_msg(strstr(err, "strategy \"channel\" takes no group_size"), "%s", err);
+                ck_assert_int_eq(json_dump_file(c, cp, JSON_INDENT(2)), 0);
+                json_decref(c);
+            }
+            ck_assert_msg(run("'%s' inspect '%s' > /dev/null", e.bin, o) == 0, "%s", err);
+        }
     }
     teardown(&e);
 }

@@ -2,6 +2,7 @@
  * (the contract of specifications.md §layer).  Inputs are validated before
  * any work; OUT is written atomically and never exists after an error. */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,13 @@ int cmd_layer(int argc, char **argv)
     }
     rc = fs_layer_quantize(&ctx, W, H, H64, rows, cols, &a.q, &res);
     if (rc != FS_OK) goto out;
+    /* JSON has no inf or NaN: a loss that overflowed comes from the input's
+     * values (a Hessian near float's largest), so it is bad input, not the machine */
+    if (!isfinite(res.loss) || !isfinite(res.rtn_loss) || !isfinite(res.solve_loss) || !isfinite(res.damp_used)) {
+        rc = fs_ctx_err(&ctx, FS_ERR_NUMERIC, "%s: the layer loss is not finite (loss %g, RTN loss %g, damping %g): "
+                        "the hessian's values overflow the arithmetic", a.in, res.loss, res.rtn_loss, res.damp_used);
+        goto out;
+    }
     json_t *rep = report_json(&a, &res, hess_s, fs_backend_name(ctx.be), hsrc);
     text = rep ? json_dumps(rep, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) : NULL;
     json_decref(rep);

@@ -32,8 +32,14 @@ static fs_status ct_from_config(fs_ctx *ctx, const json_t *qc, fs_qinfo *qi)
                           "boolean symmetric and strategy \"group\" or \"channel\"");
     qi->bits = (int)json_integer_value(nb);
     qi->sym = json_is_true(sy);
-    if (!strcmp(strat, "channel")) qi->group_size = -1;
-    else if (json_is_integer(gs)) qi->group_size = json_integer_value(gs);
+    if (!strcmp(strat, "channel")) {
+        /* one group per row: a group_size beside it (other than null or -1, as the
+           compressed-tensors package's own validation has it) contradicts the strategy */
+        if (gs && !json_is_null(gs) && !(json_is_integer(gs) && json_integer_value(gs) == -1))
+            return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: compressed-tensors strategy \"channel\" takes no group_size "
+                              "(null or -1), not %s", json_is_integer(gs) ? "an integer" : "a non-integer");
+        qi->group_size = -1;
+    } else if (json_is_integer(gs)) qi->group_size = json_integer_value(gs);
     else return fs_ctx_err(ctx, FS_ERR_FORMAT, "config.json: compressed-tensors strategy \"group\" needs an integer group_size");
     if (ao && !json_is_null(ao)) {
         const char *a = json_is_string(ao) ? json_string_value(ao) : "";
