@@ -18,7 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "src/pipeline/journal.h"
 #include "src/formats/outckpt-impl.h"
 
 static fs_status file_sum(fs_ctx *ctx, const char *path, uint64_t *size, uint64_t *sum)
