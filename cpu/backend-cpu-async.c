@@ -239,20 +239,6 @@ static void async_buf_free(fs_backend *be, fs_buf *buf)
     buf->data = NULL;
 }
 
-static fs_status async_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, void **p)
-{
-    (void)be;
-    *p = aligned_alloc(4096, bytes);
-    if (!*p) return fs_ctx_err(ctx, FS_ERR_NOMEM, "host staging memory of %llu bytes", (unsigned long long)bytes);
-    return FS_OK;
-}
-
-static void async_host_free(fs_backend *be, void *p)
-{
-    (void)be;
-    free(p);
-}
-
 /* ---- queues and events (notes 1, 3, 6) ---------------------------------------------------- */
 
 static fs_status async_upload(fs_ctx *ctx, fs_backend *be, fs_queue q, fs_buf *dst, uint64_t off, const void *src,
@@ -468,8 +454,8 @@ static const struct fs_backend_i async_iface = {
     /* .free        = */ async_free,
     /* .buf_alloc   = */ async_buf_alloc,
     /* .buf_free    = */ async_buf_free,
-    /* .host_alloc  = */ async_host_alloc,
-    /* .host_free   = */ async_host_free,
+    /* .host_alloc  = */ fs_cpu_host_alloc,
+    /* .host_free   = */ fs_cpu_host_free,
     /* .upload      = */ async_upload,
     /* .download    = */ async_download,
     /* .event_init  = */ NULL,

@@ -87,7 +87,7 @@ static void cpu_buf_free(fs_backend *be, fs_buf *buf)
     buf->data = NULL;
 }
 
-static fs_status cpu_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, void **p)
+fs_status fs_cpu_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, void **p)
 {
     (void)be;
     *p = aligned_alloc(4096, bytes);
@@ -95,7 +95,7 @@ static fs_status cpu_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, voi
     return FS_OK;
 }
 
-static void cpu_host_free(fs_backend *be, void *p)
+void fs_cpu_host_free(fs_backend *be, void *p)
 {
     (void)be;
     free(p);
@@ -200,8 +200,8 @@ static const struct fs_backend_i cpu_iface = {
     /* .free        = */ cpu_free,
     /* .buf_alloc   = */ cpu_buf_alloc,
     /* .buf_free    = */ cpu_buf_free,
-    /* .host_alloc  = */ cpu_host_alloc,
-    /* .host_free   = */ cpu_host_free,
+    /* .host_alloc  = */ fs_cpu_host_alloc,
+    /* .host_free   = */ fs_cpu_host_free,
     /* .upload      = */ cpu_upload,
     /* .download    = */ cpu_download,
     /* .event_init  = */ NULL,

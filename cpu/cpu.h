@@ -41,6 +41,10 @@ static inline void *fs_cpu_at(const fs_tensor *t, int64_t r, int64_t c)
 }
 #define FS_CPU_F32(t) ((float *)fs_cpu_at(&(t), 0, 0))
 
+/* Host staging of both CPU backends (backend-cpu.c): 4096-aligned plain memory. */
+fs_status fs_cpu_host_alloc(fs_ctx *ctx, fs_backend *be, uint64_t bytes, void **p);
+void fs_cpu_host_free(fs_backend *be, void *p);
+
 /* ---- BLAS wrappers (gemm.c, hessian.c) --------------------------------------------- */
 
 /* C [m, n] = alpha * A [m, k] op(B) + beta * C, row-major, op(B) = B [k, n] or
