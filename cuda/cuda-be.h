@@ -111,11 +111,13 @@ fs_status fs_cu_cholinv_sync(fs_ctx *ctx, cuda_be *cb, int q, float *dA, int64_t
     X(rmsnorm, fs_rmsnorm_args, fs_cu_op_rmsnorm)         \
     X(rope, fs_rope_args, fs_cu_op_rope)                  \
     X(attention, fs_attn_args, fs_cu_op_attention)        \
+    X(attention_libm, fs_attn_args, fs_cu_op_attention_libm) \
     X(swiglu, fs_swiglu_args, fs_cu_op_swiglu)            \
     X(route, fs_route_args, fs_cu_op_route)               \
     X(route_lists, fs_lists_args, fs_cu_op_route_lists)   \
     X(gather, fs_gather_args, fs_cu_op_gather)            \
     X(scatter_add, fs_scatter_args, fs_cu_op_scatter_add) \
+    X(gate_add, fs_gate_add_args, fs_cu_op_gate_add)      \
     X(loss, fs_loss_args, fs_cu_op_loss)                  \
     X(pack, fs_pack_args, fs_cu_op_pack)
 

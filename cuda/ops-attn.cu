@@ -1,4 +1,6 @@
-/* ops-attn.cu: causal attention of the CUDA backend (fs_op_attention): GQA,
+/* ops-attn.cu: causal attention of the CUDA backend (fs_op_attention and
+ * fs_op_attention_libm, one kernel: on the CPU the two differ only in which
+ * exponential the softmax calls, and the device has one expf): GQA,
  * sliding window, MLA's head dims (dqk != dv), strided heads.
  *
  * One block per (sequence, head, query row): the scores of the allowed keys
@@ -87,4 +89,11 @@ fs_status fs_cu_op_attention(fs_ctx *ctx, cuda_be *cb, int q, const fs_attn_args
                                                                   FS_CU_F32(a->out), a->out.ld);
     FS_LAUNCH_CHECK(ctx, k_attn);
     return FS_OK;
+}
+
+/* MLA's attention: on the CPU it takes libm's expf for the bytes of the
+ * forward it replaced; the device's expf serves both (parity within tolerance). */
+fs_status fs_cu_op_attention_libm(fs_ctx *ctx, cuda_be *cb, int q, const fs_attn_args *a)
+{
+    return fs_cu_op_attention(ctx, cb, q, a);
 }

@@ -1,6 +1,6 @@
 /* ops-elem.cu: the elementwise and row ops of the CUDA backend: fill, bias
- * add, add, copy (F32 <-> BF16), SwiGLU, RMSNorm, RoPE, decode, gather,
- * scatter-add, permute.  Each computes what its cpu/ (its .c) twin computes.
+ * add, add, copy (F32 <-> BF16), SwiGLU, the shared-expert gate, RMSNorm,
+ * RoPE, decode, gather, scatter-add, permute.  Each computes what its cpu/ (its .c) twin computes.
  *
  * Invariants:
  *  1. Grid-stride loops over rows * cols with 64-bit indices: any view size.
@@ -113,6 +113,40 @@ fs_status fs_cu_op_swiglu(fs_ctx *ctx, cuda_be *cb, int q, const fs_swiglu_args 
     k_swiglu<<<fs_cu_blocks(a->g.rows * a->g.cols, T256), T256, 0, cb->s[q]>>>(
         FS_CU_F32(a->g), a->g.ld, FS_CU_F32(a->u), a->u.ld, FS_CU_F32(a->out), a->out.ld, a->g.rows, a->g.cols);
     FS_LAUNCH_CHECK(ctx, k_swiglu);
+    return FS_OK;
+}
+
+/* y [n, c] += sigmoid(x . g) * src per row (qwen2_moe's shared-expert gate):
+ * one block per row; the dot is a tree of per-thread partial sums in F32
+ * (the CPU's runs in column order: parity within tolerance), the sigmoid
+ * 1 / (1 + expf(-z)) with CUDA's expf. */
+#define GATE_THREADS 256
+
+static __global__ void k_gate_add(float *y, int64_t ldy, const float *src, int64_t lds, const float *x, int64_t ldx,
+                                  const float *g, int64_t d, int64_t c)
+{
+    __shared__ float red[GATE_THREADS];
+    const int64_t r = blockIdx.x;
+    float z = 0.0f;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) z += x[r * ldx + i] * g[i];
+    red[threadIdx.x] = z;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+        __syncthreads();
+    }
+    const float s = 1.0f / (1.0f + expf(-red[0]));
+    for (int64_t j = threadIdx.x; j < c; j += blockDim.x) y[r * ldy + j] += s * src[r * lds + j];
+}
+
+fs_status fs_cu_op_gate_add(fs_ctx *ctx, cuda_be *cb, int q, const fs_gate_add_args *a)
+{
+    if (a->y.rows == 0) return FS_OK;
+    if (a->y.rows > 0x7fffffff) return fs_ctx_err(ctx, FS_ERR_USAGE, "cuda gate_add: %lld rows", (long long)a->y.rows);
+    k_gate_add<<<(unsigned)a->y.rows, GATE_THREADS, 0, cb->s[q]>>>(FS_CU_F32(a->y), a->y.ld, FS_CU_F32(a->src),
+                                                                   a->src.ld, FS_CU_F32(a->x), a->x.ld,
+                                                                   FS_CU_F32(a->g), a->x.cols, a->y.cols);
+    FS_LAUNCH_CHECK(ctx, k_gate_add);
     return FS_OK;
 }
 

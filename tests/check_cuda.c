@@ -1192,6 +1192,7 @@ START_TEST(test_v2_attention)
         fill_unit(&g, v, (size_t)(n * vc), 1.0f);
         tw tq = tw_new(&d, q, (uint64_t)(n * qc * 4)), tk = tw_new(&d, k, (uint64_t)(n * kc * 4));
         tw tv = tw_new(&d, v, (uint64_t)(n * vc * 4)), to = tw_new(&d, NULL, (uint64_t)(n * oc * 4));
+        tw tl = tw_new(&d, NULL, (uint64_t)(n * oc * 4));
         const float scale = (float)(1.0 / sqrt((double)c->dqk));
         for (int s = 0; s < 2; s++) {
             fs_attn_args aa = {fs_tensor_2d(tq.b[s], 0, FS_DT_F32, n, qc), fs_tensor_2d(tk.b[s], 0, FS_DT_F32, n, kc),
@@ -1199,14 +1200,78 @@ START_TEST(test_v2_attention)
                                c->nseq, c->T, c->nh, c->nkv, c->dqk, c->dv, c->dqk, c->dqk, c->dv, c->dv, scale,
                                c->window};
             DOK(&d, fs_op_attention(&d.ctx, d.be[s], FS_QUEUE_COMPUTE, &aa));
+            aa.out = fs_tensor_2d(tl.b[s], 0, FS_DT_F32, n, oc);      /* MLA's op: libm's expf on the cpu */
+            DOK(&d, fs_op_attention_libm(&d.ctx, d.be[s], FS_QUEUE_COMPUTE, &aa));
         }
         sync2(&d);
         /* scores: dqk-term f32 dots (|q|, |k| <= 1); the softmax's exp and
          * sum; the output a convex mix of |v| <= 1: bound the absolute error */
         const double sb = SUM_BOUND(c->dqk, (double)c->dqk) * scale;
-        tw_close(&d, &to, NULL, 4.0 * sb + 8.0 * EXP_REL + SUM_BOUND(c->T + 2, 1.0), ci ? "attention gqa" : "attention mla");
-        tw_free(&d, &tq); tw_free(&d, &tk); tw_free(&d, &tv); tw_free(&d, &to);
+        const double ab = 4.0 * sb + 8.0 * EXP_REL + SUM_BOUND(c->T + 2, 1.0);
+        tw_close(&d, &to, NULL, ab, ci ? "attention gqa" : "attention mla");
+        tw_close(&d, &tl, NULL, ab, ci ? "attention_libm gqa" : "attention_libm mla");
+        tw_free(&d, &tq); tw_free(&d, &tk); tw_free(&d, &tv); tw_free(&d, &to); tw_free(&d, &tl);
         free(q); free(k); free(v);
+    }
+    duo_close(&d);
+}
+END_TEST
+
+/* ---- the shared-expert gate: qwen2_moe's (hidden 2048) and odd, strided ------------------------------ */
+
+typedef struct gate_case { int64_t n, d, c, ld; } gate_case;
+
+START_TEST(test_v2_gate_add)
+{
+    duo d;
+    if (!duo_open(&d, __func__)) return;
+    static const gate_case cases[] = {{5, 2048, 2048, 2048}, {3, 37, 29, 41}};
+    lcg g = {31337};
+    for (size_t ci = 0; ci < 2; ci++) {
+        const gate_case *c = &cases[ci];
+        const size_t nx = (size_t)(c->n * c->ld);
+        float *x = xalloc(nx, 4), *src = xalloc(nx, 4), *y = xalloc(nx, 4), *gw = xalloc((size_t)c->d, 4);
+        fill_unit(&g, x, nx, 2.0f);
+        fill_unit(&g, src, nx, 1.5f);
+        fill_unit(&g, y, nx, 1.0f);
+        fill_unit(&g, gw, (size_t)c->d, 0.1f);
+        tw tx = tw_new(&d, x, nx * 4), ts = tw_new(&d, src, nx * 4), ty = tw_new(&d, y, nx * 4);
+        tw tg = tw_new(&d, gw, (uint64_t)c->d * 4);
+        for (int s = 0; s < 2; s++) {
+            fs_gate_add_args ga = {fs_tensor_ld(ty.b[s], 0, FS_DT_F32, c->n, c->c, c->ld),
+                                   fs_tensor_ld(ts.b[s], 0, FS_DT_F32, c->n, c->c, c->ld),
+                                   fs_tensor_ld(tx.b[s], 0, FS_DT_F32, c->n, c->d, c->ld),
+                                   fs_tensor_2d(tg.b[s], 0, FS_DT_F32, 1, c->d)};
+            DOK(&d, fs_op_gate_add(&d.ctx, d.be[s], FS_QUEUE_COMPUTE, &ga));
+        }
+        sync2(&d);
+        /* each side against the gate in double: the f32 dot (any order) moves
+         * z by its sum bound, the sigmoid (slope <= 1/4) passes a quarter of
+         * that on, expf and the multiply-add a few roundings */
+        double *ref = xalloc(nx, sizeof(double)), *bound = xalloc(nx, sizeof(double));
+        for (int64_t r = 0; r < c->n; r++) {
+            double z = 0.0, az = 0.0;
+            for (int64_t i = 0; i < c->d; i++) {
+                z += (double)x[r * c->ld + i] * gw[i];
+                az += fabs((double)x[r * c->ld + i] * gw[i]);
+            }
+            const double sg = 1.0 / (1.0 + exp(-z)), serr = 0.25 * SUM_BOUND(c->d, az) + 8.0 * EXP_REL;
+            for (int64_t j = 0; j < c->ld; j++) {
+                const size_t k = (size_t)(r * c->ld + j);
+                ref[k] = j < c->c ? y[k] + sg * src[k] : y[k];          /* the ld padding stays */
+                bound[k] = j < c->c ? fabs(src[k]) * serr + 4.0 * EPS32 * (fabs(y[k]) + fabs(sg * src[k])) : 0.0;
+            }
+        }
+        float *out = xalloc(nx, 4);
+        for (int s = 0; s < 2; s++) {
+            tw_get(&d, &ty, s, out);
+            for (size_t k = 0; k < nx; k++)
+                ck_assert_msg(fabs(out[k] - ref[k]) <= bound[k], "gate_add case %zu, %s, element %zu: %.9g vs double %.9g",
+                              ci, s ? "device" : "cpu", k, (double)out[k], ref[k]);
+        }
+        free(out); free(ref); free(bound);
+        tw_free(&d, &tx); tw_free(&d, &ts); tw_free(&d, &ty); tw_free(&d, &tg);
+        free(x); free(src); free(y); free(gw);
     }
     duo_close(&d);
 }
@@ -1438,6 +1503,7 @@ Suite *fs_suite_cuda(void)
     tcase_add_test(tc, test_v2_rope);
     tcase_add_test(tc, test_v2_gather_permute);
     tcase_add_test(tc, test_v2_attention);
+    tcase_add_test(tc, test_v2_gate_add);
     tcase_add_test(tc, test_v2_route);
     tcase_add_test(tc, test_v2_loss_pack);
     tcase_add_test(tc, test_v2_nodev);

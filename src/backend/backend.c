@@ -24,8 +24,8 @@ void fs_backend_free(fs_backend *be)
     be->iface.free(be);
 }
 
-/* Every slot the layer forward calls is filled (a backend that lacks one,
- * CUDA's attention_libm and gate_add today, gets the forward run on the cpu). */
+/* Every slot the layer forward calls is filled (a backend that lacks one
+ * gets the forward run on the cpu; cpu, cpu-async and cuda fill them all). */
 int fs_backend_runs_forward(fs_backend *be)
 {
     const struct fs_backend_i *i = &be->iface;
