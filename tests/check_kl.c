@@ -8,6 +8,8 @@
  *    count of same top-1 tokens exactly (the smallest top-2 logit gap of the
  *    golden's tokens is 8e-5, a thousand times the float error);
  *  - a model against itself: KL 0, top-1 share 1, RMS dp 0, same perplexity;
+ *  - each side of eval --base gives plain eval's perplexity of that model;
+ *  - BF16 and FP8 originals evaluate (finite figures);
  *  - mismatched models (family, hidden size, vocabulary) and a missing base
  *    are refused with exit 2 naming both folders and what differs, before
  *    any figure is printed.
@@ -27,7 +29,7 @@
 /* The JSON object bin printed for args (NULL when it did not exit 0: err has why). */
 static json_t *eval_json(const char *bin, const char *args, char *err, size_t errn)
 {
-    char *tmp = t_tmpdir(), out[4200], cmd[9000];
+    char *tmp = t_tmpdir(), out[4200], cmd[20000];
     snprintf(out, sizeof out, "%s/eval.json", tmp);
     snprintf(cmd, sizeof cmd, "'%s' eval %s --json > '%s'", bin, args, out);
     json_t *j = NULL;
@@ -139,6 +141,56 @@ START_TEST(kl_mismatch_refused)
 }
 END_TEST
 
+/* The two models stream side by side without touching each other: the
+ * figures of each equal plain eval's of it alone, to the printed digit. */
+START_TEST(kl_each_side_is_plain_eval)
+{
+    const char *bin = getenv("FS_BIN");
+    if (!bin || !*bin) { printf("check_kl: FS_BIN unset, eval --base vs plain eval skipped\n"); return; }
+    char err[4096];
+    json_t *b = eval_json(bin, "--model " DATA "/gptq --base " DATA "/base " EVAL_ARGS, err, sizeof err);
+    ck_assert_msg(b != NULL, "eval --base: %s", err);
+    json_t *q = eval_json(bin, "--model " DATA "/gptq " EVAL_ARGS, err, sizeof err);
+    ck_assert_msg(q != NULL, "eval: %s", err);
+    json_t *o = eval_json(bin, "--model " DATA "/base " EVAL_ARGS, err, sizeof err);
+    ck_assert_msg(o != NULL, "eval of the base: %s", err);
+    ck_assert(num(b, "ppl") == num(q, "ppl") && num(b, "nll_mean") == num(q, "nll_mean"));
+    ck_assert(num(b, "ppl_base") == num(o, "ppl") && num(b, "nll_mean_base") == num(o, "nll_mean"));
+    ck_assert_ptr_null(json_object_get(q, "kl_mean"));          /* plain eval: no comparison keys */
+    json_decref(b);
+    json_decref(q);
+    json_decref(o);
+}
+END_TEST
+
+/* Originals in BF16 and FP8 (gen-tiny's FP8 deepseek_v3 against its own F32
+ * master weights, both ways): finite figures, KL > 0, exit 0. */
+START_TEST(kl_bf16_and_fp8_originals)
+{
+    const char *bin = getenv("FS_BIN");
+    if (!bin || !*bin || !getenv("FS_GEN_TINY")) { printf("check_kl: FS_BIN/FS_GEN_TINY unset, BF16/FP8 originals skipped\n"); return; }
+    char *tmp = t_tmpdir(), a[4200], b[4200], c[4200], args[14000], err[4096];
+    snprintf(a, sizeof a, "%s/bf16", tmp);
+    snprintf(b, sizeof b, "%s/fp8", tmp);
+    snprintf(c, sizeof c, "%s/master", tmp);
+    ck_assert_int_eq(t_gen_tiny(a, "--type llama --seed 17 --layers 2 --dtype bf16 --shards 1 --hidden 32 --intermediate 32 --heads 2"), 0);
+    ck_assert_int_eq(t_gen_tiny(b, "--type deepseek_v3 --seed 5 --fp8"), 0);
+    ck_assert_int_eq(t_gen_tiny(c, "--type deepseek_v3 --seed 5 --no-fp8 --dtype f32 --hidden 160"), 0);
+    const char *pairs[][2] = {{DATA "/gptq", a}, {c, b}, {b, c}};
+    for (int i = 0; i < 3; i++) {
+        snprintf(args, sizeof args, "--model '%s' --base '%s' " EVAL_ARGS, pairs[i][0], pairs[i][1]);
+        json_t *j = eval_json(bin, args, err, sizeof err);
+        ck_assert_msg(j != NULL, "eval %s: %s", args, err);
+        const double kl = num(j, "kl_mean"), same = num(j, "same_top");
+        ck_assert_msg(isfinite(kl) && kl > 0 && isfinite(num(j, "kl_max")) && same > 0 && same <= 1 &&
+                      isfinite(num(j, "ppl_base")), "eval %s: KL %g, top-1 %g", args, kl, same);
+        json_decref(j);
+    }
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_kl(void)
 {
     Suite *s = suite_create("kl");
@@ -147,6 +199,8 @@ Suite *fs_suite_kl(void)
     tcase_add_test(tc, kl_matches_numpy_golden);
     tcase_add_test(tc, kl_model_against_itself);
     tcase_add_test(tc, kl_mismatch_refused);
+    tcase_add_test(tc, kl_each_side_is_plain_eval);
+    tcase_add_test(tc, kl_bf16_and_fp8_originals);
     suite_add_tcase(s, tc);
     return s;
 }
