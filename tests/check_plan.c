@@ -104,6 +104,14 @@ START_TEST(llama_hand_numbers)
     o.act_bytes = 4;
     ck_assert_int_eq(fs_plan_compute(&ctx, m, NULL, &o, &p4), FS_OK);
     ck_assert_uint_eq(p4.layers[0].act_bytes, 2 * p.layers[0].act_bytes);
+    /* eval --base (plan --eval-base): two f32 boundaries, both in the host peak */
+    fs_plan pe;
+    o.act_sets = 2;
+    ck_assert_int_eq(fs_plan_compute(&ctx, m, NULL, &o, &pe), FS_OK);
+    ck_assert_uint_eq(pe.layers[0].act_bytes, 2 * T * LL_H * 4);
+    ck_assert_uint_eq(pe.layers[0].host_peak, p4.layers[0].host_peak + T * LL_H * 4);
+    fs_plan_free(&pe);
+    o.act_sets = 0;
     /* text and JSON carry the same numbers */
     char *js = NULL;
     ck_assert_int_eq(fs_plan_json(&ctx, &p, &js), FS_OK);

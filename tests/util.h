@@ -159,5 +159,6 @@ Suite *fs_suite_fuzz(void);
 Suite *fs_suite_ops(void);
 Suite *fs_suite_backend(void);
 Suite *fs_suite_tokenizer(void);
+Suite *fs_suite_kl(void);
 
 #endif

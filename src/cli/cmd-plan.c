@@ -41,7 +41,9 @@ static const char usage[] =
     "  --pcie-gbps F        host <-> GPU rate in GB/s (default 25)\n"
     "  --bits N             output bits, for the bytes written (default 4)\n"
     "  --group-size N       output group size, a multiple of 32 or -1 (default 128)\n"
-    "  --json               the plan as one JSON object instead of the table\n";
+    "  --json               the plan as one JSON object instead of the table\n"
+    "  --eval-base          count two boundaries of f32 rows, as eval --base holds them\n"
+    "                       (the original's and the quantized model's, --samples x --seq-len tokens)\n";
 
 static fs_status positive(fs_ctx *ctx, const char *flag, const char *s, double *out)
 {
@@ -65,6 +67,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, pargs *a, int *help)
         int64_t n = 0;
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) { *help = 1; return FS_OK; }
         if (!strcmp(f, "--json")) { a->json = 1; continue; }
+        if (!strcmp(f, "--eval-base")) { a->o.act_sets = 2; continue; }
         if (strncmp(f, "--", 2) != 0)
             return fs_ctx_err(ctx, FS_ERR_USAGE, "unexpected argument '%s' (see forge-stream plan --help)", f);
         if (i + 1 >= argc) return fs_ctx_err(ctx, FS_ERR_USAGE, "%s: missing value or unknown flag", f);
@@ -97,6 +100,7 @@ static fs_status parse(fs_ctx *ctx, int argc, char **argv, pargs *a, int *help)
         else return fs_ctx_err(ctx, FS_ERR_USAGE, "unknown flag '%s' (see forge-stream plan --help)", f);
         if (rc != FS_OK) return rc;
     }
+    if (a->o.act_sets > 1) a->o.act_bytes = 4;        /* eval keeps f32 rows whatever its --act-dtype */
     if (!a->model) return fs_ctx_err(ctx, FS_ERR_USAGE, "--model is required (a checkpoint folder or config.json)");
     return FS_OK;
 }

@@ -260,7 +260,7 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     r->w32_bytes = s->w32;
     r->hess_bytes = s->hess;
     r->solver_bytes = u64max(s->solver_dense, s->solver_e);
-    r->act_bytes = sat_mul(TH, ab);
+    r->act_bytes = sat_mul(sat_mul(TH, ab), o->act_sets > 1 ? (uint64_t)o->act_sets : 1);
     /* per expert of a wave: f32 weights (GPU: uploaded per wave; the CPU path
      * decodes the whole layer at once, see wres), one Hessian at a time
      * (gate/up's, then down's), and its codes (1 byte a weight) held until the
@@ -510,6 +510,7 @@ void fs_plan_print(const fs_plan *p, FILE *f)
             (long long)o->samples, (long long)o->seq_len, (long long)p->tokens, o->act_bytes == 2 ? "bf16" : "f32",
             p->gpu ? "gpu" : "cpu", fs_plan_fmt_bytes(b[0], 32, o->host_mem), p->host_detected ? " (detected)" : "");
     if (p->gpu) fprintf(f, ", GPU budget %s", fs_plan_fmt_bytes(b[1], 32, o->gpu_mem));
+    if (o->act_sets > 1) fprintf(f, "; %d boundaries (eval --base)", o->act_sets);
     fprintf(f, "\n\n%-18s %-11s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s\n", "layer", "kind", "read", "written",
             "hessian", "act", "host", "gpu", "waves", "compute", "io", "est");
     for (int l = 0; l < p->nlayers; l++) {
@@ -591,6 +592,10 @@ fs_status fs_plan_json(fs_ctx *ctx, const fs_plan *p, char **out)
                       "gpu_min_layer", p->gpu_min_layer, "max_waves", p->max_waves,
                       "first_read_s", p->first_read_s, "est_s", p->total_s, "disk_out_bytes", (json_int_t)dout,
                       "disk_work_bytes", (json_int_t)dwork);
+    if (j && json_object_set_new(j, "act_sets", json_integer(o->act_sets > 1 ? o->act_sets : 1)) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
     char *s = j ? json_dumps(j, JSON_INDENT(1) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(j);
     if (!s) return fs_ctx_err(ctx, FS_ERR_NOMEM, "plan JSON");

@@ -10,7 +10,7 @@
  * calibration tokens, ab = bytes per activation, B = min(batch_tokens, T)):
  *  1. read     = the layer's bytes on disk (exact from a checkpoint, else
  *                estimated from config.json: torch_dtype, FP8 block scales).
- *  2. act      = T x hidden x ab, the layer boundary kept in host memory; a MoE
+ *  2. act      = T x hidden x ab (x act_sets), the layer boundary kept in host memory; a MoE
  *                layer also holds the routing (T x top_k x 8).  When the host
  *                budget cannot hold the boundary it is spilled (stream/spill.h):
  *                two windows read ahead and two written behind, streamed from
@@ -69,6 +69,8 @@ extern "C" {
 typedef struct fs_plan_opts {
     int64_t samples, seq_len;  /* calibration windows, tokens per window */
     int act_bytes;             /* 2 (bf16) or 4 (f32) */
+    int act_sets;              /* boundaries held at once: 2 for eval --base (the
+                                  original's and the quantized one's); 0 or 1 = one */
     uint64_t host_mem;         /* bytes; 0 = detect (physical less FS_PLAN_HOST_MARGIN) */
     uint64_t gpu_mem;          /* bytes; 0 = CPU backend (no GPU memory planned) */
     double disk_gbps;          /* disk rate, 1e9 B/s (reads and writes share it) */
