@@ -15,6 +15,7 @@
  * Kill-anywhere on cpu-async: check_resume.c ("async"). */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "tests/util.h"
 
@@ -95,6 +96,59 @@ START_TEST(policies_same_bytes)
 }
 END_TEST
 
+/* --gpu-mem on cpu-async (its buffers are the "device"): a budget below the
+ * plan's minimum is exit 2 naming the figure, before the output folder
+ * exists; the minimum itself gives waves of one expert (the plan says so
+ * too) within the budget, and the bytes of the run without a budget. */
+START_TEST(gpu_mem_waves)
+{
+    const char *bin = getenv("FS_BIN");
+    if (!bin || !getenv("FS_GEN_TINY")) {
+        printf("check_async: FS_BIN/FS_GEN_TINY unset, skipped (run via make test)\n");
+        return;
+    }
+    char *tmp = t_tmpdir(), model[4200], calib[4200], a[4200], b[4200], flags[9000];
+    ck_assert_ptr_nonnull(tmp);
+    snprintf(model, sizeof model, "%s/model", tmp);
+    snprintf(calib, sizeof calib, "%s/calib.u32", tmp);
+    snprintf(a, sizeof a, "%s/no-budget", tmp);
+    snprintf(b, sizeof b, "%s/budget", tmp);
+    ck_assert_int_eq(t_gen_tiny(model, "--type mixtral --layers 3"), 0);
+    FILE *f = fopen(calib, "wb");
+    ck_assert_ptr_nonnull(f);
+    t_rng g = {11};
+    for (int i = 0; i < 2000; i++) {
+        uint32_t id = t_next(&g) % 96;
+        fwrite(&id, 4, 1, f);
+    }
+    fclose(f);
+    /* one-window batches: the budget cannot shrink them (their size shapes the Hessians' sums) */
+    snprintf(flags, sizeof flags, "--model '%s' --calib '%s' --samples 6 --seq-len 32 --batch-tokens 32 "
+             "--max-shard-size 40K --backend cpu-async", model, calib);
+    ck_assert_msg(run("'%s' quantize %s --out '%s'", bin, flags, a) == 0, "%s", err);
+    ck_assert_int_eq(run("'%s' quantize %s --out '%s' --gpu-mem 10K", bin, flags, b), 2);
+    const char *p = strstr(err, "of GPU memory (--gpu-mem");
+    ck_assert_msg(p && strstr(err, "needs"), "%s", err);
+    unsigned long long need = 0;
+    const char *q = strstr(strstr(err, "needs "), " (");
+    ck_assert_msg(q && sscanf(q, " (%llu bytes)", &need) == 1 && need > 10000, "%s", err);
+    struct stat sb;
+    ck_assert_msg(stat(b, &sb) != 0, "%s was created by a refused run", b);
+    ck_assert_int_eq(run("'%s' quantize %s --out '%s' --gpu-mem %llu", bin, flags, b, need - 1), 2);
+    ck_assert_msg(stat(b, &sb) != 0, "%s was created by a refused run", b);
+    ck_assert_msg(run("'%s' plan --model '%s' --samples 6 --seq-len 32 --batch-tokens 32 --gpu-mem %llu > '%s/plan.txt'",
+                      bin, model, need, tmp) == 0, "%s", err);
+    ck_assert_msg(run("grep -q ' 4x1 ' '%s/plan.txt'", tmp) == 0, "the plan's waves at the minimum are not 4 of 1");
+    ck_assert_msg(run("'%s' quantize %s --out '%s' --gpu-mem %llu", bin, flags, b, need) == 0, "%s", err);
+    ck_assert_msg(strstr(err, "expert waves of 1 (") && strstr(err, "memory: peak"),
+                  "waves of one expert under the minimum budget: %s", err);
+    ck_assert_msg(run("diff -r '%s' '%s'", a, b) == 0, "the budget changed the bytes: %s", err);
+    printf("check_async: --gpu-mem %llu (the plan's minimum) on cpu-async: 4 waves of 1 expert, same bytes\n", need);
+    t_rmdir(tmp);
+    free(tmp);
+}
+END_TEST
+
 Suite *fs_suite_async(void)
 {
     Suite *s = suite_create("async");
@@ -107,6 +161,7 @@ Suite *fs_suite_async(void)
     tcase_add_test(tc, solver_options_same_bytes);
     tcase_add_test(tc, retries_same_bytes);
     tcase_add_test(tc, policies_same_bytes);
+    tcase_add_test(tc, gpu_mem_waves);
     suite_add_tcase(s, tc);
     return s;
 }

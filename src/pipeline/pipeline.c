@@ -738,7 +738,10 @@ static fs_status moe_layer(pstate *p, scratch *s)
     if (po->moe_report && (rc = fs_moe_report_add(ctx, po->moe_report, L->index, (int)E, count, under)) != FS_OK)
         goto out;
     /* experts in waves: gate/up Hessians of the wave's experts in one pass,
-     * quantize them, then their down Hessians in another, quantize those */
+     * quantize them, then their down Hessians in another, quantize those
+     * (the solver's buffers of the shared experts go first: the waves are
+     * sized for the experts' own, src/pipeline/plan.c) */
+    fs_solve_ws_release(p->be, p->sws);
     const int64_t wave = po->experts_per_wave > 0 && po->experts_per_wave < E ? po->experts_per_wave : E;
     for (int64_t e = 0; e < E; e++) all[e] = under[e] && po->expert_policy == FS_EXPERT_ALL_TOKENS;
     for (int64_t w0 = 0; rc == FS_OK && w0 < E; w0 += wave) {
