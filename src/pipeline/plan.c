@@ -286,9 +286,12 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     r->expert_bytes = moe ? (gpu ? s->e_hess : sat_add(s->e_hess, s->e_w32 / 4)) : 0;
     /* f32 weights resident in the compute memory for the whole layer */
     const uint64_t wres = gpu ? sat_add(sat_add(s->w32_arena, other_w32), o->fwd_fixed_bytes) : s->w32;
-    /* GPU: the backend solver; a MoE layer's full-input Hessian beside its waves */
-    const uint64_t solver_dense = gpu ? s->solver_dense_be : s->solver_dense;
-    const uint64_t solver_e = gpu ? sat_add(s->solver_e_be, moe ? sat_mul(sat_mul(H, H), 4) : 0) : s->solver_e;
+    /* the backend solver's buffers (the host solver's for --grid hmse / --refine-scales: the
+     * larger of the two), and a MoE layer's full-input Hessian, held on the backend beside
+     * its shared experts' solves and its waves */
+    const uint64_t hx = moe ? sat_mul(sat_mul(H, H), 4) : 0;
+    const uint64_t solver_dense = u64max(s->solver_dense_be, s->solver_dense);
+    const uint64_t solver_e = sat_add(u64max(s->solver_e_be, s->solver_e), hx);
     r->experts = (int)E;
 
     uint64_t ring = sat_add(r->read_bytes, next_read);
@@ -301,8 +304,7 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
         act_res = sat_add(act_res, routing);
         act_sp = sat_add(act_sp, routing);
     }
-    /* (GPU: a MoE layer's shared experts are solved with its full-input Hessian held) */
-    uint64_t dense_phase = sat_add(sat_add(s->hess_dense, solver_dense), gpu && moe ? sat_mul(sat_mul(H, H), 4) : 0);
+    uint64_t dense_phase = sat_add(sat_add(s->hess_dense, solver_dense), hx);
     uint64_t one_wave = moe ? sat_add(r->expert_bytes, solver_e) : 0;
     uint64_t comp_min = sat_add(sat_add(wres, u64max(dense_phase, one_wave)), sat_mul(Bmin, per_tok));
     uint64_t act, side;                          /* side: host bytes beside the compute memory */
