@@ -501,6 +501,7 @@ static const struct fs_backend_i async_iface = {
     /* .grid        = */ async_grid,
     /* .gptq        = */ async_gptq,
     /* .synchronize = */ NULL,
+    /* .describe    = */ NULL,
 };
 
 fs_status fs_backend_cpu_async_new(fs_ctx *ctx, const fs_backend_opts *opts, fs_backend **out)

@@ -247,6 +247,7 @@ static const struct fs_backend_i cpu_iface = {
     /* .grid        = */ cpu_grid,
     /* .gptq        = */ cpu_gptq,
     /* .synchronize = */ NULL,
+    /* .describe    = */ NULL,
 };
 
 fs_status fs_backend_cpu_new(fs_ctx *ctx, const fs_backend_opts *opts, fs_backend **out)

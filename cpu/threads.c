@@ -21,6 +21,12 @@ void fs_threads_get(int *omp, int *blas)
     *blas = openblas_get_num_threads();
 }
 
+const char *fs_blas_config(void)
+{
+    const char *s = openblas_get_config();
+    return s ? s : "OpenBLAS (unknown version)";
+}
+
 const char *fs_blas_kernels(void)
 {
     const char *s = openblas_get_corename();

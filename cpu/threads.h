@@ -16,5 +16,7 @@ void fs_threads_get(int *omp, int *blas);
  * runs on, or as OPENBLAS_CORETYPE says): other kernels round differently,
  * so the CPU bytes depend on them too.  Cannot fail. */
 const char *fs_blas_kernels(void);
+/* OpenBLAS's build line (version, options), e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH ...". */
+const char *fs_blas_config(void);
 
 #endif

@@ -665,6 +665,8 @@ static fs_status cuda_gptq(fs_ctx *ctx, fs_backend *be, const fs_gptq_job *job)
 
 /* ---- the table and the constructor ------------------------------------------ */
 
+static void cuda_describe_dev(fs_backend *be, char *buf, size_t n);
+
 static const struct fs_backend_i cuda_iface = {
     /* .name        = */ cuda_name,
     /* .free        = */ cuda_free,
@@ -717,7 +719,27 @@ static const struct fs_backend_i cuda_iface = {
     /* .grid        = */ cuda_grid,
     /* .gptq        = */ cuda_gptq,
     /* .synchronize = */ cuda_synchronize,
+    /* .describe    = */ cuda_describe_dev,
 };
+
+/* The device and the libraries whose rounding the bytes depend on. */
+static void cuda_describe_dev(fs_backend *be, char *buf, size_t n)
+{
+    cuda_be *cb = (cuda_be *)be->context;
+    cudaDeviceProp p;
+    int rt = 0, drv = 0, blas = 0;
+    if (cudaGetDeviceProperties(&p, cb->device) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(p.name, sizeof p.name, "device %d", cb->device);
+        p.major = p.minor = 0;
+    }
+    if (cudaRuntimeGetVersion(&rt) != cudaSuccess) rt = 0;
+    if (cudaDriverGetVersion(&drv) != cudaSuccess) drv = 0;
+    if (cublasGetVersion(cb->blas[FS_QUEUE_COMPUTE], &blas) != CUBLAS_STATUS_SUCCESS) blas = 0;
+    cudaGetLastError();
+    snprintf(buf, n, "cuda: %s (sm_%d%d), CUDA runtime %d.%d, driver %d.%d, cuBLAS %d", p.name, p.major, p.minor,
+             rt / 1000, rt % 1000 / 10, drv / 1000, drv % 1000 / 10, blas);
+}
 
 static fs_status cuda_ctx_create(fs_ctx *ctx, cuda_be *cb)
 {

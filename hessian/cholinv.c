@@ -19,6 +19,11 @@ int64_t fs_hess_dead_fix(float *H, float *W, int64_t rows, int64_t in)
     return dead;
 }
 
+double fs_hess_damp_next(double damp)
+{
+    return damp > 0.0 ? damp * 10.0 : FS_DAMP_RESTART;
+}
+
 fs_status fs_hess_invert(fs_ctx *ctx, fs_backend *be, const float *H, int64_t n, double damp,
                          int max_retries, float *U, double *damp_used, int *retries)
 {
@@ -34,8 +39,7 @@ fs_status fs_hess_invert(fs_ctx *ctx, fs_backend *be, const float *H, int64_t n,
         fs_status rc = fs_be_chol_inv(ctx, be, U, n);
         if (rc != FS_ERR_NUMERIC) return rc;
         if (attempt == max_retries) return rc;
-        /* x10; a zero damping cannot grow, so it restarts at FS_DAMP_RESTART */
-        double next = damp > 0.0 ? damp * 10.0 : FS_DAMP_RESTART;
+        double next = fs_hess_damp_next(damp);
         fs_log(ctx, "warning: %s with damp %g; retrying with damp %g", ctx->errmsg, damp, next);
         fs_ctx_clear(ctx);
         damp = next;

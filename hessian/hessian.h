@@ -27,6 +27,10 @@ int64_t fs_hess_dead_fix(float *H, float *W, int64_t rows, int64_t in);
 fs_status fs_hess_invert(fs_ctx *ctx, fs_backend *be, const float *H, int64_t n, double damp,
                          int max_retries, float *U, double *damp_used, int *retries);
 
+/* The damping of the retry after `damp` failed: x10; a zero damping cannot
+ * grow, so it restarts at 1e-4.  Cannot fail. */
+double fs_hess_damp_next(double damp);
+
 #ifdef __cplusplus
 }
 #endif

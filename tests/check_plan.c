@@ -218,9 +218,10 @@ START_TEST(moe_waves)
     const fs_plan_layer *r = &p.layers[0];
     ck_assert_int_eq(r->moe, 1);
     ck_assert_int_eq(r->experts, MO_E);
-    /* per expert: gate, up, down f32 + the largest of its Hessians (H x H) + its codes
-     * (one byte a weight) held until the wave is written */
-    ck_assert_uint_eq(r->expert_bytes, 3ull * MO_IE * MO_H * 4 + (uint64_t)MO_H * MO_H * 4 + 3ull * MO_IE * MO_H);
+    /* per expert on the GPU: the largest of its Hessians (H x H); its f32 weights are in
+     * the layer's arena (the whole layer goes up at once) and its codes wait on the host */
+    ck_assert_uint_eq(r->expert_bytes, (uint64_t)MO_H * MO_H * 4);
+    ck_assert(r->gpu_peak >= 2 * r->w32_bytes);       /* two layers' arenas are kept */
     ck_assert_int_eq(r->waves, 1);
     ck_assert_int_eq(r->experts_per_wave, MO_E);
     /* expert Hessian FLOPs use the routed tokens: T x top_k / E per expert */
@@ -231,8 +232,8 @@ START_TEST(moe_waves)
     fs_plan_free(&p);
 
     int last = 1;
-    const uint64_t unit = 3ull * MO_IE * MO_H * 4 + MO_H * MO_H * 4;
-    uint64_t budgets[] = {gmin + 7 * unit, gmin + 3 * unit, gmin};     /* 8, 4, 1 per wave */
+    const uint64_t unit = MO_H * MO_H * 4;
+    uint64_t budgets[] = {gmin + 12 * unit, gmin + 4 * unit, gmin};    /* fewer experts per wave each */
     for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
         o.gpu_mem = budgets[i];
         ck_assert_int_eq(fs_plan_compute(&ctx, m, NULL, &o, &p), FS_OK);
@@ -243,7 +244,9 @@ START_TEST(moe_waves)
         last = p.layers[0].waves;
         fs_plan_free(&p);
     }
-    ck_assert_int_eq(last, MO_E);                      /* at the minimum: one expert per wave */
+    /* at the minimum the dense phase (a Hessian and the solver beside the layer's weights)
+     * sets the floor on a GPU; the waves take what room it leaves: more than one wave */
+    ck_assert_int_gt(last, 1);
 
     /* the CPU backend sizes waves from the host budget */
     o.gpu_mem = 0;

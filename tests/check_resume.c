@@ -879,6 +879,37 @@ START_TEST(other_blas_kernels_refused)
 }
 END_TEST
 
+/* The journal names the device (fs_backend_device); a resume on another one
+ * (the test hook FORGE_STREAM_TEST_DEVICE plays a GPU) is refused with exit 2
+ * naming both, before anything changes; with --allow-device-change it goes
+ * on, warning that the bytes may differ (here they do not: the same CPU
+ * computes them). */
+#define FAKE_GPU "cuda: NVIDIA Test GPU (sm_90), CUDA runtime 12.4, driver 12.4, cuBLAS 120403"
+START_TEST(other_device_refused)
+{
+    rt r;
+    if (!setup(&r, "llama", "")) return;
+    char out[4300], why[9000], j0[4400], j1[4400];
+    snprintf(out, sizeof out, "%s/o", r.tmp);
+    ck_assert(killed(run("FORGE_STREAM_CRASH_AT=committed:2 '%s' quantize %s --out '%s' --quiet", r.bin, r.flags, out)));
+    ck_assert_msg(run("grep -q '\"device\":\"' '%s/.forge-work/journal.json'", out) == 0, "no device in the journal");
+    ck_assert_int_eq(run("grep -q 'NVIDIA Test GPU' '%s/.forge-work/journal.json'", out), 1);
+    snprintf(j0, sizeof j0, "%s/journal-before.json", r.tmp);
+    snprintf(j1, sizeof j1, "%s/.forge-work/journal.json", out);
+    ck_assert_int_eq(run("cp '%s' '%s'", j1, j0), 0);
+    int code = run("FORGE_STREAM_TEST_DEVICE='" FAKE_GPU "' '%s' --resume --work '%s/.forge-work'", r.bin, out);
+    ck_assert_msg(code == 2 && strstr(err, "the run ran on [") && strstr(err, "NVIDIA Test GPU") &&
+                  strstr(err, "--allow-device-change"), "exit %d: %s", code, err);
+    ck_assert_msg(strstr(err, "kernels)") || strstr(err, "cuda: "), "the run's device is not named: %s", err);
+    ck_assert_msg(run("cmp -s '%s' '%s'", j0, j1) == 0, "the refused resume changed the journal");
+    code = run("FORGE_STREAM_TEST_DEVICE='" FAKE_GPU "' '%s' --resume --work '%s/.forge-work' --allow-device-change",
+               r.bin, out);
+    ck_assert_msg(code == 0 && strstr(err, "--allow-device-change): the bytes may differ"), "exit %d: %s", code, err);
+    ck_assert_msg(same_tree(r.ref, out, why, sizeof why), "%s", why);
+    teardown(&r);
+}
+END_TEST
+
 /* A folder other than /tmp's file system, when there is one (/dev/shm). */
 static int other_disk(const char *tmp, char *dir, size_t n)
 {
@@ -1155,6 +1186,7 @@ Suite *fs_suite_resume(void)
     tcase_add_test(ti, named_pipes_in_the_work_folder);
     tcase_add_test(ti, release_binary_has_no_hooks);
     tcase_add_test(ti, other_blas_kernels_refused);
+    tcase_add_test(ti, other_device_refused);
     suite_add_tcase(s, ti);
     TCase *td = tcase_create("damage");           /* CK_RUN_CASE=damage */
     tcase_set_timeout(td, 900);

@@ -37,7 +37,7 @@ int main(void)
     Suite *(*suites[])(void) = {
         fs_suite_dtype, fs_suite_qmeta, fs_suite_ops, fs_suite_backend, fs_suite_grid, fs_suite_hessian, fs_suite_gptq, fs_suite_refine,
         fs_suite_safetensors, fs_suite_ckpt, fs_suite_pack, fs_suite_roundtrip, fs_suite_actcache, fs_suite_prefetch, fs_suite_pipeline, fs_suite_moe, fs_suite_deepseek, fs_suite_plan,
-        fs_suite_writer, fs_suite_trace, fs_suite_resume, fs_suite_spill, fs_suite_async,
+        fs_suite_writer, fs_suite_trace, fs_suite_resume, fs_suite_spill, fs_suite_async, fs_suite_solve,
         fs_suite_tokenizer, fs_suite_kl, fs_suite_cli, fs_suite_serve, fs_suite_fuzz,
     };
     SRunner *sr = srunner_create(NULL);

@@ -131,6 +131,7 @@ void t_rmdir(const char *dir);
 
 Suite *fs_suite_dtype(void);
 Suite *fs_suite_async(void);
+Suite *fs_suite_solve(void);
 Suite *fs_suite_qmeta(void);
 Suite *fs_suite_grid(void);
 Suite *fs_suite_gptq(void);

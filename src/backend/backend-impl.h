@@ -143,6 +143,8 @@ struct fs_backend_i {
     fs_status (*gptq)(fs_ctx *ctx, fs_backend *be, const fs_gptq_job *job);
     /* (optional) waits for the work of the v1 slots. */
     fs_status (*synchronize)(fs_ctx *ctx, fs_backend *be);
+    /* (optional) fs_backend_device's line; absent: the CPU's (backend.c). */
+    void (*describe)(fs_backend *be, char *buf, size_t n);
 };
 
 struct fs_backend {

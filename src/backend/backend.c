@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "src/backend/backend-impl.h"
+#include "cpu/threads.h"
 
 void fs_backend_free(fs_backend *be)
 {
@@ -44,6 +45,14 @@ int fs_backend_queues_async(fs_backend *be)
 const char *fs_backend_name(fs_backend *be)
 {
     return be->iface.name(be);
+}
+
+void fs_backend_device(fs_backend *be, char *buf, size_t n)
+{
+    const char *fake = fs_test_env("FORGE_STREAM_TEST_DEVICE");
+    if (fake) snprintf(buf, n, "%s", fake);
+    else if (be->iface.describe) be->iface.describe(be, buf, n);
+    else snprintf(buf, n, "%s: %s (%s kernels)", fs_backend_name(be), fs_blas_config(), fs_blas_kernels());
 }
 
 const char *fs_queue_name(fs_queue q)

@@ -113,6 +113,13 @@ int fs_backend_runs_forward(fs_backend *be);
 int fs_backend_queues_async(fs_backend *be);
 const char *fs_backend_name(fs_backend *be);        /* "cpu", "cpu-async", "cuda" */
 const char *fs_queue_name(fs_queue q);              /* "upload", "compute", "download" */
+/* The device whose arithmetic the output's bytes depend on, one line into
+ * buf (n bytes), as the run journal records it: "cuda: NVIDIA H100 80GB HBM3
+ * (sm_90), CUDA runtime 12.4, driver 12.4, cuBLAS 120403", or for the cpu
+ * backends their name and BLAS: "cpu-async: OpenBLAS 0.3.21 ... (Haswell
+ * kernels)".  Test builds: FORGE_STREAM_TEST_DEVICE replaces it (the resume
+ * tests' other device).  Cannot fail. */
+void fs_backend_device(fs_backend *be, char *buf, size_t n);
 /* Number of CUDA devices visible to this build (0 without CUDA). Cannot fail. */
 int fs_backend_cuda_devices(void);
 /* One line for --version into buf (n bytes): "cuda: not in this build",

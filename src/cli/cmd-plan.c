@@ -15,6 +15,8 @@
 
 #include "src/cli/cli.h"
 #include "src/pipeline/plan.h"
+#include "src/forward/layer.h"
+#include "src/models/forward.h"
 
 
 static const char usage[] =
@@ -169,6 +171,16 @@ int cmd_plan(int argc, char **argv)
     if (rc == FS_OK && !a.o.gpu_mem && fs_backend_cuda_devices() > 0)
         fprintf(stderr, "forge-stream: note: a CUDA device is present; planning the CPU backend "
                         "(pass --gpu-mem SIZE to plan the GPU one)\n");
+    if (rc == FS_OK && a.o.gpu_mem) {          /* the forward's batch buffers, as quantize counts them */
+        fs_fwd fw;
+        fs_ctx lc;
+        fs_ctx_init(&lc);
+        if (fs_fwd_init(&lc, config, m, &fw) == FS_OK) {
+            a.o.fwd_tok_bytes = fs_fwd_ws_bytes(&fw, 2) - fs_fwd_ws_bytes(&fw, 1);
+            a.o.fwd_fixed_bytes = fs_fwd_ws_bytes(&fw, 1) - a.o.fwd_tok_bytes;
+            fs_fwd_free(&fw);
+        }
+    }
     if (rc == FS_OK) rc = fs_plan_compute(&ctx, m, c, &a.o, &p);
     if (rc == FS_OK && a.json) rc = fs_plan_json(&ctx, &p, &js);
     if (rc == FS_OK) {

@@ -29,6 +29,7 @@
 #include "src/pipeline/resume.h"
 #include "src/cli/cmd-quantize.h"
 #include "src/cli/serving.h"
+#include "src/forward/layer.h"
 
 /* Removes the work folder's files (journal, boundaries, lock) and the
  * folder itself when it is the default one (the run is over). */
@@ -241,13 +242,14 @@ int cmd_quantize(int argc, char **argv)
     if (rc == FS_OK && a.finished) return FS_EXIT_OK;
     if (rc == FS_OK && !a.resume && a.threads > 0) fs_threads_set((int)a.threads);   /* a resume takes the run's */
     if (rc == FS_OK && !a.resume) rc = quantize_absolute_paths(&ctx, &a, model_abs, out_abs, calib_abs);
-    /* the CPU backends' buffers are host memory: --host-mem caps them too (quantize has no
-     * --gpu-mem: a CUDA backend gets no budget) */
+    /* the CPU backends' buffers are host memory: --host-mem caps them too; --gpu-mem is
+     * the device's budget (cpu-async takes it as its "device" memory) */
     const int on_host = a.backend == FS_BE_CPU || a.backend == FS_BE_CPU_ASYNC ||
                         (a.backend == FS_BE_AUTO && fs_backend_cuda_devices() == 0);
     /* a resume keeps the run's batch even where the budget now allows less (the
      * bytes depend on it; said in the log), so its buffers are not capped */
-    const fs_backend_opts bo = {.mem_budget = on_host && !a.resume ? a.host_mem : 0, .threads = 0};
+    const fs_backend_opts bo = {.mem_budget = a.resume ? 0 : a.gpu_mem ? a.gpu_mem : on_host ? a.host_mem : 0,
+                                .threads = 0};
     if (rc == FS_OK) rc = fs_backend_open(&ctx, a.backend, &bo, &ctx.be);
     if (rc == FS_OK) rc = fs_ckpt_open(&ctx, a.model, &c);
     if (rc == FS_OK) rc = fs_ckpt_log_reads(&ctx, c);      /* what each layer read, for the journal */
@@ -289,6 +291,11 @@ int cmd_quantize(int argc, char **argv)
         po.seq_len = a.seq_len;
         po.act_bytes = a.act_f32 ? 4 : 2;  /* calibration activations: bf16 by default, f32 on request */
         po.host_mem = a.host_mem;
+        po.gpu_mem = a.gpu_mem;                /* the device's budget: its model (plan.h 6) */
+        if (rc == FS_OK && a.gpu_mem) {          /* with the forward's own batch buffers */
+            po.fwd_tok_bytes = fs_fwd_ws_bytes(&fw, 2) - fs_fwd_ws_bytes(&fw, 1);
+            po.fwd_fixed_bytes = fs_fwd_ws_bytes(&fw, 1) - po.fwd_tok_bytes;
+        }
         po.bits = a.q.bits;
         po.group_size = a.q.group_size;
         po.batch_tokens = a.batch_tokens;
@@ -417,6 +424,12 @@ int cmd_quantize(int argc, char **argv)
         rc = fs_trace_new(&ctx, a.profile, a.timings, &po.trace);
         if (rc == FS_OK && !fs_rj_sealed(&rj)) {
             if (start_layer < total) rc = fs_pipeline_run(&ctx, c, m, &fw, ids, a.samples, a.seq_len, &po, o);
+            if (rc == FS_OK && a.gpu_mem) {     /* what the budget held (the plan's gpu column is the model of it) */
+                char pk[32], bg[32];
+                fs_log(&ctx, "%s memory: peak %s of the --gpu-mem budget %s; expert waves of %lld (0: all at once)",
+                       fs_backend_name(ctx.be), fs_plan_fmt_bytes(pk, sizeof pk, fs_be_mem_peak(ctx.be)),
+                       fs_plan_fmt_bytes(bg, sizeof bg, a.gpu_mem), (long long)a.experts_per_wave);
+            }
             if (rc == FS_OK) rc = fs_rj_seal(&ctx, &rj);
         }
         if (rc == FS_OK) rc = fs_trace_finish(&ctx, po.trace, fs_now() - tw, ctx.quiet ? NULL : stderr);

@@ -22,6 +22,7 @@ typedef struct qargs {
     int64_t samples, seq_len;
     int64_t batch_tokens;           /* --batch-tokens: tokens per forward batch at most */
     uint64_t seed, host_mem;
+    uint64_t gpu_mem;               /* --gpu-mem: the device's memory budget (0: none) */
     int act_f32;
     int spill;                      /* --spill: -1 never, 0 auto (the plan decides), 1 always */
     fs_format fmt;

@@ -61,7 +61,7 @@ json_t *quantize_config_json(const qargs *a)
 /* Flags that do not touch the output: free to differ on --resume. */
 static int free_flag(const char *f, int *has_value)
 {
-    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--backend", "--experts-per-wave", "--spill",
+    static const char *with[] = {"--work", "--profile", "--timings", "--host-mem", "--gpu-mem", "--backend", "--experts-per-wave", "--spill",
                                  "--threads"};
     static const char *without[] = {"--quiet", "--resume", "--overwrite", "--help", "-h", "--verify-model",
                                     "--allow-device-change"};
@@ -163,6 +163,7 @@ static fs_status saved_flags(fs_ctx *ctx, fs_run_journal *rj, const qargs *u, qa
     f.profile = u->profile;
     f.timings = u->timings;
     f.host_mem = u->host_mem;
+    f.gpu_mem = u->gpu_mem;
     f.spill = u->spill;
     *a = f;
     rj->start = st;
@@ -345,6 +346,7 @@ fs_status quantize_resume_args(fs_ctx *ctx, int argc, char **argv, qargs *a, fs_
     j.profile = u.profile;
     j.timings = u.timings;
     j.host_mem = u.host_mem;
+    j.gpu_mem = u.gpu_mem;
     j.experts_per_wave = u.experts_per_wave;
     j.spill = u.spill;
     j.verify_model = u.verify_model;

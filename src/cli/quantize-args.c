@@ -90,7 +90,13 @@ const char quantize_usage[] =
     "                       of columns: GPTQ would fit a handful of tokens\n"
     "  --experts-per-wave N experts whose Hessians one pass over the activations\n"
     "                       gathers (default: as many as the memory plan fits in\n"
-    "                       --host-mem); the output does not depend on it\n"
+    "                       --gpu-mem, else --host-mem); the output does not depend on it\n"
+    "  --gpu-mem SIZE       the device's memory budget (the backend's buffers: the\n"
+    "                       layer's weights, Hessians, the solver, a batch): the\n"
+    "                       expert waves are sized to it as `plan --gpu-mem` shows,\n"
+    "                       and a budget the largest layer cannot fit is refused\n"
+    "                       before anything is written (cpu-async takes it as its\n"
+    "                       device memory); the output does not depend on it\n"
     "  --quantize-experts-only  quantize the routed experts only: attention, dense\n"
     "                       MLPs and shared experts stay as the checkpoint has them\n"
     "                       (FP8 as BF16), and the forward runs them unquantized\n"
@@ -139,6 +145,10 @@ fs_status quantize_parse(fs_ctx *ctx, int argc, char **argv, qargs *a, int *help
         else if (!strcmp(f, "--profile")) a->profile = v;
         else if (!strcmp(f, "--timings")) a->timings = v;
         else if (!strcmp(f, "--host-mem")) { if ((rc = fs_arg_size(ctx, f, v, &a->host_mem))) return rc; }
+        else if (!strcmp(f, "--gpu-mem")) {
+            if ((rc = fs_arg_size(ctx, f, v, &a->gpu_mem))) return rc;
+            if (!a->gpu_mem) return fs_ctx_err(ctx, FS_ERR_USAGE, "--gpu-mem '%s': must be more than 0", v);
+        }
         else if (!strcmp(f, "--samples")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 1 << 24, &a->samples))) return rc; }
         else if (!strcmp(f, "--seq-len")) { if ((rc = fs_arg_i64(ctx, f, v, 2, 1 << 22, &a->seq_len))) return rc; }
         else if (!strcmp(f, "--threads")) { if ((rc = fs_arg_i64(ctx, f, v, 1, 4096, &a->threads))) return rc; }

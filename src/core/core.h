@@ -158,6 +158,10 @@ void fs_crashpoint(const fs_ctx *ctx, const char *point);
  * atomic-write: journal and small files) fails
  * with EIO (or FORGE_STREAM_FAIL_ERRNO); returns that errno, else 0. */
 int fs_io_fault(const fs_ctx *ctx, const char *point);
+/* Test builds: getenv(name) for the test-only switches FORGE_STREAM_TEST_*
+ * (e.g. FORGE_STREAM_TEST_SOLVER: the pipeline's host solver; specifications.md
+ * §4.6); NULL in a release build. */
+const char *fs_test_env(const char *name);
 void fs_crash_report(const fs_ctx *ctx);
 /* Checked size arithmetic: return 0 and set *out, or return -1 on overflow. */
 int fs_mul_size(size_t a, size_t b, size_t *out);

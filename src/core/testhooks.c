@@ -81,7 +81,19 @@ void fs_crash_report(const fs_ctx *ctx)
         fprintf(stderr, "forge-stream: crash points passed: %ld\n", __atomic_load_n(&ctx->crash->passed, __ATOMIC_SEQ_CST));
 }
 
+const char *fs_test_env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
 #else   /* a release build: no hooks */
+
+const char *fs_test_env(const char *name)
+{
+    (void)name;
+    return NULL;
+}
 
 int fs_crash_from_env(fs_ctx *ctx, fs_crash *c)
 {

@@ -79,6 +79,9 @@ typedef struct fs_fwd_ws {
 } fs_fwd_ws;
 
 fs_status fs_fwd_ws_new(fs_ctx *ctx, fs_backend *be, fs_queue q, const fs_fwd *f, int64_t n, fs_fwd_ws *ws);
+/* The bytes fs_fwd_ws_new allocates on a backend for n rows (the plan's
+ * figure of a batch on the device). Cannot fail. */
+uint64_t fs_fwd_ws_bytes(const fs_fwd *f, int64_t n);
 void fs_fwd_ws_free(fs_backend *be, fs_fwd_ws *ws);   /* accepts a zeroed one */
 
 enum {

@@ -48,6 +48,8 @@ static fs_status check_keys(fs_ctx *ctx, const char *path, json_t *j)
     else if (!json_is_array(argv)) rc = bad(ctx, path, "argv", "is not an array");
     else if (!json_is_object(json_object_get(j, "config"))) rc = bad(ctx, path, "config", "is not an object");
     else if (!json_is_string(json_object_get(j, "backend"))) rc = bad(ctx, path, "backend", "is not a string");
+    else if (json_object_get(j, "device") && !json_is_string(json_object_get(j, "device")))
+        rc = bad(ctx, path, "device", "is not a string");
     else if (!json_is_object(model) || !json_is_string(json_object_get(model, "dir")) ||
              !json_is_array(json_object_get(model, "files")))
         rc = bad(ctx, path, "model", "is not {dir, files}");

@@ -4,7 +4,9 @@
  * One JSON object (specifications.md §16 gives every key):
  *   format "forge-stream-journal", version 1, forge_stream (the version
  *   that wrote it), argv (the flags that shape the output, paths absolute),
- *   config (every option with defaults filled in), backend, model {dir,
+ *   config (every option with defaults filled in), backend, device (the
+ *   line of fs_backend_device: GPU and CUDA versions, or the CPU's BLAS;
+ *   a resume elsewhere needs --allow-device-change), model {dir,
  *   files [{name, size, head_xxh3, tail_xxh3}]}, calib {path, size, xxh3,
  *   ids_xxh3}, layers_done, sealed, act (the boundary file holding the
  *   input of layer layers_done: {file, rows, row_bytes, checksum}, or null),

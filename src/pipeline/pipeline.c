@@ -45,8 +45,10 @@
  * A layer's weights go up on the upload queue (the compute queue waits for
  * its event; with po->lookahead the next layer's during this layer's final
  * pass); batches flow through two host staging slots ordered by events (see
- * pass()); Hessians sum on the backend and come down for the solver, which
- * runs the host-pointer (v1) slots.
+ * pass()); Hessians sum on the backend and stay there: each linear is solved
+ * on the backend's compute queue with its weight and Hessian resident
+ * (src/quant/solve-be.h), or, for the options without ops (solve-be.h's
+ * fs_solve_be_supports), both come down for the host solver.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +65,7 @@
 #include "src/models/moe.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/plan.h"
+#include "src/quant/solve-be.h"
 #include "stream/boundary.h"
 #include "stream/layerio.h"
 #include "stream/spill.h"
@@ -211,8 +214,9 @@ typedef struct pstate {
     int hw0;                 /* the first expert of a wave's Hessians */
     int64_t *seen;           /* rows each expert of the wave received */
     double *qwait, *qpass;   /* run totals: the host's waits for the queues in passes, the passes */
-    float **wsolve;          /* the run's host buffer of a linear for the solver (grown, reused: */
+    float **wsolve;          /* the host solver's copies of a linear and its Hessian (grown, reused: */
     size_t *wsolve_cap;      /* a fresh one per linear costs its page faults every time) */
+    fs_solve_ws *sws;        /* the backend solver's buffers (released at the layer's end) */
     void (*ahead)(void *arg);   /* (optional) run once the final pass has queued its last batch */
     void *ahead_arg;
 } pstate;
@@ -255,11 +259,36 @@ static fs_status load(pstate *p, int64_t row0, int64_t n, float *dst)
     return rc;
 }
 
-/* Quantizes linear i of the layer with H (round to nearest when force_rtn,
- * H then only measures the loss), writes it, swaps in the dequant.  The
- * backend's buffer holds the layer's only copy of the weights: the linear
- * comes down for the solver and its dequant goes back up. */
-static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
+/* The host solver's copies (the run's buffer, grown): linear i's weight
+ * [out, in] (when W) and the Hessian H [in, in] (when Hh), downloaded. */
+static fs_status host_copies(pstate *p, const fs_mlinear *x, fs_tensor wv, fs_tensor H, float **W, float **Hh)
+{
+    const uint64_t wbytes = (uint64_t)(x->out * x->in) * 4, hbytes = (uint64_t)(x->in * x->in) * 4;
+    if (*p->wsolve_cap < (size_t)(wbytes + hbytes)) {
+        free(*p->wsolve);
+        *p->wsolve = malloc((size_t)(wbytes + hbytes));
+        *p->wsolve_cap = *p->wsolve ? (size_t)(wbytes + hbytes) : 0;
+        if (!*p->wsolve) return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: %lld x %lld for the solver", x->name,
+                                           (long long)x->out, (long long)x->in);
+    }
+    fs_status rc = FS_OK;
+    if (W) {
+        *W = *p->wsolve;
+        rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, *W, wv.buf, wv.off, wbytes);
+    }
+    if (Hh && rc == FS_OK) {
+        *Hh = *p->wsolve + x->out * x->in;
+        rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, *Hh, H.buf, H.off, hbytes);
+    }
+    return rc == FS_OK ? fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE) : rc;
+}
+
+/* Quantizes linear i of the layer with H (a view of the Hessian on the
+ * backend; round to nearest when force_rtn, H then only measures the loss),
+ * writes it, swaps in the dequant.  The backend's buffer holds the layer's
+ * only copy of the weights: the backend solver replaces it with the dequant
+ * there; the host solver's copy comes down and its dequant goes back up. */
+static fs_status quantize_one(pstate *p, int i, fs_tensor H, int force_rtn)
 {
     const fs_mlinear *x = &p->L->lin[i];
     if (fs_interrupted())
@@ -267,31 +296,30 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
                           p->L->index);
     const fs_tensor wv = fs_lwb_weight(p->wb, i);
     const uint64_t wbytes = (uint64_t)(x->out * x->in) * 4;
-    if (*p->wsolve_cap < (size_t)wbytes) {
-        free(*p->wsolve);
-        *p->wsolve = malloc((size_t)wbytes);
-        *p->wsolve_cap = *p->wsolve ? (size_t)wbytes : 0;
-        if (!*p->wsolve) return fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: %lld x %lld for the solver", x->name,
-                                           (long long)x->out, (long long)x->in);
-    }
-    float *W = *p->wsolve;
-    fs_status rc = fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, W, wv.buf, wv.off, wbytes);
-    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
-    if (rc != FS_OK) return rc;
     fs_layer_result r;
     fs_quant_opts q = p->po->q;
     if (force_rtn) q.rtn = 1;
-    double tq = fs_now();
-    rc = fs_layer_quantize(p->ctx, W, H, NULL, x->out, x->in, &q, &r);
-    fs_crashpoint(p->ctx, "gptq");
+    /* the backend solver unless an option has no op (or the test hook asks for the host's) */
+    const int on_be = fs_solve_be_supports(&q, NULL) && !fs_test_env("FORGE_STREAM_TEST_SOLVER");
+    float *W = NULL, *Hh = NULL;
+    fs_status rc = !on_be || p->po->on_linear ? host_copies(p, x, wv, H, on_be ? NULL : &W, &Hh) : FS_OK;
     if (rc != FS_OK) return rc;
-    double wn = 0.0;
-    /* the same rows as the losses' estimate when those are estimated (loss_f32) */
-    rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, H, x->out, x->in, &wn)
-                           : fs_quad_loss_f32(p->ctx, W, NULL, H, x->out, x->in, &wn);
-    if (rc != FS_OK) {
-        fs_layer_result_free(&r);
-        return rc;
+    double tq = fs_now(), wn = 0.0;
+    if (on_be) {
+        rc = fs_solve_be(p->ctx, p->be, FS_QUEUE_COMPUTE, p->sws, wv, H, &q, &r, &wn);
+        fs_crashpoint(p->ctx, "gptq");
+        if (rc != FS_OK) return rc;
+    } else {
+        rc = fs_layer_quantize(p->ctx, W, Hh, NULL, x->out, x->in, &q, &r);
+        fs_crashpoint(p->ctx, "gptq");
+        if (rc != FS_OK) return rc;
+        /* the same rows as the losses' estimate when those are estimated (loss_f32) */
+        rc = p->po->q.loss_f32 ? fs_quad_loss_est(p->ctx, W, NULL, Hh, x->out, x->in, &wn)
+                               : fs_quad_loss_f32(p->ctx, W, NULL, Hh, x->out, x->in, &wn);
+        if (rc != FS_OK) {
+            fs_layer_result_free(&r);
+            return rc;
+        }
     }
     /* the solver's stages, in the order they ran (grid first, then inversion, solve);
      * gptq runs to now: the solve and its bookkeeping (buffers, permutations, losses) */
@@ -312,13 +340,25 @@ static fs_status quantize_one(pstate *p, int i, const float *H, int force_rtn)
     if (r.retries || r.fallback_rtn)
         fs_log(p->ctx, "%s: %d damping retries (damp %g)%s", x->name, r.retries, r.damp_used,
                r.fallback_rtn ? ", fell back to RTN" : "");
-    if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, H, x->in, &r);
+    if (p->po->on_linear && on_be) {        /* the observer gets the dequant too (a test's download) */
+        r.dequant = malloc((size_t)wbytes);
+        rc = r.dequant ? fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, r.dequant, wv.buf, wv.off, wbytes)
+                       : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "%s: dequant", x->name);
+        if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
+        if (rc != FS_OK) {
+            fs_layer_result_free(&r);
+            return rc;
+        }
+    }
+    if (p->po->on_linear) p->po->on_linear(p->po->arg, p->L->index, x->name, Hh, x->in, &r);
     /* later passes see the quantized weight; the packing and writing go to the writer */
-    rc = fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, wv.buf, wv.off, r.dequant, wbytes);
-    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);        /* the dequant goes next */
-    if (rc != FS_OK) {
-        fs_layer_result_free(&r);
-        return rc;
+    if (!on_be) {
+        rc = fs_be_upload(p->ctx, p->be, FS_QUEUE_COMPUTE, wv.buf, wv.off, r.dequant, wbytes);
+        if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);        /* the dequant goes next */
+        if (rc != FS_OK) {
+            fs_layer_result_free(&r);
+            return rc;
+        }
     }
     free(r.dequant);
     r.dequant = NULL;
@@ -563,27 +603,26 @@ static fs_status hess_begin(pstate *p, int64_t in, int count, int hw0)
     return rc;
 }
 
-/* The sums made symmetric and downloaded: H[k] malloc'ed [in, in] each. */
-static fs_status hess_end(pstate *p, int count, float **H, fs_status rc)
+/* The sums made symmetric; they stay on the backend: *H [count * in, in]
+ * (the caller frees it, fs_be_free; NULL after an error). */
+static fs_status hess_end(pstate *p, int count, fs_buf **H, fs_status rc)
 {
-    const int64_t in = p->hin;
-    const uint64_t bytes = (uint64_t)(in * in) * 4;
-    if (rc == FS_OK) rc = fs_op_hess_finish(p->ctx, p->be, FS_QUEUE_COMPUTE, fs_tensor_2d(p->hbuf, 0, FS_DT_F32, count * in, in), count);
-    for (int k = 0; rc == FS_OK && k < count; k++) {
-        H[k] = fs_alloc2((size_t)in, (size_t)in * sizeof(float));
-        rc = H[k] ? fs_be_download(p->ctx, p->be, FS_QUEUE_COMPUTE, H[k], p->hbuf, (uint64_t)k * bytes, bytes)
-                  : fs_ctx_err(p->ctx, FS_ERR_NOMEM, "hessian");
-    }
-    if (rc == FS_OK) rc = fs_be_sync(p->ctx, p->be, FS_QUEUE_COMPUTE);
-    fs_be_free(p->be, p->hbuf);
+    if (rc == FS_OK) rc = fs_op_hess_finish(p->ctx, p->be, FS_QUEUE_COMPUTE, fs_tensor_2d(p->hbuf, 0, FS_DT_F32, count * p->hin, p->hin), count);
+    *H = NULL;
+    if (rc == FS_OK) *H = p->hbuf;
+    else fs_be_free(p->be, p->hbuf);
     p->hbuf = NULL;
-    if (rc != FS_OK)
-        for (int k = 0; k < count; k++) { free(H[k]); H[k] = NULL; }
     return rc;
 }
 
-/* A pass that captures into a new *H [in, in] (malloc'ed, caller frees). */
-static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, float **H)
+/* Hessian k of the stack H [count * in, in]. */
+static fs_tensor hess_view(fs_buf *H, int64_t in, int k)
+{
+    return fs_tensor_2d(H, (uint64_t)k * (uint64_t)(in * in) * 4, FS_DT_F32, in, in);
+}
+
+/* A pass that captures into a new *H [in, in] on the backend (caller frees). */
+static fs_status capture(pstate *p, int stage, scratch *s, int64_t in, fs_buf **H)
 {
     *H = NULL;
     fs_status rc = hess_begin(p, in, 1, 0);
@@ -601,10 +640,10 @@ static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t 
     const char *nm = strrchr(p->L->lin[i0].name, '.');
     snprintf(what, sizeof what, "%s%s", nm ? nm + 1 : p->L->lin[i0].name, i1 - i0 > 1 ? " ..." : "");
     progress(p, what);
-    float *H = NULL;
+    fs_buf *H = NULL;
     fs_status rc = capture(p, stage, s, in, &H);
-    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, H, 0);
-    free(H);
+    for (int i = i0; rc == FS_OK && i < i1; i++) rc = quantize_one(p, i, hess_view(H, in, 0), 0);
+    fs_be_free(p->be, H);
     return rc;
 }
 
@@ -617,9 +656,9 @@ static fs_status capture_and_quantize(pstate *p, int stage, scratch *s, int64_t 
  * routing of the layer forward, the same as pass R's), or all of them when
  * all[e].  Each expert accumulates batch by batch, its rows of each batch in
  * one call, so its Hessian does not depend on which experts share its wave:
- * the output is the same for any wave size.  H[e - e0] malloc'ed [in, in]
- * (zero for an expert without rows). */
-static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int *all, int down, float **H)
+ * the output is the same for any wave size.  *H [(e1 - e0) * in, in] on the
+ * backend, block e - e0 expert e's (zero for an expert without rows). */
+static fs_status wave_hess(pstate *p, scratch *s, int e0, int e1, const int *all, int down, fs_buf **H)
 {
     const int ne = e1 - e0;
     p->seen = calloc((size_t)ne, sizeof *p->seen);
@@ -642,7 +681,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
     const int64_t H = f->H, n = p->nseq * p->T, E = f->E, K = f->topk;
     const int e0 = p->wb->e0;
     const int64_t minr = po->min_expert_tokens > 1 ? po->min_expert_tokens : 1;
-    float *Hx = NULL;
+    fs_buf *Hx = NULL;
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(n * K));
     int64_t *count = calloc((size_t)E, sizeof(int64_t));
     int *under = calloc((size_t)E, sizeof(int)), *all = calloc((size_t)E, sizeof(int));
@@ -655,7 +694,7 @@ static fs_status moe_layer(pstate *p, scratch *s)
     if ((rc = capture(p, ST_POST, s, H, &Hx)) != FS_OK) goto out;
     const int g0 = p->wb->g0;
     if (e0 > g0 && !po->experts_only) {   /* shared expert(s) (qwen2_moe, DeepSeek): gate, up, down */
-        for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, Hx, 0);
+        for (int i = g0; rc == FS_OK && i <= g0 + 1; i++) rc = quantize_one(p, i, hess_view(Hx, H, 0), 0);
         if (rc == FS_OK) rc = capture_and_quantize(p, ST_DOWN, s, f->Is, g0 + 2, g0 + 3);
         if (rc != FS_OK) goto out;
     }
@@ -699,32 +738,33 @@ static fs_status moe_layer(pstate *p, scratch *s)
     if (po->moe_report && (rc = fs_moe_report_add(ctx, po->moe_report, L->index, (int)E, count, under)) != FS_OK)
         goto out;
     /* experts in waves: gate/up Hessians of the wave's experts in one pass,
-     * quantize them, then their down Hessians in another, quantize those */
+     * quantize them, then their down Hessians in another, quantize those
+     * (the solver's buffers of the shared experts go first: the waves are
+     * sized for the experts' own, src/pipeline/plan.c) */
+    fs_solve_ws_release(p->be, p->sws);
     const int64_t wave = po->experts_per_wave > 0 && po->experts_per_wave < E ? po->experts_per_wave : E;
     for (int64_t e = 0; e < E; e++) all[e] = under[e] && po->expert_policy == FS_EXPERT_ALL_TOKENS;
     for (int64_t w0 = 0; rc == FS_OK && w0 < E; w0 += wave) {
-        const int w1 = (int)(w0 + wave < E ? w0 + wave : E), nw = w1 - (int)w0;
+        const int w1 = (int)(w0 + wave < E ? w0 + wave : E);
         const double te = fs_now();
         p->holding = 1;
-        float **He = calloc((size_t)nw, sizeof *He), **Hd = calloc((size_t)nw, sizeof *Hd);
-        if (!He || !Hd) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "wave of %d experts", nw);
-        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 0, He);
+        fs_buf *He = NULL, *Hd = NULL;
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 0, &He);
         for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
             /* shared: gate/up from the layer's full-input Hessian; rtn: round to nearest
              * (its own Hessian only measures the loss) */
             const int pol = under[e] ? (int)po->expert_policy : -1, ig = e0 + 3 * e;
-            const float *Hgu = pol == FS_EXPERT_SHARED ? Hx : He[e - w0];
+            const fs_tensor Hgu = pol == FS_EXPERT_SHARED ? hess_view(Hx, H, 0) : hess_view(He, H, e - (int)w0);
             for (int i = ig; rc == FS_OK && i < ig + 2; i++) rc = quantize_one(p, i, Hgu, pol == FS_EXPERT_RTN);
         }
-        for (int e = 0; He && e < nw; e++) { free(He[e]); He[e] = NULL; }   /* before the down Hessians */
-        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 1, Hd);
+        fs_be_free(p->be, He);                    /* before the down Hessians */
+        if (rc == FS_OK) rc = wave_hess(p, s, (int)w0, w1, all, 1, &Hd);
         for (int e = (int)w0; rc == FS_OK && e < w1; e++) {
             const int pol = under[e] ? (int)po->expert_policy : -1;
-            rc = quantize_one(p, e0 + 3 * e + 2, Hd[e - w0], pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
+            rc = quantize_one(p, e0 + 3 * e + 2, hess_view(Hd, f->Ie, e - (int)w0),
+                              pol == FS_EXPERT_RTN || pol == FS_EXPERT_SHARED);
         }
-        for (int e = 0; He && Hd && e < nw; e++) { free(He[e]); free(Hd[e]); }
-        free(He);
-        free(Hd);
+        fs_be_free(p->be, Hd);
         p->holding = 0;
         rc = flush_held(p, rc);
         char en[96];
@@ -733,6 +773,8 @@ static fs_status moe_layer(pstate *p, scratch *s)
         snprintf(en, sizeof en, "experts %lld-%d (%lld rows)", (long long)w0, w1 - 1, (long long)toks);
         fs_trace_span(po->trace, FS_STAGE_EXPERT, L->index, en, te, fs_now(), (uint64_t)toks * (uint64_t)H * 4, 0);
     }
+    fs_be_free(p->be, Hx);                               /* (the final pass does not need it) */
+    Hx = NULL;
     /* E: x += MoE(norm(x)) with the quantized experts */
     if (rc == FS_OK) rc = pass(p, ST_FINISH, s, 0, 0, 0, NULL);
 out:
@@ -741,7 +783,8 @@ out:
     free(p->held);
     p->held = NULL;
     p->cap_held = 0;
-    free(Hx); free(idx); free(count); free(under); free(all);
+    fs_be_free(p->be, Hx);
+    free(idx); free(count); free(under); free(all);
     return rc;
 }
 
@@ -887,6 +930,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
     double qwait = 0.0, qpass = 0.0;
     float *wsolve = NULL;
     size_t wsolve_cap = 0;
+    fs_solve_ws sws = {0};
     if (rc == FS_OK) rc = scratch_new(ctx, be, f, (bseq < nseq ? bseq : nseq) * T, &s);
     for (int k = 0; rc == FS_OK && k < 2; k++) rc = fs_be_event_new(ctx, be, &wev[k]);
     if (rc == FS_OK && live) rc = fs_fwd_ws_new(ctx, be, FS_QUEUE_COMPUTE, f, (bseq < nseq ? bseq : nseq) * T, &ws);
@@ -925,7 +969,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         if (rc != FS_OK) { fs_lwb_free(be, &wb); break; }
         const fs_prefetch_stats pst = rs.pst;
         ah.l = l + 1;
-        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wsolve = &wsolve, .wsolve_cap = &wsolve_cap,
+        pstate p = {.ctx = ctx, .be = be, .qwait = &qwait, .qpass = &qpass, .wsolve = &wsolve, .wsolve_cap = &wsolve_cap, .sws = &sws,
                     .wb = &wb, .ws = &ws,
                     .ahead = po->lookahead && !own && l + 1 < m->nlayers ? ahead_run : NULL, .ahead_arg = &ah,
                     .kept = kept, .f = f, .po = po, .o = o, .wr = wr, .L = L, .x = x, .nseq = nseq,
@@ -954,6 +998,7 @@ fs_status fs_pipeline_run(fs_ctx *ctx, fs_ckpt *c, const fs_model *m, const fs_f
         fs_status src = fs_be_sync(ctx, be, FS_QUEUE_COMPUTE);   /* the layer's work is done */
         if (rc == FS_OK) rc = src;
         fs_lwb_free(be, &wb);
+        fs_solve_ws_release(be, &sws);           /* the next layer's linears may be smaller */
         fs_trace_span(po->trace, FS_STAGE_LAYER, l, L->lin[0].name, tl, fs_now(), fs_lr_bytes(lr, l), 0);
         if (rc == FS_OK) {
             if (!ctx->quiet && isatty(2)) fputs("\r\033[K", stderr);   /* the progress line gives way */

@@ -17,6 +17,7 @@
 
 #include "src/pipeline/plan.h"
 #include "src/quant/quant.h"
+#include "src/quant/solve-be.h"
 
 #define SAT UINT64_MAX
 
@@ -161,6 +162,8 @@ static void ckpt_bytes(const fs_ckpt *c, fs_plan *p)
 
 typedef struct lstat {
     uint64_t w32, w32_dense, hess, hess_dense, solver_dense, solver_e;
+    uint64_t solver_dense_be, solver_e_be;   /* the backend solver's (solve-be.h) of the largest */
+    uint64_t w32_arena;                /* w32 as the device arena holds it (64-byte aligned tensors) */
     uint64_t out_dense, in_dense;      /* sum of dense outputs, widest dense input */
     uint64_t out_e, e_w32, e_hess;     /* per expert: sum of outputs, f32 weights, Hessian */
     uint64_t qbytes, copy_bytes;       /* quantized output, copied tensors */
@@ -196,16 +199,19 @@ static fs_status layer_stats(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, c
         uint64_t w = sat_mul(sat_mul((uint64_t)x->out, (uint64_t)x->in), 4);
         uint64_t h = sat_mul(sat_mul((uint64_t)x->in, (uint64_t)x->in), 4);
         s->w32 = sat_add(s->w32, w);
+        s->w32_arena = sat_add(s->w32_arena, ceil_div(w, 64) * 64);
         s->hess = u64max(s->hess, h);
         if (ex) {
             ew[x->expert] = sat_add(ew[x->expert], w);
             eo[x->expert] = sat_add(eo[x->expert], (uint64_t)x->out);
             s->e_hess = u64max(s->e_hess, h);
             s->solver_e = u64max(s->solver_e, solver_of(o, x));
+            s->solver_e_be = u64max(s->solver_e_be, fs_solve_be_bytes(x->out, x->in, o->group_size));
         } else {
             s->w32_dense = sat_add(s->w32_dense, w);
             s->hess_dense = u64max(s->hess_dense, h);
             s->solver_dense = u64max(s->solver_dense, solver_of(o, x));
+            s->solver_dense_be = u64max(s->solver_dense_be, fs_solve_be_bytes(x->out, x->in, o->group_size));
             s->out_dense = sat_add(s->out_dense, (uint64_t)x->out);
             s->in_dense = u64max(s->in_dense, (uint64_t)x->in);
         }
@@ -233,6 +239,7 @@ static fs_status layer_stats(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, c
         s->copy_bytes = sat_add(s->copy_bytes, b);
         uint64_t w = sat_mul(nelem(&L->other[i]), 4);
         s->w32 = sat_add(s->w32, w);
+        s->w32_arena = sat_add(s->w32_arena, ceil_div(w, 64) * 64);
         s->w32_dense = sat_add(s->w32_dense, w);
     }
     free(gin);
@@ -241,12 +248,21 @@ static fs_status layer_stats(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, c
     return FS_OK;
 }
 
-/* Memory and time of decoder row l, given its stats and the next row's read.
+/* Memory and time of decoder row l, given its stats and the next row's read
+ * (and other_w32: the f32 weights of the other decoder layer held at once).
  * Routed experts come first (each wave is two more passes over the tokens):
  * as many per wave as fit beside a one-window batch; the batch then grows
- * to batch_tokens in whole windows if what is left allows. */
+ * to batch_tokens in whole windows if what is left allows.
+ *
+ * The GPU figure is what the pipeline holds there (plan.h 6): two layers'
+ * f32 weights, experts included (fs_lwb_upload takes a whole layer, into one
+ * of two arenas that are kept: the next layer comes up into the other during
+ * this one's final pass), one batch, and either a dense group's Hessian and
+ * the backend solver's buffers or, in the waves, the layer's full-input
+ * Hessian beside the wave's expert Hessians (one per expert: down's come
+ * after gate/up's are freed) and the solver. */
 static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64_t host, uint64_t gpumem,
-                       const lstat *s, uint64_t next_read, fs_plan_layer *r)
+                       const lstat *s, uint64_t next_read, uint64_t other_w32, fs_plan_layer *r)
 {
     const uint64_t T = sat_mul((uint64_t)o->samples, (uint64_t)o->seq_len), H = (uint64_t)m->hidden;
     const uint64_t ab = (uint64_t)o->act_bytes, L = (uint64_t)o->seq_len;
@@ -254,8 +270,10 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     const uint64_t TH = sat_mul(T, H);
     const int moe = r->moe && m->experts > 0;
     const uint64_t E = moe ? (uint64_t)m->experts : 0;
-    /* f32 activations of one token in a batch: xn, residual, the outputs, the widest input */
-    const uint64_t per_tok = sat_mul(4, sat_add(sat_add(2 * H, u64max(s->out_dense, s->out_e)), s->in_dense));
+    /* f32 activations of one token in a batch: xn, residual, the outputs, the widest input
+     * (GPU: the forward's own buffers, fs_fwd_ws_bytes, when the caller gave them) */
+    const uint64_t per_tok = gpu && o->fwd_tok_bytes ? o->fwd_tok_bytes
+                                                     : sat_mul(4, sat_add(sat_add(2 * H, u64max(s->out_dense, s->out_e)), s->in_dense));
 
     r->w32_bytes = s->w32;
     r->hess_bytes = s->hess;
@@ -265,9 +283,15 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
      * decodes the whole layer at once, see wres), one Hessian at a time
      * (gate/up's, then down's), and its codes (1 byte a weight) held until the
      * wave is written */
-    r->expert_bytes = moe ? sat_add(sat_add(gpu ? s->e_w32 : 0, s->e_hess), s->e_w32 / 4) : 0;
+    r->expert_bytes = moe ? (gpu ? s->e_hess : sat_add(s->e_hess, s->e_w32 / 4)) : 0;
     /* f32 weights resident in the compute memory for the whole layer */
-    const uint64_t wres = gpu ? s->w32_dense : s->w32;
+    const uint64_t wres = gpu ? sat_add(sat_add(s->w32_arena, other_w32), o->fwd_fixed_bytes) : s->w32;
+    /* the backend solver's buffers (the host solver's for --grid hmse / --refine-scales: the
+     * larger of the two), and a MoE layer's full-input Hessian, held on the backend beside
+     * its shared experts' solves and its waves */
+    const uint64_t hx = moe ? sat_mul(sat_mul(H, H), 4) : 0;
+    const uint64_t solver_dense = u64max(s->solver_dense_be, s->solver_dense);
+    const uint64_t solver_e = sat_add(u64max(s->solver_e_be, s->solver_e), hx);
     r->experts = (int)E;
 
     uint64_t ring = sat_add(r->read_bytes, next_read);
@@ -280,8 +304,8 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
         act_res = sat_add(act_res, routing);
         act_sp = sat_add(act_sp, routing);
     }
-    uint64_t dense_phase = sat_add(s->hess_dense, s->solver_dense);
-    uint64_t one_wave = moe ? sat_add(r->expert_bytes, s->solver_e) : 0;
+    uint64_t dense_phase = sat_add(sat_add(s->hess_dense, solver_dense), hx);
+    uint64_t one_wave = moe ? sat_add(r->expert_bytes, solver_e) : 0;
     uint64_t comp_min = sat_add(sat_add(wres, u64max(dense_phase, one_wave)), sat_mul(Bmin, per_tok));
     uint64_t act, side;                          /* side: host bytes beside the compute memory */
     if (gpu) {
@@ -300,14 +324,14 @@ static void layer_plan(const fs_model *m, const fs_plan_opts *o, int gpu, uint64
     uint64_t budget = gpu ? gpumem : host;
     int64_t k = 0;
     if (moe) {                                   /* experts per wave beside a one-window batch */
-        uint64_t used = sat_add(sat_add(sat_add(wres, sat_mul(Bmin, per_tok)), s->solver_e), side);
+        uint64_t used = sat_add(sat_add(sat_add(wres, sat_mul(Bmin, per_tok)), solver_e), side);
         uint64_t left = budget > used ? budget - used : 0;
         uint64_t fit = r->expert_bytes ? left / r->expert_bytes : E;
         k = (int64_t)u64max(1, u64min(fit, E));
         r->experts_per_wave = (int)k;
         r->waves = (int)ceil_div(E, (uint64_t)k);
     }
-    uint64_t wave = moe ? sat_add(sat_mul((uint64_t)k, r->expert_bytes), s->solver_e) : 0;
+    uint64_t wave = moe ? sat_add(sat_mul((uint64_t)k, r->expert_bytes), solver_e) : 0;
     uint64_t solve = sat_add(sat_add(wres, u64max(dense_phase, wave)), side);
     uint64_t room = budget > solve ? budget - solve : 0;     /* then the batch grows */
     uint64_t B = per_tok ? u64min(Bmax, room / per_tok) : Bmax;
@@ -418,9 +442,16 @@ fs_status fs_plan_compute(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, cons
             q.layers[l].read_bytes = q.layers[l].mtp ? est_mtp(o, m) : est_layer(o, &m->layers[l]);
         q.global_bytes = est_global(o, m);
     }
+    lstat *st = calloc((size_t)q.nlayers, sizeof *st);
+    if (!st) rc = fs_ctx_err(ctx, FS_ERR_NOMEM, "plan of %d layers", q.nlayers);
+    for (int l = 0; rc == FS_OK && l < q.nlayers; l++)
+        if (!q.layers[l].mtp) rc = layer_stats(ctx, m, c, &q.opts, &m->layers[l], &st[l]);
     for (int l = 0; rc == FS_OK && l < q.nlayers; l++) {
         fs_plan_layer *r = &q.layers[l];
         uint64_t next = l + 1 < q.nlayers ? q.layers[l + 1].read_bytes : 0;
+        uint64_t other_w32 = 0;                  /* the other arena: at most the largest other decoder layer */
+        for (int k = 0; k < q.nlayers; k++)
+            if (k != l && !q.layers[k].mtp) other_w32 = u64max(other_w32, st[k].w32_arena);
         if (r->mtp) {                            /* copied through */
             r->write_bytes = r->read_bytes;
             r->host_peak = r->host_min = sat_add(r->read_bytes, next);
@@ -428,10 +459,9 @@ fs_status fs_plan_compute(fs_ctx *ctx, const fs_model *m, const fs_ckpt *c, cons
             r->est_s = r->io_s;
             continue;
         }
-        lstat s;
-        rc = layer_stats(ctx, m, c, &q.opts, &m->layers[l], &s);
-        if (rc == FS_OK) layer_plan(m, &q.opts, q.gpu, q.opts.host_mem, q.opts.gpu_mem, &s, next, r);
+        layer_plan(m, &q.opts, q.gpu, q.opts.host_mem, q.opts.gpu_mem, &st[l], next, other_w32, r);
     }
+    free(st);
     if (rc != FS_OK) { fs_plan_free(&q); return rc; }
     q.read_bytes = q.write_bytes = q.global_bytes;
     q.host_min_layer = q.gpu_min_layer = -1;

@@ -80,6 +80,8 @@ typedef struct fs_plan_opts {
     int64_t group_size;        /* -1 or a multiple of 32 */
     int64_t batch_tokens;      /* tokens of one scratch batch at most (fewer whole
                                   windows when the budget needs it) */
+    uint64_t fwd_tok_bytes, fwd_fixed_bytes;   /* GPU: the forward's batch buffers per token and
+                                  beside (fs_fwd_ws_bytes; quantize gives them), 0 = estimated */
     /* storage assumed when no checkpoint is given (fs_plan_opts_from_config) */
     int wbytes;                /* bytes per element of non-FP8 tensors */
     int fp8_block[2];          /* block of FP8 decoder linears, {0, 0} = not FP8 */

@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "cpu/threads.h"
+#include "src/backend/backend.h"
 #include "src/pipeline/journal.h"
 #include "src/pipeline/pipeline.h"
 #include "src/pipeline/resume.h"
@@ -54,6 +55,10 @@ fs_status fs_rj_create(fs_ctx *ctx, fs_run_journal *rj, void *argv, void *config
     fs_threads_get(&nomp, &nblas);
     if (rc == FS_OK) rc = set(ctx, root, "threads", json_pack("{s:i, s:i}", "openmp", nomp, "blas", nblas));
     if (rc == FS_OK) rc = set(ctx, root, "blas_kernels", json_string(fs_blas_kernels()));
+    /* and on the device (GPU model and CUDA / driver / cuBLAS versions, or the CPU's BLAS) */
+    char dev[512] = "";
+    if (ctx->be) fs_backend_device(ctx->be, dev, sizeof dev);
+    if (rc == FS_OK && ctx->be) rc = set(ctx, root, "device", json_string(dev));
     /* so do the Hessians' sums, batch by batch: a resume under another budget keeps it */
     if (rc == FS_OK && rj->batch_tokens > 0) rc = set(ctx, root, "batch_tokens", json_integer(rj->batch_tokens));
     if (rc == FS_OK) rc = set(ctx, root, "work_default", json_boolean(rj->work_default));
@@ -416,6 +421,17 @@ fs_status fs_rj_restore(fs_ctx *ctx, fs_run_journal *rj, const fs_ckpt *c, const
     if (kern && strcmp(kern, fs_blas_kernels()))
         fs_log(ctx, "resume: OpenBLAS's %s kernels here, %s in the run (--allow-device-change): the output will not be "
                "byte-identical to an uninterrupted run", fs_blas_kernels(), kern);
+    /* the device: another GPU, CUDA, driver, cuBLAS or BLAS may round differently */
+    const char *dev = json_string_value(json_object_get(root, "device"));
+    char here[512] = "";
+    if (ctx->be) fs_backend_device(ctx->be, here, sizeof here);
+    if (dev && ctx->be && strcmp(dev, here) && !rj->allow_device_change)
+        return fs_ctx_err(ctx, FS_ERR_USAGE, "the run ran on [%s], this one would run on [%s]: the bytes could "
+                          "differ, so the output would not be an uninterrupted run's.  Resume on the run's device, or "
+                          "pass --allow-device-change to accept the difference", dev, here);
+    if (dev && ctx->be && strcmp(dev, here))
+        fs_log(ctx, "warning: resume: the run ran on [%s], this part runs on [%s] (--allow-device-change): the bytes "
+               "may differ from an uninterrupted run's", dev, here);
     const json_int_t bt = json_integer_value(json_object_get(root, "batch_tokens"));
     if (bt > 0 && bt <= (1 << 30)) {
         if (rj->batch_tokens > 0 && bt != rj->batch_tokens)
